@@ -1,0 +1,55 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Installs are stamped on pyproject.toml, so a second run does not rebuild llama-cpp-python.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+TFGRPO_DATA ?= $(abspath ../shared/data)
+export TFGRPO_DATA
+
+.PHONY: demo test install install-dev browser bench bench-learning clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip wheel setuptools
+
+# runtime + embedded model server
+$(VENV)/.stamp-local: pyproject.toml | $(PY)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[local]'
+	touch $@
+
+# everything the tests need: + grpo (torch CPU wheel pinned) + dev tools
+$(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-local
+	$(PIP) install -e '.[local,grpo,dev]'
+	touch $@
+
+install: $(VENV)/.stamp-local
+install-dev: $(VENV)/.stamp-dev
+
+# headless Chromium for the report's browser test (Debian packages); skipped quietly where apt is absent
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	      || echo "chromium could not be installed; the browser test will be skipped"; \
+	  else echo "no apt/root: the browser test will be skipped"; fi; fi
+
+demo: $(VENV)/.stamp-local
+	$(VENV)/bin/tfgrpo demo
+
+test: $(VENV)/.stamp-dev browser
+	$(PY) -m pytest -q -ra
+
+bench: $(VENV)/.stamp-dev
+	$(PY) bench/run_all.py
+
+bench-learning: $(VENV)/.stamp-local
+	$(PY) bench/learning.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

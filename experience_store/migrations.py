@@ -1,0 +1,229 @@
+"""Schema migrations: append-only, named, each recorded in the `_migrations` table.
+
+Rules: never edit or reorder a migration that has shipped; add a new one at the end of `MIGRATIONS`.
+Each migration runs in its own transaction together with the row that records it, so a failure leaves
+the file at the previous schema. A file that records a migration this code does not know was written
+by a newer tfgrpo and is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+
+from tfgrpo.errors import StoreError
+
+Migration = tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]
+
+_CORE = """
+CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE libraries (
+    name VARCHAR PRIMARY KEY,
+    created_at TIMESTAMP NOT NULL,
+    current_version INTEGER NOT NULL DEFAULT 0,
+    next_exp_id INTEGER NOT NULL DEFAULT 1,
+    embed_model VARCHAR,
+    embed_dim INTEGER
+);
+CREATE TABLE experiences (
+    library VARCHAR NOT NULL,
+    id INTEGER NOT NULL,
+    text VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    created_version INTEGER NOT NULL,
+    updated_version INTEGER NOT NULL,
+    times_injected BIGINT NOT NULL DEFAULT 0,
+    times_won BIGINT NOT NULL DEFAULT 0,
+    support INTEGER NOT NULL DEFAULT 1,
+    merged_into INTEGER,
+    embedding FLOAT[],
+    PRIMARY KEY (library, id)
+);
+CREATE TABLE exp_revisions (
+    library VARCHAR NOT NULL,
+    exp_id INTEGER NOT NULL,
+    valid_from INTEGER NOT NULL,
+    valid_to INTEGER,
+    text VARCHAR NOT NULL,
+    embedding FLOAT[]
+);
+CREATE TABLE versions (
+    library VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    n_ops INTEGER NOT NULL,
+    n_live INTEGER NOT NULL,
+    run_id VARCHAR,
+    step INTEGER,
+    PRIMARY KEY (library, version)
+);
+CREATE TABLE ops (
+    id BIGINT PRIMARY KEY,
+    library VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    kind VARCHAR NOT NULL,
+    exp_id INTEGER,
+    merge_ids INTEGER[],
+    before_text VARCHAR,
+    after_text VARCHAR,
+    reason VARCHAR,
+    outcome VARCHAR NOT NULL,
+    note VARCHAR,
+    duplicate_of INTEGER,
+    similarity DOUBLE,
+    run_id VARCHAR,
+    step INTEGER,
+    group_id VARCHAR,
+    rollout_ids VARCHAR[],
+    call_id VARCHAR,
+    created_at TIMESTAMP NOT NULL
+);
+"""
+
+_RUNS = """
+CREATE TABLE runs (
+    id VARCHAR PRIMARY KEY,
+    library VARCHAR,
+    kind VARCHAR NOT NULL,
+    model VARCHAR,
+    config VARCHAR,
+    status VARCHAR NOT NULL,
+    steps INTEGER NOT NULL DEFAULT 0,
+    created_at TIMESTAMP NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP,
+    error VARCHAR,
+    metrics VARCHAR
+);
+CREATE TABLE rollouts (
+    id VARCHAR PRIMARY KEY,
+    run_id VARCHAR NOT NULL,
+    step INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    question_id VARCHAR NOT NULL,
+    question VARCHAR NOT NULL,
+    completion VARCHAR NOT NULL,
+    reward DOUBLE NOT NULL,
+    reward_reason VARCHAR,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    version INTEGER,
+    finish_reason VARCHAR,
+    error VARCHAR,
+    extra VARCHAR,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE llm_calls (
+    id VARCHAR PRIMARY KEY,
+    ts DOUBLE NOT NULL,
+    run_id VARCHAR,
+    stage VARCHAR,
+    model VARCHAR,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    cost_usd DOUBLE,
+    latency_s DOUBLE,
+    request VARCHAR,
+    response VARCHAR,
+    finish_reason VARCHAR,
+    error VARCHAR,
+    attempts INTEGER,
+    meta VARCHAR
+);
+CREATE TABLE learner_rejections (
+    id BIGINT PRIMARY KEY,
+    run_id VARCHAR,
+    step INTEGER,
+    stage VARCHAR,
+    reason VARCHAR,
+    raw VARCHAR,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE evals (
+    id BIGINT PRIMARY KEY,
+    run_id VARCHAR,
+    library VARCHAR,
+    version INTEGER,
+    task VARCHAR,
+    model VARCHAR,
+    metrics VARCHAR,
+    created_at TIMESTAMP NOT NULL
+);
+"""
+
+
+def _sql(script: str) -> Callable[[duckdb.DuckDBPyConnection], None]:
+    def run(con: duckdb.DuckDBPyConnection) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                con.execute(statement)
+
+    return run
+
+
+#: The schema history. Append only.
+MIGRATIONS: list[Migration] = [
+    ("0001_core_library_tables", _sql(_CORE)),
+    ("0002_runs_rollouts_calls", _sql(_RUNS)),
+]
+
+_LEDGER = "CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+
+
+def _has_ledger(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = '_migrations'"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def applied_migrations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the migrations already recorded in this file (empty for a new file)."""
+    if not _has_ledger(con):
+        return []
+    return [r[0] for r in con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()]
+
+
+def check_not_newer(applied: list[str], where: str) -> None:
+    """Refuse a file whose schema was written by a newer tfgrpo."""
+    known = {name for name, _ in MIGRATIONS}
+    unknown = sorted(set(applied) - known)
+    if unknown:
+        raise StoreError(
+            f"{where} was written by a newer tfgrpo (unknown schema migrations: {', '.join(unknown)}); "
+            "upgrade tfgrpo (pip install -U tfgrpo) or pass --db another file"
+        )
+
+
+def pending_migrations(con: duckdb.DuckDBPyConnection, where: str) -> list[str]:
+    """Names of the known migrations not yet applied; refuses files from a newer schema."""
+    applied = applied_migrations(con)
+    check_not_newer(applied, where)
+    done = set(applied)
+    return [name for name, _ in MIGRATIONS if name not in done]
+
+
+def migrate(con: duckdb.DuckDBPyConnection, where: str) -> list[str]:
+    """Apply every pending migration, each in its own transaction; returns the names applied.
+
+    Running it again on an up-to-date file is a no-op.
+    """
+    pending = pending_migrations(con, where)
+    if not pending:
+        return []
+    con.execute(_LEDGER)
+    steps = dict(MIGRATIONS)
+    for name in pending:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            steps[name](con)
+            con.execute("INSERT INTO _migrations VALUES (?, now())", [name])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    return pending

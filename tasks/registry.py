@@ -1,0 +1,67 @@
+"""Task names -> Task objects.
+
+| name | splits | reward |
+| --- | --- | --- |
+| arith | train, test | built-in arithmetic word problems, \\boxed{} answer, 1/0 |
+| gsm8k | train, test | math, 1/0 |
+| math500, aime24, aime25 | test | math, 1/0 |
+| dapo | train | math, 1/0 (a 500-problem sample of DAPO-Math-17k) |
+| hotpotqa | train (15% carve of dev), test (the rest) | token F1 (`reward="em"` for exact match) |
+| jsonl | train, test (the same file, or a folder's train/test.jsonl) | exact / numeric / math / regex |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.base import Task
+from tasks.builtin import ArithTask
+from tasks.jsonl import REWARD_KINDS, JsonlTask
+from tasks.math import SPECS, MathTask
+from tasks.qa import HotpotQATask
+from tfgrpo.errors import ConfigError, UnknownTaskError
+
+_NAMES = ("arith", *SPECS, "hotpotqa", "jsonl")
+
+
+def task_names() -> list[str]:
+    """All registered task names."""
+    return list(_NAMES)
+
+
+def get_task(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    data_file: str | Path | None = None,
+    reward: str | None = None,
+) -> Task:
+    """The task called `name`.
+
+    `data_dir` overrides where datasets are looked up (else $TFGRPO_DATA, else ../shared/data next to
+    the repository). `data_file` is the JSONL file (or folder) of task `jsonl` and only of it.
+    `reward` picks the scoring: `exact|numeric|math|regex` for `jsonl`, `f1|em` for `hotpotqa`;
+    the other tasks accept only `math` (or nothing).
+    """
+    key = (name or "").strip().lower()
+    if key not in _NAMES:
+        raise UnknownTaskError(f"unknown task '{name}'; choose one of: {', '.join(_NAMES)}")
+    if data_file is not None and key != "jsonl":
+        raise ConfigError(
+            f"a data file applies only to task 'jsonl' (got task '{key}'); for '{key}' use --data-dir, "
+            f"or use --task jsonl --data-file {data_file}"
+        )
+    if key == "jsonl":
+        if data_file is None:
+            raise ConfigError(
+                "task 'jsonl' needs a data file: pass --data-file PATH.jsonl (lines with "
+                f"'question' and 'answer'), and --reward one of {', '.join(REWARD_KINDS)}"
+            )
+        return JsonlTask(data_file, reward)
+    if key == "hotpotqa":
+        return HotpotQATask(data_dir, reward)
+    if reward is not None and reward.lower() != "math":
+        raise ConfigError(f"task '{key}' is graded with the math reward only; drop --reward {reward}")
+    if key == "arith":
+        return ArithTask()
+    return MathTask(SPECS[key], data_dir)

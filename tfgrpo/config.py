@@ -1,0 +1,80 @@
+"""Pydantic configs, one per component. `extra="forbid"`: a misspelled key is an error, not ignored."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tfgrpo.budget import BudgetConfig
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Config):
+    """Which model to call and how."""
+
+    model: str = Field("local", description="`local`, `local:qwen0.5b`, `local:smollm2`, `scripted`, or a "
+                                            "litellm model name such as openai/gpt-4.1-mini.")
+    api_base: str | None = Field(None, description="OpenAI-compatible base URL (vLLM, Ollama, llama.cpp).")
+    api_key: str | None = Field(None, description="API key; default from the provider's env variable.")
+    gguf: str | None = Field(None, description="Serve this GGUF file with the embedded server.")
+    concurrency: int = Field(8, ge=1, description="Max requests in flight to this model.")
+    timeout_s: float = Field(300.0, gt=0, description="Per-call timeout in seconds.")
+    max_attempts: int = Field(4, ge=1, description="Attempts per call on transient faults.")
+    n_ctx: int | None = Field(None, ge=256, description="Context size for the embedded server.")
+
+
+class SamplingConfig(_Config):
+    """Sampling for rollouts and evaluation."""
+
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int = Field(512, ge=1, description="Max completion tokens (>= 512 for math).")
+
+
+class EvalConfig(_Config):
+    """`tfgrpo eval`."""
+
+    task: str
+    k: int = Field(1, ge=1, description="Samples per item (mean@k, pass@k).")
+    split: str = "test"
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N items.")
+    seed: int = 0
+    sampling: SamplingConfig = SamplingConfig()
+
+
+class TrainConfig(_Config):
+    """`tfgrpo train`: the Training-Free GRPO loop."""
+
+    task: str
+    library: str = "default"
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(4, ge=1, description="Questions per step (B).")
+    group_size: int = Field(5, ge=1, description="Rollouts per question (G); >= 2 unless allow_group_of_one.")
+    allow_group_of_one: bool = Field(False, description="Allow G=1 (no group comparison; an ablation).")
+    limit: int | None = Field(None, ge=1, description="Use only the first N training questions.")
+    seed: int = 0
+    split: str = "train"
+    rollout: SamplingConfig = SamplingConfig()
+    learner_temperature: float = Field(0.3, ge=0, le=2)
+    learner_max_tokens: int = Field(768, ge=64)
+    max_proposals: int = Field(2, ge=1, description="Experience proposals per group (K).")
+    max_words: int = Field(32, ge=4, description="Max words per experience (N).")
+    learn_all_wrong: bool = Field(True, description="Learn from all-wrong groups using the reference answer.")
+    learn_all_right: bool = Field(False, description="Also learn from all-right groups.")
+    ground_truth: bool = Field(True, description="False: rewards by majority vote; no gold label in prompts.")
+    learner_retries: int = Field(2, ge=0, description="Retries of a malformed learner output.")
+    fallback_add: bool = Field(True, description="If consolidation output stays invalid, ADD the validated "
+                                                 "proposals as they are (the store dedups them).")
+    prior_token_cap: int | None = Field(1024, ge=1, description="Token cap of the injected experience block.")
+    placement: Literal["system", "user"] = Field("system", description="Where the experience block goes.")
+    budget: BudgetConfig = BudgetConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.group_size < 2 and not self.allow_group_of_one:
+            raise ValueError("group size must be >= 2 for a group comparison (use --group-size 2 or more, "
+                             "or --allow-group-of-one for the G=1 ablation)")
+        return self

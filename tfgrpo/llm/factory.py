@@ -1,0 +1,77 @@
+"""Build gateways from model names. Embedded servers are started once per GGUF and shared by every
+gateway (policy and learner) in the process; `ModelPool.close()` stops them."""
+
+from __future__ import annotations
+
+import os
+
+from tfgrpo.budget import Budget
+from tfgrpo.config import ModelConfig
+from tfgrpo.errors import ModelNotAvailableError
+from tfgrpo.llm.backends import LiteLLMBackend, OpenAICompatBackend
+from tfgrpo.llm.fetch import resolve_gguf
+from tfgrpo.llm.gateway import Gateway
+from tfgrpo.llm.local import LocalServer
+from tfgrpo.llm.registry import LOCAL_MODELS, is_local
+from tfgrpo.llm.scripted import ScriptedBackend
+from tfgrpo.llm.types import CallLog
+
+
+def check_model_name(model: str) -> None:
+    """Refuse names that cannot work before anything starts."""
+    if is_local(model) and model not in LOCAL_MODELS:
+        raise ModelNotAvailableError(f"unknown local model {model!r}; valid: {', '.join(LOCAL_MODELS)}, "
+                                     "or --gguf PATH, or a litellm name such as openai/gpt-4.1-mini")
+    if not model.strip():
+        raise ModelNotAvailableError("empty --model; use `local` or a litellm model name")
+
+
+class ModelPool:
+    """Owns the embedded servers of one process."""
+
+    def __init__(self, progress=lambda s: None) -> None:
+        self._servers: dict[str, LocalServer] = {}
+        self.progress = progress
+
+    def server_for(self, cfg: ModelConfig) -> LocalServer:
+        path = resolve_gguf(cfg.model, cfg.gguf, progress=self.progress)
+        key = str(path)
+        if key not in self._servers:
+            spec = LOCAL_MODELS.get(cfg.model)
+            n_ctx = cfg.n_ctx or (spec.n_ctx if spec else 4096)
+            self.progress(f"starting embedded llama.cpp server for {path.name}")
+            self._servers[key] = LocalServer(path, n_ctx=n_ctx, alias=cfg.model).start()
+        return self._servers[key]
+
+    def gateway(self, cfg: ModelConfig, *, call_log: CallLog | None = None, budget: Budget | None = None,
+                run_id: str | None = None) -> Gateway:
+        check_model_name(cfg.model)
+        local = False
+        if cfg.model == "scripted":
+            backend = ScriptedBackend()
+            local = True
+        elif is_local(cfg.model) or cfg.gguf:
+            local = True
+            base = os.environ.get("TFGRPO_LOCAL_API_BASE") if not cfg.gguf else None
+            base = base or self.server_for(cfg).api_base
+            backend = OpenAICompatBackend(cfg.model, base)
+        elif cfg.api_base:
+            name = cfg.model.split("/", 1)[1] if cfg.model.startswith("openai/") else cfg.model
+            backend = OpenAICompatBackend(name, cfg.api_base, cfg.api_key)
+        else:
+            backend = LiteLLMBackend(cfg.model, None, cfg.api_key)
+        conc = min(cfg.concurrency, 2) if local and cfg.model != "scripted" else cfg.concurrency
+        return Gateway(backend, name=cfg.model, concurrency=conc, timeout_s=cfg.timeout_s,
+                       max_attempts=cfg.max_attempts, call_log=call_log, budget=budget, run_id=run_id,
+                       is_local=local)
+
+    def close(self) -> None:
+        for server in self._servers.values():
+            server.stop()
+        self._servers.clear()
+
+    def __enter__(self) -> "ModelPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

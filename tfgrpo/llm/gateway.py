@@ -1,0 +1,154 @@
+"""The one LLM gateway: async chat with a global concurrency limit, per-call timeout, retries with
+backoff on transient faults (tenacity), no retry on permanent ones, n-emulation, usage + USD per call,
+`finish_reason` kept, every call recorded in the call log, hard budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from tfgrpo.budget import Budget
+from tfgrpo.errors import BudgetExceeded, LLMError
+from tfgrpo.llm.backends import Backend, RawResponse
+from tfgrpo.llm.errors import classify, retry_wait
+from tfgrpo.llm.types import CallLog, CallRecord, Completion, Message
+
+
+class Gateway:
+    """Implements the `ChatModel` protocol on top of a `Backend`."""
+
+    def __init__(
+        self, backend: Backend, *, name: str | None = None, concurrency: int = 8, timeout_s: float = 300.0,
+        max_attempts: int = 4, backoff_max_s: float = 30.0, call_log: CallLog | None = None,
+        budget: Budget | None = None, run_id: str | None = None, is_local: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.name = name or backend.model
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.backoff_max_s = backoff_max_s
+        self.call_log = call_log
+        self.budget = budget
+        self.run_id = run_id
+        self.is_local = is_local
+        self._sems: dict[int, asyncio.Semaphore] = {}
+
+    def _sem(self) -> asyncio.Semaphore:
+        loop_id = id(asyncio.get_running_loop())
+        if loop_id not in self._sems:
+            self._sems[loop_id] = asyncio.Semaphore(self.concurrency)
+        return self._sems[loop_id]
+
+    async def chat(
+        self, messages: list[Message], *, temperature: float = 0.7, max_tokens: int = 512, n: int = 1,
+        stage: str = "chat", seed: int | None = None, meta: dict[str, Any] | None = None,
+    ) -> list[Completion]:
+        """Return exactly `n` completions (see `ChatModel`)."""
+        if n < 1:
+            raise LLMError("n must be >= 1")
+        if self.backend.native_n and n > 1:
+            out = await self._one(messages, temperature, max_tokens, n, stage, seed, meta)
+        else:
+            out = []
+        missing = n - len(out)
+        if missing > 0:
+            seeds = [None if seed is None else seed + i for i in range(len(out), n)]
+            parts = await asyncio.gather(*[
+                self._one(messages, temperature, max_tokens, 1, stage, s, meta) for s in seeds])
+            out.extend(c for part in parts for c in part)
+        return out[:n]
+
+    async def _one(self, messages, temperature, max_tokens, n, stage, seed, meta) -> list[Completion]:
+        rec = CallRecord(model=self.name, stage=stage, request=messages, run_id=self.run_id,
+                         meta=dict(meta or {}))
+        if self.budget is not None:
+            try:
+                self.budget.reserve()
+            except BudgetExceeded:
+                raise
+        start = time.perf_counter()
+        try:
+            async with self._sem():
+                start = time.perf_counter()
+                raw, attempts = await self._send_with_retry(messages, temperature, max_tokens, n, seed, stage)
+        except LLMError as exc:
+            rec.error, rec.latency_s = str(exc), time.perf_counter() - start
+            rec.attempts = getattr(exc, "attempts", 1)
+            self._log(rec)
+            if self.budget is not None:
+                self.budget.settle(0, 0.0)
+            raise
+        rec.latency_s = time.perf_counter() - start
+        rec.attempts = attempts
+        return self._finish(rec, raw)
+
+    def _finish(self, rec: CallRecord, raw: RawResponse) -> list[Completion]:
+        cost = 0.0 if self.is_local else raw.cost_usd
+        rec.prompt_tokens, rec.completion_tokens, rec.cost_usd = raw.prompt_tokens, raw.completion_tokens, cost
+        rec.response = raw.choices[0].text if len(raw.choices) == 1 else None
+        if len(raw.choices) > 1:
+            rec.meta["responses"] = [c.text for c in raw.choices]
+        rec.finish_reason = raw.choices[0].finish_reason if raw.choices else None
+        if self.budget is not None:
+            self.budget.settle(raw.prompt_tokens + raw.completion_tokens, cost)
+        self._log(rec)
+        k = max(1, len(raw.choices))
+        return [
+            Completion(
+                text=c.text, finish_reason=c.finish_reason, prompt_tokens=raw.prompt_tokens,
+                completion_tokens=raw.completion_tokens // k, cost_usd=cost / k, model=raw.model or self.name,
+                latency_s=rec.latency_s, call_id=rec.id,
+            )
+            for c in raw.choices
+        ]
+
+    async def _send_with_retry(self, messages, temperature, max_tokens, n, seed, stage) -> tuple[RawResponse, int]:
+        attempts = 0
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=retry_wait(self.backoff_max_s),
+            retry=retry_if_exception(lambda e: isinstance(e, LLMError) and e.retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    try:
+                        raw = await asyncio.wait_for(
+                            self.backend.send(messages, temperature=temperature, max_tokens=max_tokens, n=n,
+                                              seed=seed, timeout=self.timeout_s, stage=stage),
+                            timeout=self.timeout_s + 5,
+                        )
+                    except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
+                        raise classify(exc, self.name, self.timeout_s) from exc
+                    except LLMError:
+                        raise
+                    except Exception as exc:  # transport errors are classified, never leaked raw
+                        raise classify(exc, self.name, self.timeout_s) from exc
+                    if not raw.choices:
+                        raise LLMError(f"{self.name} returned no choices", retryable=True)
+                    return raw, attempts
+        except LLMError as exc:
+            exc.attempts = attempts  # type: ignore[attr-defined]
+            if exc.retryable:
+                final = LLMError(f"{exc} (gave up after {attempts} attempts)", status=exc.status)
+                final.attempts = attempts  # type: ignore[attr-defined]
+                raise final from exc
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _log(self, rec: CallRecord) -> None:
+        if self.call_log is not None:
+            try:
+                self.call_log.record(rec)
+            except Exception:  # the log must never break a run
+                pass
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
