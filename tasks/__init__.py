@@ -1,0 +1,1 @@
+"""Tasks: datasets, prompts and rewards (`tasks.registry.get_task`)."""

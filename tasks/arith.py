@@ -23,6 +23,10 @@ DISTRACTORS = (
 )
 
 
+def _hours(h: int) -> str:
+    return f"{h} hour" if h == 1 else f"{h} hours"
+
+
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -71,8 +75,8 @@ def t_discount(r: random.Random, n: str) -> Item:
 
 def t_trip(r: random.Random, n: str) -> Item:
     s1, h1, s2, h2 = r.randint(4, 12) * 5, r.randint(2, 5), r.randint(4, 12) * 5, r.randint(1, 4)
-    q = (f"{n} drives at {s1} miles per hour for {h1} hours, stops for lunch, then drives at {s2} "
-         f"miles per hour for {h2} hours. How many miles does {n} drive in total?")
+    q = (f"{n} drives at {s1} miles per hour for {_hours(h1)}, stops for lunch, then drives at {s2} "
+         f"miles per hour for {_hours(h2)}. How many miles does {n} drive in total?")
     ans = s1 * h1 + s2 * h2
     return q, ans, f"{s1}*{h1} = {s1 * h1}; {s2}*{h2} = {s2 * h2}; total {ans} miles."
 
@@ -162,6 +166,7 @@ def _one(r: random.Random, i: int) -> dict[str, object]:
         extra = r.choice(DISTRACTORS).format(n=r.randint(3, 60))
         first, rest = question.split(". ", 1)
         question = f"{first}. {extra} {rest}"
+    solution = f"{solution.rstrip('.')}. The answer is {answer}."
     return {"question": question, "answer": str(answer), "solution": solution,
             "template": template.__name__[2:]}
 

@@ -2,17 +2,26 @@
 
 Plain numbers take a fast path that forgives the usual surface forms: thousands commas ("1,000"),
 currency and units ("$18", "18 dollars", "18 cm"), trailing zeros ("18.00"), percentages ("25%"),
-fractions ("3/4", "\\frac{3}{4}", "\\dfrac34"). Everything else goes to math-verify, guarded by its
-timeouts where they work (they use SIGALRM, so only in the main thread) and by length caps always.
-No function here raises on model output.
+fractions ("3/4", "\\frac{3}{4}", "\\dfrac34"). Everything else goes to math-verify (sympy), guarded by:
+length caps; a screen that refuses expressions sympy can spend minutes on (power towers, huge
+exponents or factorials); and, in the main thread only, a SIGALRM time limit that saves and restores
+any timer already running (math-verify's own timeouts are turned off: they cancel such timers).
+Off the main thread there is no time limit, only the caps and the screen. Nothing here raises on
+model output.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import math
 import re
+import signal
 import threading
+import time
 from fractions import Fraction
+from typing import Any, Callable, Iterator
 
 from tasks.extract import MAX_ANSWER_CHARS
 
@@ -69,8 +78,45 @@ def numbers_equal(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+def _risky(expr: str) -> bool:
+    """Expressions sympy may take minutes on: towers of powers, huge exponents or factorials."""
+    if re.search(r"\^\s*(?:\{[^{}]*\^|\d+\s*\^|\{[^{}]*\}\s*\^)", expr):  # a power tower
+        return True
+    if re.search(r"\^\s*\{?\s*\(?\s*\d{5,}", expr) or re.search(r"\d{5,}\s*!", expr):
+        return True
+    if "^" in expr and re.search(r"[)}]\s*!", expr):
+        return True
+    return bool(re.search(r"\d{7,}", expr) and re.search(r"[!^]|binom|\*\*", expr))
+
+
+class _Timeout(BaseException):
+    """Raised by the alarm; a BaseException so that math-verify's `except Exception` cannot swallow it."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt the body after `seconds` (SIGALRM; main thread only, else no limit).
+
+    A timer already running (for example a test timeout) is saved and restored afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise _Timeout()
+
+    old_handler = signal.signal(signal.SIGALRM, _raise)
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+        if old_delay > 0:
+            left = max(old_delay - (time.monotonic() - started), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, left, old_interval)
 
 
 def _wrap(s: str) -> str:
@@ -80,22 +126,34 @@ def _wrap(s: str) -> str:
     return f"${s}$"
 
 
-def math_verify_equal(pred: str, gold: str) -> bool | None:
-    """math-verify's verdict (True/False), or None when it could not parse or gave up."""
-    if len(pred) > MAX_MATH_CHARS or len(gold) > MAX_MATH_CHARS:
-        return None
+@functools.lru_cache(maxsize=1)
+def _math_verify() -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     try:
         from math_verify import parse, verify
     except ImportError:  # pragma: no cover - a hard dependency
         return None
-    timeout = MATH_TIMEOUT_S if _in_main_thread() else None
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # we time-limit it ourselves
+    return parse, verify
+
+
+def math_verify_equal(pred: str, gold: str) -> bool | None:
+    """math-verify's verdict (True/False), or None when it could not parse, refused, or timed out."""
+    if len(pred) > MAX_MATH_CHARS or len(gold) > MAX_MATH_CHARS or _risky(pred) or _risky(gold):
+        return None
+    funcs = _math_verify()
+    if funcs is None:
+        return None
+    parse, verify = funcs
     try:
-        gold_p = parse(_wrap(gold), parsing_timeout=timeout)
-        pred_p = parse(_wrap(pred), parsing_timeout=timeout)
-        if not gold_p or not pred_p:
-            return None
-        return bool(verify(gold_p, pred_p, timeout_seconds=timeout))
-    except Exception:  # noqa: BLE001 - model output must never crash grading
+        with _time_limit(MATH_TIMEOUT_S):
+            gold_p = parse(_wrap(gold), parsing_timeout=None)
+            pred_p = parse(_wrap(pred), parsing_timeout=None)
+            if not gold_p or not pred_p:
+                return None
+            return bool(verify(gold_p, pred_p, timeout_seconds=None))
+    except BaseException as exc:  # noqa: BLE001 - model output must never crash grading
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
         return None
 
 
@@ -112,7 +170,7 @@ def grade_math(pred: str, gold: str) -> tuple[bool, str]:
     verdict = math_verify_equal(pred_s, gold)
     if verdict is None:
         verdict = _norm_text(pred_s) == _norm_text(gold)
-        how = " (text match)" if verdict else " (could not parse)"
+        how = " (text match)" if verdict else " (could not verify)"
     else:
         how = ""
     sign = "==" if verdict else "!="

@@ -11,7 +11,9 @@ A reply either calls a tool:
 
 or answers, with `Final Answer: ...` or a `\\boxed{...}`. Whichever comes first in the reply wins, so
 an answer written inside tool input does not end the run. Text after the tool input that imitates an
-observation (`Observation: ...`, made up by the model) is dropped.
+observation (`Observation: ...`, made up by the model) is dropped. Small models often skip the
+`Action:` line and just write a ```python block: when the caller names a `code_tool`, a reply with
+such a block and no answer marker is taken as a call of that tool.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ _OBSERVATION = re.compile(r"^[ \t*]*Observation[ \t*]*:", re.M | re.I)
 _FINAL = re.compile(r"Final[ \t]*Answer[ \t*]*:", re.I)
 _BOXED = re.compile(r"\\boxed\s*\{")
 _OPEN_FENCE = re.compile(r"```[\w+-]*[ \t]*\n")
+_PY_FENCE = re.compile(r"```(?:python|py|python3)[ \t]*\n", re.I)
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,15 @@ class Parsed:
     tool_input: str | None = None
 
 
-def parse_reply(text: str) -> Parsed:
+def parse_reply(text: str, *, code_tool: str | None = None) -> Parsed:
     """Split a model reply into a tool call or a final answer (see the module docstring)."""
     action = _ACTION.search(text)
     final_pos = min((m.start() for m in (_FINAL.search(text), _BOXED.search(text)) if m), default=None)
+    fence = _PY_FENCE.search(text) if action is None and final_pos is None and code_tool else None
+    if fence is not None:  # a bare ```python block: an implicit call of the code tool
+        end = text.find("```", fence.end())
+        kept = text if end < 0 else text[: end + 3]
+        return Parsed("action", kept.rstrip(), tool=code_tool, tool_input=_input_body(text[fence.start():]))
     if action is None or (final_pos is not None and final_pos < action.start()):
         return Parsed("final" if final_pos is not None else "none", text)
     rest = text[action.end():]

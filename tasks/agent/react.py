@@ -115,7 +115,7 @@ async def _model_step(s: AgentSettings, state: AgentState) -> dict[str, Any]:
     c = completions[0]
     usage = {"turns": turn, "prompt_tokens": state["prompt_tokens"] + c.prompt_tokens,
              "completion_tokens": state["completion_tokens"] + c.completion_tokens}
-    parsed = parse_reply(c.text)
+    parsed = parse_reply(c.text, code_tool="python" if "python" in s.tools else None)
     if parsed.kind != "action":
         return {**usage, "messages": state["messages"] + [{"role": "assistant", "content": c.text}],
                 "final_text": c.text, "stop_reason": "final_answer" if parsed.kind == "final" else "no_action",

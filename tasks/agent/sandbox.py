@@ -176,6 +176,10 @@ def kill_tree(pgid: int, uid: int | None, *, rounds: int = 200) -> int:
     """SIGKILL every live process in group `pgid` (and of real uid `uid`) until none is left.
 
     Returns how many processes were still alive at the end (0 when containment worked)."""
+    try:  # works without /proc too; the scan below also catches members of other groups (setsid)
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     survivors: list[int] = []
     for _ in range(rounds):
         survivors = _members(pgid, uid)
@@ -213,7 +217,10 @@ def _real_uid(pid: int) -> int | None:
 
 
 def _pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:  # no /proc (macOS): only the process-group kill applies
+        return []
 
 
 def _read(path: str) -> str:
