@@ -1,0 +1,44 @@
+"""DuckDB-backed experience library for Training-Free GRPO.
+
+Experiences have stable ids, every op batch is one transaction that makes one new version, every
+change is an op row with its provenance, and past versions can be read back (time travel).
+"""
+
+from .embed import DEFAULT_MODEL, Embedder, HashEmbedder, SentenceTransformerEmbedder, default_embedder
+from .models import (
+    MAX_TEXT_CHARS,
+    ApplyResult,
+    Experience,
+    Op,
+    OpKind,
+    OpRecord,
+    Provenance,
+    Rejection,
+    RolloutRow,
+)
+from .paths import default_db_path, tfgrpo_home
+from .store import DEFAULT_DEDUP_THRESHOLD, ExperienceStore
+from .tokens import count_tokens, token_counter_name
+
+__all__ = [
+    "DEFAULT_DEDUP_THRESHOLD",
+    "DEFAULT_MODEL",
+    "MAX_TEXT_CHARS",
+    "ApplyResult",
+    "Embedder",
+    "Experience",
+    "ExperienceStore",
+    "HashEmbedder",
+    "Op",
+    "OpKind",
+    "OpRecord",
+    "Provenance",
+    "Rejection",
+    "RolloutRow",
+    "SentenceTransformerEmbedder",
+    "count_tokens",
+    "default_db_path",
+    "default_embedder",
+    "tfgrpo_home",
+    "token_counter_name",
+]

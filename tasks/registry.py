@@ -8,6 +8,9 @@
 | dapo | train | math, 1/0 (a 500-problem sample of DAPO-Math-17k) |
 | hotpotqa | train (15% carve of dev), test (the rest) | token F1 (`reward="em"` for exact match) |
 | jsonl | train, test (the same file, or a folder's train/test.jsonl) | exact / numeric / math / regex |
+| docsearch | train, test | tool-using retrieval over a shipped corpus (agent mode only), exact match |
+
+`load_task(name, agent="react")` wraps any task in the ReAct agent with tools (python by default).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from tasks.math import SPECS, MathTask
 from tasks.qa import HotpotQATask
 from tfgrpo.errors import ConfigError, UnknownTaskError
 
-_NAMES = ("arith", *SPECS, "hotpotqa", "jsonl")
+_NAMES = ("arith", *SPECS, "hotpotqa", "jsonl", "docsearch")
+AGENTS = ("react",)
 
 
 def task_names() -> list[str]:
@@ -64,4 +68,22 @@ def get_task(
         raise ConfigError(f"task '{key}' is graded with the math reward only; drop --reward {reward}")
     if key == "arith":
         return ArithTask()
+    if key == "docsearch":
+        from tasks.agent import DocSearchTask
+
+        return DocSearchTask()
     return MathTask(SPECS[key], data_dir)
+
+
+def load_task(name: str, *, agent: str | None = None, data_dir: str | Path | None = None,
+              data_file: str | Path | None = None, reward: str | None = None, max_turns: int | None = None,
+              tool_timeout_s: float = 10.0) -> Task:
+    """`get_task`, wrapped in the ReAct agent when `agent` is given (tasks that need tools always are)."""
+    task = get_task(name, data_dir=data_dir, data_file=data_file, reward=reward)
+    if agent is not None and agent not in AGENTS:
+        raise ConfigError(f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS)}")
+    if agent is None and not getattr(task, "requires_agent", False):
+        return task
+    from tasks.agent import as_agent_task
+
+    return as_agent_task(task, agent or "react", max_turns=max_turns, tool_timeout_s=tool_timeout_s)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Annotated
 
 import pytest
+from pydantic import Field
 
-from tasks.agent import (AgentTask, Step, Tool, Trajectory, get_tool, parse_reply, register_tool, run_agent,
+from tasks.agent import (AgentTask, Step, Tool, Trajectory, get_tool, parse_reply, register_tool, run_agent, tool,
                          trajectory_text)
 from tasks.base import Example, Reward
 from tfgrpo.errors import ConfigError, LLMError
@@ -107,6 +109,22 @@ async def test_agent_user_registered_tool():
         register_tool(add_numbers.fn)  # already registered
 
 
+def test_tool_decorator_and_type_hints():
+    @tool
+    def lookup(key: Annotated[str, Field(description="what to look up")], limit: int = 3) -> str:
+        """Look a key up.
+
+        Longer details that are not part of the description."""
+        return key * limit
+
+    assert isinstance(lookup, Tool) and lookup.description == "Look a key up."
+    assert lookup.parameters["properties"]["key"]["description"] == "what to look up"
+    assert lookup.parse_args('{"key": "ab", "limit": 2}') == {"key": "ab", "limit": 2}
+    with pytest.raises(ValueError, match="JSON object"):
+        lookup.parse_args("plain text")
+    assert lookup.signature_text() == "lookup(key: string, limit: integer)"
+
+
 def test_tool_needs_type_hints():
     def untyped(x):
         return x
@@ -187,3 +205,33 @@ async def test_agent_task_wraps_a_base_task():
     assert traj.n_tool_calls == 1 and traj.stop_reason == "final_answer"
     assert task.reward(ex, traj.final_text).score == 1.0  # "Final Answer: 42" read as \boxed{42}
     assert task.reward(ex, "Final Answer: 41").score == 0.0
+
+
+def test_parse_reply_bare_python_block_is_a_call_when_a_code_tool_exists():
+    reply = "Let me compute.\n```python\nprint(17 * 23)\n```\nThis prints 391."
+    assert parse_reply(reply).kind == "none"
+    p = parse_reply(reply, code_tool="python")
+    assert (p.kind, p.tool, p.tool_input) == ("action", "python", "print(17 * 23)")
+    assert p.text.endswith("```") and "391" not in p.text
+    assert parse_reply(reply + "\nFinal Answer: 391", code_tool="python").kind == "final"
+
+
+async def test_agent_task_on_the_builtin_arith_task():
+    from tasks.registry import get_task
+
+    from tasks.agent import as_agent_task
+
+    task = as_agent_task(get_task("arith"), max_turns=3)
+    ex = task.examples("test")[0]
+
+    def responder(stage, messages, index):
+        last = messages[-1]["content"]
+        if last.startswith("Observation:"):
+            return "Final Answer: \\boxed{" + last.split()[1] + "}"
+        return f"Action: python\nAction Input:\n```python\nprint({ex.answer!r})\n```"
+
+    traj = await task.rollout(Gateway(ScriptedBackend(responder), name="scripted"), ex, seed=0)
+    assert traj.n_tool_calls == 1 and traj.stop_reason == "final_answer"
+    assert task.name == "arith" and task.reward(ex, traj.final_text).score == 1.0
+    with pytest.raises(ValueError):
+        as_agent_task(task, agent="plan-and-execute")

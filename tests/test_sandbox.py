@@ -119,3 +119,14 @@ def test_sandbox_workdir_is_fresh_and_removed():
 def test_sandbox_file_size_limit():
     res = run_python("open('big', 'wb').write(b'0' * (8 * 2**20))\nprint('wrote')", fsize_mb=1)
     assert "wrote" not in res.stdout and res.error is not None
+
+
+def test_sandbox_without_private_uid_still_kills_its_process_group(monkeypatch):
+    from tasks.agent import sandbox
+    monkeypatch.setattr(sandbox, "_private_uid", lambda: None)  # the non-root path
+    assert sandbox._own_task_count() >= 1
+    code = ("import os, subprocess\nprint(os.getpgrp(), os.getuid(), flush=True)\n"
+            "subprocess.Popen(['sleep', '30'])\nprint('started')")
+    res = sandbox.run_python(code, timeout_s=5)
+    assert res.ok and res.stdout.endswith("started\n")
+    assert _survivors(int(res.stdout.split()[0]), None) == []

@@ -31,7 +31,9 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
             "consolidation": state.get("consolidation", {}).get("status"), "version": version}
     ctx.step_stats.append(stat)
     ctx.stage("apply", step, f"v{version}: {applied} ops applied, {rejected} rejected")
-    ctx.store.update_run(ctx.run_id, steps=step + 1, metrics={"last_step": stat})
+    metrics = dict(ctx.store.get_run(ctx.run_id).get("metrics") or {})
+    metrics["last_step"] = stat
+    ctx.store.update_run(ctx.run_id, steps=step + 1, metrics=metrics)
 
 
 def _bump(ctx, state: dict[str, Any]) -> None:

@@ -11,12 +11,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tasks.registry import get_task
 from tfgrpo.cli_common import console, data_dir_option, guard, out
-from tfgrpo.config import ModelConfig
+from tfgrpo.config import ModelConfig, TaskOptions
 from tfgrpo.errors import ConfigError
-from tfgrpo.eval_run import EvalResult, run_eval
-from tfgrpo.llm.factory import ModelPool
 
 
 def print_metrics(m: dict, title: str = "evaluation") -> None:
@@ -28,13 +25,21 @@ def print_metrics(m: dict, title: str = "evaluation") -> None:
                   f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]", f"{m['pass_at_k']:.3f}", f"{m['format_rate']:.2f}",
                   f"{m['wall_s']:.1f}")
     out.print(table)
+    if "avg_tool_calls" in m:
+        out.print(f"agent: {m['avg_tool_calls']:.2f} tool calls and {m['avg_turns']:.2f} turns per rollout")
 
 
 def evaluate(task_name: str, model_cfg: ModelConfig, *, k: int, split: str, limit: int | None, seed: int,
              temperature: float, max_tokens: int, apply_prior=None, library=None, version=None,
-             pool: ModelPool | None = None, call_log=None) -> EvalResult:
-    """Load the task, start the model, run the eval with a progress bar."""
-    task = get_task(task_name)
+             pool=None, call_log=None, task_options: TaskOptions | None = None,
+             model=None):
+    """Load the task, start the model (or use `model`, any ChatModel), run the eval with a progress bar."""
+    from tasks.registry import load_task
+    from tfgrpo.eval_run import run_eval
+    from tfgrpo.llm.factory import ModelPool
+
+    o = task_options or TaskOptions()
+    task = load_task(task_name, agent=o.agent, data_file=o.data_file, reward=o.reward, max_turns=o.max_turns)
     examples = task.examples(split)
     if limit:
         examples = examples[:limit]
@@ -43,7 +48,7 @@ def evaluate(task_name: str, model_cfg: ModelConfig, *, k: int, split: str, limi
     own = pool is None
     pool = pool or ModelPool(progress=lambda s: console.print(f"[dim]{s}[/]"))
     try:
-        model = pool.gateway(model_cfg, call_log=call_log)
+        model = model or pool.gateway(model_cfg, call_log=call_log)
         cols = (TextColumn("[bold]eval[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                 TimeElapsedColumn())
         with Progress(*cols, console=console, transient=True) as bar:
@@ -56,6 +61,13 @@ def evaluate(task_name: str, model_cfg: ModelConfig, *, k: int, split: str, limi
         if own:
             pool.close()
     return result
+
+
+def task_options(agent, max_turns, data_file, reward) -> TaskOptions:
+    if agent is not None and agent != "react":
+        raise ConfigError(f"unknown --agent {agent!r}; the only agent is `react`")
+    return TaskOptions(agent=agent, max_turns=max_turns, data_file=str(data_file) if data_file else None,
+                       reward=reward)
 
 
 @guard
@@ -72,6 +84,10 @@ def eval_cmd(
     temperature: float = typer.Option(0.7, "--temperature", min=0.0, max=2.0),
     max_tokens: int = typer.Option(512, "--max-tokens", min=1),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics and per-item results here."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="`react`: solve with the ReAct agent and tools."),
+    max_turns: int = typer.Option(5, "--max-turns", min=1, help="Agent mode: max model turns."),
+    data_file: Optional[Path] = typer.Option(None, "--data-file", help="Task jsonl: your JSONL file."),
+    reward: Optional[str] = typer.Option(None, "--reward", help="jsonl: exact|numeric|math|regex; hotpotqa: f1|em."),
     api_base: Optional[str] = typer.Option(None, "--api-base"),
     gguf: Optional[str] = typer.Option(None, "--gguf", help="Serve this GGUF with the embedded server."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset folder (default $TFGRPO_DATA)."),
@@ -80,12 +96,13 @@ def eval_cmd(
     """Evaluate a model (optionally with a learned library): mean@k, pass@k, 95% bootstrap CI."""
     data_dir_option(data_dir)
     cfg = ModelConfig(model=model, api_base=api_base, gguf=gguf)
+    opts = task_options(agent, max_turns, data_file, reward)
     from tfgrpo.prior_cli import prior_for_eval
 
     with prior_for_eval(library, version, db) as (apply_prior, lib, ver, call_log, on_done):
         result = evaluate(task, cfg, k=k, split=split, limit=limit, seed=seed, temperature=temperature,
                           max_tokens=max_tokens, apply_prior=apply_prior, library=lib, version=ver,
-                          call_log=call_log)
+                          call_log=call_log, task_options=opts)
         on_done(result)
     print_metrics(result.metrics())
     if json_out:

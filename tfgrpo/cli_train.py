@@ -12,11 +12,11 @@ from rich.table import Table
 
 from tfgrpo.budget import BudgetConfig
 from tfgrpo.cli_common import console, data_dir_option, guard, out
+from tfgrpo.cli_eval import task_options
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
 from tfgrpo.errors import ConfigError
 from tfgrpo.llm.factory import check_model_name
 from tfgrpo.prior_cli import open_store
-from tfgrpo.train import estimate, train
 
 
 def build_config(**kw) -> TrainConfig:
@@ -44,7 +44,7 @@ def summary_table(store, run_id: str) -> Table:
     out.print(f"steps {run.get('steps')}  ops applied {applied}, rejected {len(hist) - applied}  "
               f"learner outputs rejected {len(store.rejections(run_id))}  llm calls {run.get('llm_calls')}  "
               f"tokens {run.get('tokens')}  USD {float(run.get('cost_usd') or 0):.4f}  "
-              f"wall {float(run.get('wall_s') or 0):.1f}s")
+              f"wall {float((run.get('metrics') or {}).get('wall_s') or 0):.1f}s")
     return table
 
 
@@ -69,6 +69,10 @@ def train_cmd(
     no_ground_truth: bool = typer.Option(False, "--no-ground-truth", help="Majority-vote rewards; no gold labels."),
     allow_group_of_one: bool = typer.Option(False, "--allow-group-of-one"),
     no_all_wrong: bool = typer.Option(False, "--no-all-wrong", help="Skip all-wrong groups."),
+    agent: Optional[str] = typer.Option(None, "--agent", help="`react`: tool-using rollouts (ReAct agent)."),
+    max_turns: int = typer.Option(5, "--max-turns", min=1, help="Agent mode: max model turns."),
+    data_file: Optional[Path] = typer.Option(None, "--data-file", help="Task jsonl: your JSONL file."),
+    reward: Optional[str] = typer.Option(None, "--reward", help="jsonl: exact|numeric|math|regex; hotpotqa: f1|em."),
     api_base: Optional[str] = typer.Option(None, "--api-base"),
     gguf: Optional[str] = typer.Option(None, "--gguf"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir"),
@@ -81,9 +85,12 @@ def train_cmd(
         task=task, library=library, epochs=epochs, batch_size=batch_size, group_size=group_size, limit=limit,
         seed=seed, rollout=SamplingConfig(temperature=temperature, max_tokens=max_tokens),
         budget=_budget(budget_usd, max_calls, max_total_tokens), ground_truth=not no_ground_truth,
-        allow_group_of_one=allow_group_of_one, learn_all_wrong=not no_all_wrong)
+        allow_group_of_one=allow_group_of_one, learn_all_wrong=not no_all_wrong,
+        task_options=task_options(agent, max_turns, data_file, reward))
     policy = ModelConfig(model=model, api_base=api_base, gguf=gguf)
     learner = ModelConfig(model=learner_model, api_base=api_base) if learner_model else None
+    from tfgrpo.train import estimate, train
+
     if dry_run:
         out.print_json(json.dumps(estimate(cfg, policy)))
         return

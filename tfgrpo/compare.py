@@ -121,7 +121,7 @@ def _tokens(n: int | float) -> str:
 
 def fmt_paired(row: RowResult) -> str:
     if row.paired is None:
-        return "(reference)"
+        return "ref"
     p = row.paired
     return f"{p.delta:+.3f} [{p.ci_lo:+.3f}, {p.ci_hi:+.3f}] p={p.p_value:.3g}"
 
@@ -142,8 +142,7 @@ def _train_wall(cost: dict[str, Any]) -> str:
     return "-" if wall is None else f"{float(wall):.1f}"
 
 
-HEADERS = ["row", "mean@k [95% CI]", "pass@k", "Δ vs baseline [95% CI] p", "training cost", "train wall s",
-           "eval wall s"]
+HEADERS = ["row", "mean@k [95% CI]", "pass@k", "Δ vs baseline [95% CI] p", "training cost", "train s", "eval s"]
 
 
 def to_markdown(res: CompareResult) -> str:
@@ -172,10 +171,20 @@ def _when(value: Any) -> float:
 
 def training_free_cost(store: Any, library: str) -> dict[str, Any]:
     """Cost of the latest completed `train` run of `library` (calls, tokens, USD, steps, wall time)."""
-    runs = [r for r in store.list_runs(library) if r.get("kind") == "train" and r.get("status") == "completed"]
+    done = ("completed", "finished")
+    runs = [r for r in store.list_runs(library) if r.get("kind") == "train" and r.get("status") in done]
     if not runs:
         return {"kind": "training-free", "missing": "no completed train run"}
     run = max(runs, key=lambda r: (_when(r.get("finished_at")), _when(r.get("created_at"))))
     return {"kind": "training-free", "run_id": run.get("id"), "llm_calls": int(run.get("llm_calls") or 0),
             "tokens": int(run.get("tokens") or 0), "usd": float(run.get("cost_usd") or 0.0),
-            "steps": int(run.get("steps") or 0), "train_wall_s": run.get("wall_s")}
+            "steps": int(run.get("steps") or 0), "train_wall_s": _run_wall(run)}
+
+
+def _run_wall(run: dict[str, Any]) -> float | None:
+    """A run's wall seconds: the stored value, else finished_at - created_at."""
+    for value in (run.get("wall_s"), (run.get("metrics") or {}).get("wall_s")):
+        if value is not None:
+            return float(value)
+    start, end = _when(run.get("created_at")), _when(run.get("finished_at"))
+    return end - start if end > start > float("-inf") else None

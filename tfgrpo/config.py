@@ -45,10 +45,20 @@ class EvalConfig(_Config):
     sampling: SamplingConfig = SamplingConfig()
 
 
+class TaskOptions(_Config):
+    """How the task is loaded: agent mode, a user's own file, the reward kind."""
+
+    agent: Literal["react"] | None = Field(None, description="Solve with the ReAct agent and tools.")
+    max_turns: int = Field(5, ge=1, description="Agent mode: max model turns per rollout.")
+    data_file: str | None = Field(None, description="Task `jsonl`: the user's JSONL file.")
+    reward: str | None = Field(None, description="Reward kind (jsonl: exact|numeric|math|regex; hotpotqa: f1|em).")
+
+
 class TrainConfig(_Config):
     """`tfgrpo train`: the Training-Free GRPO loop."""
 
     task: str
+    task_options: TaskOptions = TaskOptions()
     library: str = "default"
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(4, ge=1, description="Questions per step (B).")

@@ -28,6 +28,8 @@ class ItemResult:
     finish_reasons: list[str | None]
     tokens: int = 0
     error: str | None = None
+    tool_calls: list[int] = field(default_factory=list)
+    turns: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -56,8 +58,15 @@ class EvalResult:
             "pass_at_k": pass_at_k(scores, self.k) if scores else 0.0,
             "format_rate": (sum(fmt) / len(fmt)) if fmt else 0.0,
             "errors": sum(1 for it in self.items if it.error), "tokens": toks,
-            "wall_s": round(self.wall_s, 2), "seed": self.seed, **self.extra,
+            "wall_s": round(self.wall_s, 2), "seed": self.seed, **self._agent_metrics(), **self.extra,
         }
+
+    def _agent_metrics(self) -> dict[str, Any]:
+        calls = [c for it in self.items for c in it.tool_calls]
+        turns = [t for it in self.items for t in it.turns]
+        if not turns:
+            return {}
+        return {"avg_tool_calls": sum(calls) / len(calls), "avg_turns": sum(turns) / len(turns)}
 
     def to_json(self) -> dict[str, Any]:
         return {**self.metrics(), "items": [it.__dict__ for it in self.items]}
@@ -70,6 +79,9 @@ async def _eval_item(model: ChatModel, task: Task, ex: Example, idx: int, k: int
         messages = apply_prior(messages)
     res = ItemResult(ex.id, ex.question, ex.answer, [], [], [], [], [], [])
     try:
+        if getattr(task, "is_agent", False):
+            return await _agent_item(model, task, ex, res, k, seed * 100_003 + idx * 101, temperature, max_tokens,
+                                     apply_prior)
         comps = await model.chat(messages, temperature=temperature, max_tokens=max_tokens, n=k, stage="eval",
                                  seed=seed * 100_003 + idx * 101, meta={"item": ex.id})
     except Exception as exc:  # a failed item scores 0 with the error kept
@@ -86,6 +98,26 @@ async def _eval_item(model: ChatModel, task: Task, ex: Example, idx: int, k: int
         res.completions.append(c.text)
         res.finish_reasons.append(c.finish_reason)
         res.tokens += c.prompt_tokens + c.completion_tokens
+    return res
+
+
+async def _agent_item(model, task, ex, res: ItemResult, k: int, seed: int, temperature: float, max_tokens: int,
+                      apply_prior) -> ItemResult:
+    trajs = await asyncio.gather(*[
+        task.rollout(model, ex, apply_prior=apply_prior, temperature=temperature, max_tokens=max_tokens,
+                     seed=seed + i * 37, stage="eval", meta={"item": ex.id}) for i in range(k)])
+    for t in trajs:
+        r = task.reward(ex, t.final_text or "")
+        score = 0.0 if t.error else r.score
+        res.scores.append(score)
+        res.extracted.append(r.extracted)
+        res.reasons.append(f"error: {t.error}" if t.error else r.reason)
+        res.format_ok.append(r.format_ok)
+        res.completions.append(t.final_text or "")
+        res.finish_reasons.append(t.stop_reason)
+        res.tokens += t.prompt_tokens + t.completion_tokens
+        res.tool_calls.append(t.n_tool_calls)
+        res.turns.append(t.n_turns)
     return res
 
 

@@ -52,7 +52,10 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
 class Prior:
     """Experiences of `library` at `version` (latest when None), selected by `mode`:
     "all" = every live experience, most useful first (wins, then injections), cut at `token_cap`;
-    "topk" = the k nearest to the query (the last user message), also cut at `token_cap`."""
+    "topk" = the k nearest to the query (the last user message), also cut at `token_cap`.
+    `token_cap` bounds the whole rendered block (header included), so the tokens added to a prompt
+    stay at or under it whatever the library size. The "all" selection is computed once per `Prior`
+    (its version is fixed at construction), so applying it is cheap."""
 
     def __init__(self, store, library: str, version: int | None = None, *, mode: Literal["all", "topk"] = "all",
                  k: int = 8, token_cap: int | None = 1024, placement: Literal["system", "user"] = "system",
@@ -67,27 +70,38 @@ class Prior:
         self._all: list[tuple[int, str]] | None = None
         self.last_ids: list[int] = []
 
+    def _fit(self, ranked: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """Keep items in rank order while the whole rendered block (header, lines and the blank line
+        that joins it to the prompt) stays within `token_cap`; returned in id order (stable text)."""
+        if self.token_cap is None:
+            return sorted(ranked)
+        count, cap = self.store.count_tokens, self.token_cap
+        used = count(HEADER) + 2
+        chosen: list[tuple[int, str]] = []
+        for eid, text in ranked:
+            if cap - used < 4:
+                break
+            cost = count(f"[E{eid}] {text.strip()}") + 1
+            if used + cost <= cap:
+                chosen.append((eid, text))
+                used += cost
+        while chosen and count(render_block(sorted(chosen))) + 2 > cap:  # tokenizer edge effects
+            chosen.pop()
+        return sorted(chosen)
+
     def _select_all(self) -> list[tuple[int, str]]:
         if self._all is None:
             exps = self.store.experiences(self.library, self.version)
-            exps = sorted(exps, key=lambda e: (-(e.times_won or 0), -(e.times_injected or 0),
-                                               e.id))
-            chosen, used = [], 0
-            for e in exps:
-                cost = self.store.count_tokens(f"[E{e.id}] {e.text}") + 1
-                if self.token_cap is not None and used + cost > self.token_cap:
-                    continue
-                chosen.append((e.id, e.text))
-                used += cost
-            self._all = sorted(chosen)
+            exps = sorted(exps, key=lambda e: (-(e.times_won or 0), -(e.times_injected or 0), e.id))
+            self._all = self._fit([(e.id, e.text) for e in exps])
         return self._all
 
     def select(self, messages: list[dict[str, Any]]) -> list[tuple[int, str]]:
+        """The (id, text) pairs to inject for `messages`, in id order."""
         if self.mode == "all":
             return self._select_all()
-        hits = self.store.search(self.library, last_user_text(messages), self.k, version=self.version,
-                                 token_cap=self.token_cap)
-        return sorted((e.id, e.text) for e, _ in hits)
+        hits = self.store.search(self.library, last_user_text(messages), self.k, version=self.version)
+        return self._fit([(e.id, e.text) for e, _ in hits])
 
     def apply_with_ids(self, messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
         items = self.select(messages)

@@ -30,6 +30,10 @@ async def sample_group(model: ChatModel, task: Task, ex: Example, *, run_id: str
         row = {"id": ids[i], "run_id": run_id, "step": step, "epoch": epoch, "question_id": ex.id,
                "question": ex.question, "version": version, "extra": {"injected": injected, "index": i}}
         try:
+            if getattr(task, "is_agent", False):
+                return _agent_row(row, await task.rollout(
+                    model, ex, apply_prior=lambda m: apply_prior(m)[0], temperature=temperature,
+                    max_tokens=max_tokens, seed=seed + i * 37, meta={"rollout_id": ids[i]}))
             [c] = await model.chat(messages, temperature=temperature, max_tokens=max_tokens, n=1, stage="rollout",
                                    seed=seed + i, meta={"rollout_id": ids[i]})
         except BudgetExceeded:
@@ -46,10 +50,26 @@ async def sample_group(model: ChatModel, task: Task, ex: Example, *, run_id: str
     return list(await asyncio.gather(*[one(i) for i in range(g)]))
 
 
+def _agent_row(row: dict[str, Any], traj) -> dict[str, Any]:
+    """A tool-using rollout: the final text is scored; the trajectory is stored with the rollout."""
+    from tasks.agent import trajectory_text
+
+    if traj.error and "budget" in traj.error.lower():
+        raise BudgetExceeded(traj.error)
+    row.update(completion=traj.final_text or "", prompt_tokens=traj.prompt_tokens,
+               completion_tokens=traj.completion_tokens, finish_reason=traj.stop_reason, error=traj.error)
+    row["extra"].update(trajectory=traj.to_dict(), trajectory_text=trajectory_text(traj),
+                        tool_calls=traj.n_tool_calls, turns=traj.n_turns)
+    if traj.error:
+        row.update(reward=0.0, reward_reason=f"error: {traj.error}")
+    return row
+
+
 def score_group(task: Task, ex: Example, rows: list[dict[str, Any]], *, ground_truth: bool) -> None:
     """Fill rewards in place: from the gold answer, or (ground-truth-free) by majority agreement."""
     for row in rows:
         if row.get("error"):
+            row["extra"].setdefault("extracted", None)
             continue
         r = task.reward(ex, row["completion"])
         row["extra"]["extracted"] = r.extracted

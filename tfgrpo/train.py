@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tasks.registry import get_task
+from tasks.registry import load_task
 from tfgrpo.budget import Budget
 from tfgrpo.config import ModelConfig, TrainConfig
 from tfgrpo.errors import BudgetExceeded, ConfigError, StoreError
@@ -28,7 +28,8 @@ class TrainResult:
 
 
 def load_examples(cfg: TrainConfig):
-    task = get_task(cfg.task)
+    o = cfg.task_options
+    task = load_task(cfg.task, agent=o.agent, data_file=o.data_file, reward=o.reward, max_turns=o.max_turns)
     examples = task.examples(cfg.split)
     if cfg.limit:
         examples = examples[: cfg.limit]
@@ -108,7 +109,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
         finally:
             memo.close()
     wall = time.perf_counter() - start
-    store.update_run(run_id, status=status, error=error, finished_at=time.time(), wall_s=wall)
+    metrics = dict(store.get_run(run_id).get("metrics") or {})
+    metrics["wall_s"] = float(metrics.get("wall_s", 0.0)) + wall
+    fields = {"finished_at": time.time()} if status == "completed" else {}
+    store.update_run(run_id, status=status, error=error, metrics=metrics, **fields)
     return TrainResult(run_id, status, wall, error)
 
 
@@ -120,7 +124,7 @@ def estimate(cfg: TrainConfig, model_cfg: ModelConfig) -> dict[str, Any]:
     n = len(examples)
     steps = cfg.epochs * -(-n // cfg.batch_size)
     rollouts = cfg.epochs * n * cfg.group_size
-    q_tokens = sum(len(" ".join(m["content"] for m in task.messages(ex)).split()) for ex in examples) * 1.4 / n
+    q_tokens = sum(len(" ".join(m["content"] for m in task.messages(ex)).split()) for ex in examples.values()) * 1.4 / n
     prompt = q_tokens + (cfg.prior_token_cap or 0)
     calls = {"rollout": rollouts, "summarize": rollouts, "extract": cfg.epochs * n, "consolidate": steps}
     tokens = {"rollout": rollouts * (prompt + cfg.rollout.max_tokens),

@@ -32,10 +32,18 @@ _STOP = frozenset("a an the of in on at to is was were by for and or what which 
 
 
 def tokenize(text: str) -> list[str]:
-    """Lowercase word tokens without stop words; a trailing plural 's' is dropped."""
+    """Lowercase word tokens without stop words, lightly stemmed ("founder", "founded" -> "found")."""
     words = _TOKEN.findall(text.lower().replace(",", ""))
-    return [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
-            for w in words if w not in _STOP]
+    return [_stem(w) for w in words if w not in _STOP]
+
+
+def _stem(word: str) -> str:
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    for suffix in ("ing", "ed", "er"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
 
 
 class BM25:

@@ -24,15 +24,17 @@ class AgentTask:
     """Wrap `base` (a `Task`) so it is solved by the ReAct agent with `tools` (default: the python tool).
 
     `answer_format` tells the model how to write its final answer; by default \\boxed{} when the base
-    task's prompt asks for it. Implements the `Task` protocol plus `tools` and `rollout`."""
+    task's prompt asks for it. A base task with its own `tools` (e.g. `docsearch`) keeps them, its
+    messages and its `max_turns`. Implements the `Task` protocol plus `tools` and `rollout`."""
 
     is_agent = True
 
-    def __init__(self, base: Any, tools: Sequence[Tool] | None = None, *, max_turns: int = 5,
+    def __init__(self, base: Any, tools: Sequence[Tool] | None = None, *, max_turns: int | None = None,
                  tool_timeout_s: float = 10.0, answer_format: str | None = None) -> None:
         self.base = base
         self.tools = list(tools) if tools is not None else list(getattr(base, "tools", None) or [get_tool("python")])
-        self.max_turns, self.tool_timeout_s = max_turns, tool_timeout_s
+        self.max_turns = max_turns if max_turns is not None else getattr(base, "max_turns", 5)
+        self.tool_timeout_s = tool_timeout_s
         self.answer_format = answer_format
         self.name = base.name
         self.has_reference = base.has_reference

@@ -42,8 +42,19 @@ class WeightBackend(Protocol):
 
     name: str
 
+    def check(self, config: GrpoConfig, n_examples: int) -> None:
+        """Refuse a config that cannot run here (memory, devices) before any run row or heavy work."""
+        ...
+
     def train(self, task: Task, examples: Sequence[Example], config: GrpoConfig, *,
               progress: Progress = lambda s: None) -> TrainOutcome: ...
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _cpu_seconds() -> float:
@@ -110,16 +121,24 @@ class TrlBackend:
 
     name = "trl"
 
-    def train(self, task: Task, examples: Sequence[Example], config: GrpoConfig, *,
-              progress: Progress = lambda s: None) -> TrainOutcome:
-        from tfgrpo.grpo.loading import check_fits, require_grpo_extra, resolve_device, resolve_source
+    def check(self, config: GrpoConfig, n_examples: int) -> str:
+        """Validate before work starts; returns the device the run will use."""
+        from tfgrpo.grpo.loading import check_fits, require_grpo_extra, resolve_device
 
         require_grpo_extra()
-        if len(examples) < config.batch_size:
+        if n_examples < config.batch_size:
             raise ConfigError(f"--batch-size {config.batch_size} needs at least that many training questions, "
-                              f"got {len(examples)}; lower --batch-size or raise --limit")
+                              f"got {n_examples}; lower --batch-size or raise --limit")
         device = resolve_device(config.device)
         check_fits(config.model, lora=config.lora, device=device)
+        return device
+
+    def train(self, task: Task, examples: Sequence[Example], config: GrpoConfig, *,
+              progress: Progress = lambda s: None) -> TrainOutcome:
+        from tfgrpo.grpo.loading import resolve_source
+
+        device = self.check(config, len(examples))
+        set_threads(config.threads)
         source = resolve_source(config.model, config.gguf)
         start, cpu0 = time.perf_counter(), _cpu_seconds()
         trainer, reward, timer = self._trainer(task, examples, config, device, source, progress)

@@ -31,6 +31,8 @@ class GrpoConfig(BaseModel):
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
     seed: int = Field(0, description="Seed of sampling, shuffling and initialisation.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when present, else cpu.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice; 1 is "
+                                                        "fastest on a busy machine).")
     logging_steps: int = Field(1, ge=1, description="Log TRL metrics every N steps.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models).")
     save: bool = Field(True, description="Save the trained weights (or adapter) into `out`.")

@@ -7,7 +7,6 @@ writing process, and a training run can take hours)."""
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,7 +58,7 @@ def _start_row(db: Path | None, config: GrpoConfig) -> str:
 def _finish_row(db: Path | None, run_id: str, **fields: Any) -> None:
     store = _open(db)
     try:
-        store.update_run(run_id, finished_at=datetime.now(), **fields)
+        store.update_run(run_id, finished_at=time.time(), **fields)
     finally:
         store.close()
 
@@ -72,19 +71,20 @@ def run_grpo(config: GrpoConfig, *, task: Task | None = None, db: Path | None = 
 
         task = get_task(config.task)
     items = training_items(task, config)
+    backend = backend or TrlBackend()
+    backend.check(config, len(items))
     Path(config.out).mkdir(parents=True, exist_ok=True)
     run_id = _start_row(db, config) if record else None
     start = time.perf_counter()
     try:
-        outcome = (backend or TrlBackend()).train(task, items, config, progress=progress)
+        outcome = backend.train(task, items, config, progress=progress)
     except BaseException as exc:
         if run_id:
             _finish_row(db, run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
-                        wall_s=round(time.perf_counter() - start, 2))
+                        metrics={"wall_s": round(time.perf_counter() - start, 2)})
         raise
     if run_id:
         outcome.meta.run_id = run_id
         write_meta(config.out, outcome.meta)
-        _finish_row(db, run_id, status="completed", steps=outcome.meta.steps, wall_s=round(outcome.meta.wall_s, 2),
-                    metrics=run_metrics(outcome))
+        _finish_row(db, run_id, status="completed", steps=outcome.meta.steps, metrics=run_metrics(outcome))
     return outcome

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, AsyncIterator, Protocol
+
+import httpx
+
+from tfgrpo.llm.openai_shapes import http_error, passthrough_params, sse_chunks
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -29,7 +33,10 @@ class RawResponse:
 
 class Backend(Protocol):
     """Sends one chat request. Raises the transport's own exceptions (openai.* or litellm.*); the
-    gateway classifies them. `native_n` says whether the backend honours `n` itself."""
+    gateway classifies them. `native_n` says whether the backend honours `n` itself.
+
+    Optional, for the proxy: `send_body(body, timeout=)` forwards a whole OpenAI request body and
+    `open_stream(body, timeout=)` streams one; the gateway falls back to `send` where they are absent."""
 
     model: str
     native_n: bool
@@ -51,10 +58,21 @@ class OpenAICompatBackend:
         self.model = model
         self.native_n = native_n
         self.api_base = api_base.rstrip("/")
-        self._client = openai.AsyncOpenAI(
-            base_url=self.api_base, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "sk-local",
-            max_retries=0,
-        )
+        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "sk-local"
+        self._openai = openai
+        self._clients: dict[int, Any] = {}
+        self._https: dict[int, httpx.AsyncClient] = {}
+
+    def _client(self):
+        """One HTTP client per event loop (an async client cannot be shared across loops)."""
+        import asyncio
+
+        key = id(asyncio.get_running_loop())
+        client = self._clients.get(key)
+        if client is None:
+            client = self._openai.AsyncOpenAI(base_url=self.api_base, api_key=self._api_key, max_retries=0)
+            self._clients = {key: client}  # older loops are gone; drop their clients
+        return client
 
     async def send(self, messages, *, temperature, max_tokens, n, seed, timeout, extra=None, stage="chat"):
         kwargs: dict[str, Any] = dict(
@@ -67,7 +85,7 @@ class OpenAICompatBackend:
             kwargs["seed"] = seed
         if extra:
             kwargs["extra_body"] = extra
-        resp = await self._client.chat.completions.create(**kwargs)
+        resp = await self._client().chat.completions.create(**kwargs)
         usage = resp.usage
         return RawResponse(
             choices=[RawChoice(c.message.content or "", c.finish_reason) for c in resp.choices],
@@ -76,8 +94,50 @@ class OpenAICompatBackend:
             model=resp.model or self.model,
         )
 
+    # -- passthrough (the proxy): an OpenAI request body in, the upstream's JSON out ----------------
+    def _http(self) -> httpx.AsyncClient:
+        """A plain HTTP client per event loop for the passthrough path (no SDK parsing: lower latency,
+        and the upstream's JSON reaches the caller as it was sent)."""
+        import asyncio
+
+        key = id(asyncio.get_running_loop())
+        client = self._https.get(key)
+        if client is None:
+            client = httpx.AsyncClient(base_url=self.api_base + "/", timeout=None,
+                                       headers={"Authorization": f"Bearer {self._api_key}"})
+            self._https = {key: client}
+        return client
+
+    async def send_body(self, body: dict[str, Any], *, timeout: float) -> RawResponse:
+        """Forward a chat-completions request body as it is (tools, stop, response_format...); the
+        upstream's JSON response is kept whole in `extra["body"]`."""
+        payload = {**passthrough_params(body), "model": self.model, "messages": body["messages"]}
+        resp = await self._http().post("chat/completions", json=payload, timeout=timeout)
+        if resp.status_code >= 400:
+            raise http_error(resp)
+        return response_from_body(resp.json(), self.model)
+
+    async def open_stream(self, body: dict[str, Any], *, timeout: float) -> AsyncIterator[dict[str, Any]]:
+        """Open a streamed completion (HTTP errors raise here); returns an iterator of chunk dicts."""
+        payload = {**passthrough_params(body), "model": self.model, "messages": body["messages"], "stream": True,
+                   "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+        client = self._http()
+        resp = await client.send(client.build_request("POST", "chat/completions", json=payload, timeout=timeout),
+                                 stream=True)
+        if resp.status_code >= 400:
+            await resp.aread()
+            await resp.aclose()
+            raise http_error(resp)
+        return sse_chunks(resp)
+
     async def aclose(self) -> None:
-        await self._client.close()
+        clients, self._clients = [*self._clients.values(), *self._https.values()], {}
+        self._https = {}
+        for client in clients:
+            try:
+                await client.close()
+            except RuntimeError:  # its loop is already closed
+                pass
 
 
 class LiteLLMBackend:
@@ -113,9 +173,52 @@ class LiteLLMBackend:
             cost_usd=cost, model=getattr(resp, "model", self.model) or self.model,
         )
 
+    def _body_kwargs(self, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        return {**passthrough_params(body), "model": self.model, "messages": body["messages"],
+                "timeout": timeout, "num_retries": 0, "api_base": self.api_base, "api_key": self.api_key}
+
+    async def send_body(self, body: dict[str, Any], *, timeout: float) -> RawResponse:
+        """Forward a chat-completions request body through litellm; the response JSON is in `extra["body"]`."""
+        import litellm
+
+        resp = await litellm.acompletion(**self._body_kwargs(body, timeout))
+        try:
+            cost = float(litellm.completion_cost(completion_response=resp) or 0.0)
+        except Exception:  # unknown price: recorded as 0
+            cost = 0.0
+        out = response_from_body(resp.model_dump(mode="json", exclude_none=True), self.model)
+        out.cost_usd = cost
+        return out
+
+    async def open_stream(self, body: dict[str, Any], *, timeout: float) -> AsyncIterator[dict[str, Any]]:
+        """Open a streamed completion through litellm; returns an iterator of chunk dicts."""
+        import litellm
+
+        kwargs = self._body_kwargs(body, timeout)
+        kwargs["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        stream = await litellm.acompletion(stream=True, **kwargs)
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            async for chunk in stream:
+                yield chunk.model_dump(mode="json", exclude_none=True)
+
+        return chunks()
+
     async def aclose(self) -> None:
         return None
 
+
+
+def response_from_body(data: dict[str, Any], model: str) -> RawResponse:
+    """A `RawResponse` view of an OpenAI chat-completion JSON body (kept whole in `extra["body"]`)."""
+    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+        raise ValueError(f"upstream answered with something that is not a chat completion: {str(data)[:200]}")
+    choices = [RawChoice((c.get("message") or {}).get("content") or "", c.get("finish_reason"))
+               for c in data["choices"]]
+    usage = data.get("usage") or {}
+    return RawResponse(choices=choices, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                       completion_tokens=int(usage.get("completion_tokens") or 0),
+                       model=data.get("model") or model, extra={"body": data})
 
 def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
     """USD for the given usage from litellm's price table; None when the model has no known price."""

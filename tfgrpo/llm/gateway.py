@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -15,11 +15,13 @@ from tfgrpo.budget import Budget
 from tfgrpo.errors import BudgetExceeded, LLMError
 from tfgrpo.llm.backends import Backend, RawResponse
 from tfgrpo.llm.errors import classify, retry_wait
+from tfgrpo.llm.passthrough import PassthroughMixin
 from tfgrpo.llm.types import CallLog, CallRecord, Completion, Message
 
 
-class Gateway:
-    """Implements the `ChatModel` protocol on top of a `Backend`."""
+class Gateway(PassthroughMixin):
+    """Implements the `ChatModel` protocol on top of a `Backend`; `complete` / `open_stream` (from
+    `PassthroughMixin`) forward whole OpenAI request bodies for the proxy."""
 
     def __init__(
         self, backend: Backend, *, name: str | None = None, concurrency: int = 8, timeout_s: float = 300.0,
@@ -108,6 +110,12 @@ class Gateway:
         ]
 
     async def _send_with_retry(self, messages, temperature, max_tokens, n, seed, stage) -> tuple[RawResponse, int]:
+        return await self._retry(lambda: self.backend.send(
+            messages, temperature=temperature, max_tokens=max_tokens, n=n, seed=seed, timeout=self.timeout_s,
+            stage=stage))
+
+    async def _retry(self, send: Callable[[], Awaitable[Any]], *, check_choices: bool = True) -> tuple[Any, int]:
+        """Await `send()` with the retry policy; returns (result, attempts). Faults become `LLMError`."""
         attempts = 0
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
@@ -120,18 +128,14 @@ class Gateway:
                 with attempt:
                     attempts += 1
                     try:
-                        raw = await asyncio.wait_for(
-                            self.backend.send(messages, temperature=temperature, max_tokens=max_tokens, n=n,
-                                              seed=seed, timeout=self.timeout_s, stage=stage),
-                            timeout=self.timeout_s + 5,
-                        )
+                        raw = await asyncio.wait_for(send(), timeout=self.timeout_s + 5)
                     except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
                         raise classify(exc, self.name, self.timeout_s) from exc
                     except LLMError:
                         raise
                     except Exception as exc:  # transport errors are classified, never leaked raw
                         raise classify(exc, self.name, self.timeout_s) from exc
-                    if not raw.choices:
+                    if check_choices and not raw.choices:
                         raise LLMError(f"{self.name} returned no choices", retryable=True)
                     return raw, attempts
         except LLMError as exc:

@@ -6,7 +6,9 @@ pair, or raises to simulate a fault."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import os
 import re
 from typing import Any, Callable
 
@@ -48,6 +50,9 @@ class ScriptedBackend:
 
     async def send(self, messages, *, temperature, max_tokens, n, seed, timeout, extra=None, stage="chat"):
         index = next(self._counter)
+        delay = float(os.environ.get("TFGRPO_SCRIPTED_DELAY", "0") or 0)  # lets crash tests kill mid-call
+        if delay:
+            await asyncio.sleep(delay)
         self.requests.append({"stage": stage, "messages": messages, "seed": seed, "temperature": temperature})
         reply = self.responder(stage, messages, index)
         text, finish = (reply, "stop") if isinstance(reply, str) else reply

@@ -1,0 +1,104 @@
+"""Connection handling shared by the store's parts: locking, transactions, read-only guard."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from tfgrpo.errors import StoreError
+
+from .db import connect, prepare_schema
+
+
+def utcnow() -> datetime:
+    """Current UTC time as a naive datetime (how timestamps are stored)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class StoreBase:
+    """One DuckDB connection guarded by a re-entrant lock (the gateway may log from other threads)."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._in_tx = False
+        self._con: duckdb.DuckDBPyConnection | None = connect(self.path, read_only)
+        try:
+            prepare_schema(self._con, self.path, read_only)
+        except BaseException:
+            self._con.close()
+            self._con = None
+            raise
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the file (idempotent). Later calls raise `StoreError`."""
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The open connection (raises when closed)."""
+        if self._con is None:
+            raise StoreError(f"the store {self.path} is closed; open a new ExperienceStore")
+        return self._con
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self.con.execute(sql, list(params)).fetchall()
+
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        with self._lock:
+            return self.con.execute(sql, list(params)).fetchone()
+
+    def _dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self.con.execute(sql, list(params))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(
+                f"cannot {what}: the store {self.path} was opened read-only; open it without read_only "
+                "(and stop other processes using it) to write"
+            )
+
+    @contextmanager
+    def _tx(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction: commit on success, roll back on any exception (then re-raise)."""
+        with self._lock:
+            if self._in_tx:
+                yield self.con
+                return
+            con = self.con
+            con.execute("BEGIN TRANSACTION")
+            self._in_tx = True
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                self._in_tx = False
+
+    def _next_id(self, table: str) -> int:
+        row = self._one(f"SELECT coalesce(max(id), 0) + 1 FROM {table}")
+        return int(row[0]) if row else 1

@@ -1,0 +1,101 @@
+"""Opening the DuckDB file with clear errors: locked by another process, not a DuckDB file, newer schema."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+
+from tfgrpo.errors import StoreError
+
+from .migrations import migrate, pending_migrations
+
+_PID = re.compile(r"PID (\d+)")
+
+
+def _process_command(pid: int) -> str | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    cmd = raw.replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    return cmd[:200] or None
+
+
+def lock_message(path: Path, error: str, read_only: bool) -> str:
+    """The message for a file held by another process, naming it when DuckDB says which."""
+    match = _PID.search(error)
+    holder = "another process"
+    if match:
+        pid = int(match.group(1))
+        cmd = _process_command(pid)
+        holder = f"process {pid}" + (f" ({cmd})" if cmd else "")
+    readers = (
+        "DuckDB lets no other process open a file while one process has it open for writing, "
+        "not even read-only, so `list`/`show`/`history`/`logs`/`runs`/`report` must wait for it"
+        if read_only
+        else "DuckDB allows one writing process per file; readers can use read_only once no writer holds it"
+    )
+    return (
+        f"the store {path} is locked by {holder}. {readers}. "
+        "Stop that process (or wait for it to finish), or use --db another file"
+    )
+
+
+def _looks_like_duckdb(path: Path) -> bool:
+    with path.open("rb") as fh:
+        header = fh.read(12)
+    return len(header) >= 12 and header[8:12] == b"DUCK"
+
+
+def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open `path` (":memory:" allowed), translating DuckDB failures into `StoreError`s with fixes.
+
+    The file is checked before DuckDB touches it, so a non-DuckDB file is left byte-for-byte intact.
+    """
+    if str(path) == ":memory:":
+        return duckdb.connect(":memory:")
+    if path.exists():
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory; pass --db a file path such as {path / 'tfgrpo.duckdb'}")
+        if not _looks_like_duckdb(path):
+            raise StoreError(
+                f"{path} is not a DuckDB database file (corrupted or another format); it was not "
+                "modified. Pass --db a different path, or move that file away"
+            )
+    elif read_only:
+        raise StoreError(
+            f"no store at {path}; nothing has been written there yet. Run `tfgrpo train` first or pass "
+            "--db the file you used"
+        )
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            raise StoreError(lock_message(path, text, read_only)) from None
+        if "not a valid DuckDB" in text or "database file" in text:
+            raise StoreError(f"{path} is not a readable DuckDB database ({text}); pass --db another file") from None
+        raise StoreError(f"cannot open the store {path}: {text}; check the path and its permissions") from None
+    except duckdb.Error as exc:
+        raise StoreError(
+            f"cannot open the store {path}: {exc}. If it was written by a newer DuckDB, upgrade the "
+            "duckdb package; otherwise pass --db another file"
+        ) from None
+
+
+def prepare_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+    """Run pending migrations (writer) or check none are pending (reader); refuse newer schemas."""
+    where = f"the store {path}"
+    if read_only:
+        pending = pending_migrations(con, where)
+        if pending:
+            raise StoreError(
+                f"{where} uses an older schema (missing: {', '.join(pending)}); open it once for "
+                "writing (e.g. `tfgrpo experiences list` without read-only, or any train run) to upgrade it"
+            )
+        return
+    migrate(con, where)
