@@ -15,6 +15,7 @@ from .models import (
     Provenance,
     Rejection,
     RolloutRow,
+    Version,
 )
 from .paths import default_db_path, tfgrpo_home
 from .store import DEFAULT_DEDUP_THRESHOLD, ExperienceStore
@@ -36,6 +37,7 @@ __all__ = [
     "Rejection",
     "RolloutRow",
     "SentenceTransformerEmbedder",
+    "Version",
     "count_tokens",
     "default_db_path",
     "default_embedder",

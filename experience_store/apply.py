@@ -91,6 +91,17 @@ class BatchPlanner:
         self.gone: set[int] = set()
         self.pending: dict[int, np.ndarray] = {}
         self.new_ids: list[int] = []
+        self.candidates: dict[int, list[tuple[int, float]]] = {}
+
+    def _precompute(self, ops: list[Op]) -> None:
+        """Nearest stored experiences of every ADD in one pass over the index. The batch can hide
+        (delete / rewrite) only the ids its ops touch, so that many + 1 candidates suffice."""
+        seqs = [n for n, op in enumerate(ops) if op.kind == OpKind.ADD]
+        if not (self.dedup and seqs):
+            return
+        hideable = sum(len(op.ids_touched()) for op in ops)
+        found = self.index.search_many(np.stack([self.vectors[n] for n in seqs]), hideable + 1)
+        self.candidates = dict(zip(seqs, found))
 
     def text(self, exp_id: int) -> str:
         """Text of `exp_id` as the batch has left it so far."""
@@ -104,12 +115,16 @@ class BatchPlanner:
             OpKind.ADD: self._add, OpKind.UPDATE: self._update, OpKind.DELETE: self._delete,
             OpKind.MERGE: self._merge, OpKind.NONE: self._none,
         }
+        self._precompute(ops)
         return [handlers[op.kind](Step(op=op, seq=n, kind=op.kind)) for n, op in enumerate(ops)]
 
-    def nearest(self, vector: np.ndarray) -> tuple[int, float] | None:
+    def nearest(self, vector: np.ndarray, seq: int | None = None) -> tuple[int, float] | None:
         """Most similar live experience as the batch has left the library so far."""
         hidden = self.gone | set(self.pending)
-        hits = self.index.search(vector, 1, exclude=hidden)
+        if seq in self.candidates:
+            hits = [h for h in self.candidates[seq] if h[0] not in hidden][:1]
+        else:
+            hits = self.index.search(vector, 1, exclude=hidden)
         best = hits[0] if hits else None
         for exp_id, vec in self.pending.items():
             if exp_id in self.gone:
@@ -122,7 +137,7 @@ class BatchPlanner:
     def _add(self, step: Step) -> Step:
         step.after = clean_text(step.op.text)
         step.vector = self.vectors[step.seq]
-        near = self.nearest(step.vector) if self.dedup else None
+        near = self.nearest(step.vector, step.seq) if self.dedup else None
         if near is not None and near[1] >= self.threshold:
             step.duplicate_of, step.similarity = near[0], round(near[1], 6)
             if self.merge_duplicates:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -13,6 +12,7 @@ import duckdb
 
 from tfgrpo.errors import StoreError
 
+from . import shared
 from .db import connect, prepare_schema
 
 
@@ -22,19 +22,25 @@ def utcnow() -> datetime:
 
 
 class StoreBase:
-    """One DuckDB connection guarded by a re-entrant lock (the gateway may log from other threads)."""
+    """One DuckDB connection guarded by a re-entrant lock (the gateway may log from other threads).
+
+    Stores on the same file in one process share the lock and the indexes (see `shared`).
+    """
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
         self.read_only = read_only
-        self._lock = threading.RLock()
         self._in_tx = False
         self._con: duckdb.DuckDBPyConnection | None = connect(self.path, read_only)
+        self._key = shared.key_for(self.path, self)
+        state = shared.acquire(self._key)
+        self._lock = state.lock
+        self._indexes = state.indexes
         try:
-            prepare_schema(self._con, self.path, read_only)
+            with self._lock:
+                prepare_schema(self._con, self.path, read_only)
         except BaseException:
-            self._con.close()
-            self._con = None
+            self.close()
             raise
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -44,6 +50,7 @@ class StoreBase:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+                shared.release(self._key)
 
     def __enter__(self):
         return self

@@ -97,19 +97,19 @@ RELATED_DIFFERENT: list[tuple[str, str]] = [
 
 
 def pair_cosines(embedder: Embedder, pairs: list[tuple[str, str]]) -> np.ndarray:
-    """Cosine similarity of each (a, b) pair."""
-    a = embedder.embed([p[0] for p in pairs])
-    b = embedder.embed([p[1] for p in pairs])
-    return np.sum(a * b, axis=1)
+    """Cosine similarity of each (a, b) pair (each distinct text embedded once)."""
+    texts = list(dict.fromkeys(t for pair in pairs for t in pair))
+    vecs = dict(zip(texts, embedder.embed(texts)))
+    return np.array([float(vecs[a] @ vecs[b]) for a, b in pairs], dtype=np.float32)
 
 
 def calibrate(embedder: Embedder) -> dict[str, float]:
     """Cosine ranges of paraphrase / related-but-different / unrelated pairs and a suggested threshold."""
-    para = pair_cosines(embedder, PARAPHRASES)
-    near = pair_cosines(embedder, NEAR_VERBATIM)
-    related = pair_cosines(embedder, RELATED_DIFFERENT)
     crossed = [(PARAPHRASES[i][0], PARAPHRASES[(i + 5) % len(PARAPHRASES)][1]) for i in range(len(PARAPHRASES))]
-    unrelated = pair_cosines(embedder, crossed)
+    groups = [PARAPHRASES, NEAR_VERBATIM, RELATED_DIFFERENT, crossed]
+    sims = pair_cosines(embedder, [p for group in groups for p in group])
+    bounds = np.cumsum([0] + [len(g) for g in groups])
+    para, near, related, unrelated = (sims[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
     suggested = round(float(np.ceil(round((float(related.max()) + 0.10) * 20, 6)) / 20), 2)
     return {
         "paraphrase_min": float(para.min()),

@@ -56,6 +56,40 @@ def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     """
     if str(path) == ":memory:":
         return duckdb.connect(":memory:")
+    _precheck(path, read_only)
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            raise StoreError(lock_message(path, text, read_only)) from None
+        if "not a valid DuckDB" in text or "database file" in text:
+            raise StoreError(f"{path} is not a readable DuckDB database ({text}); pass --db another file") from None
+        raise StoreError(
+            f"cannot open the store {path}: {text}. The file may be damaged (it was not modified): restore "
+            "a copy, check its permissions, or pass --db another file"
+        ) from None
+    except duckdb.ConnectionException as exc:
+        raise StoreError(_connection_message(path, str(exc), read_only)) from None
+    except duckdb.Error as exc:
+        raise StoreError(
+            f"cannot open the store {path}: {exc}. The file may be damaged (it was not modified) or written "
+            "by a newer DuckDB: restore a copy, upgrade the duckdb package, or pass --db another file"
+        ) from None
+
+
+def _connection_message(path: Path, text: str, read_only: bool) -> str:
+    if "different configuration" not in text:
+        return f"cannot open the store {path}: {text}; check the path"
+    mode = "read-only" if read_only else "read-write"
+    return (
+        f"this process already has {path} open in the other mode; close that store before opening it "
+        f"{mode}, or open it in the same mode"
+    )
+
+
+def _precheck(path: Path, read_only: bool) -> None:
+    """Refuse what DuckDB must not touch; create the parent directory for a new writable file."""
     if path.exists():
         if path.is_dir():
             raise StoreError(f"{path} is a directory; pass --db a file path such as {path / 'tfgrpo.duckdb'}")
@@ -71,20 +105,6 @@ def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         )
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as exc:
-        text = str(exc)
-        if "lock" in text.lower():
-            raise StoreError(lock_message(path, text, read_only)) from None
-        if "not a valid DuckDB" in text or "database file" in text:
-            raise StoreError(f"{path} is not a readable DuckDB database ({text}); pass --db another file") from None
-        raise StoreError(f"cannot open the store {path}: {text}; check the path and its permissions") from None
-    except duckdb.Error as exc:
-        raise StoreError(
-            f"cannot open the store {path}: {exc}. If it was written by a newer DuckDB, upgrade the "
-            "duckdb package; otherwise pass --db another file"
-        ) from None
 
 
 def prepare_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:

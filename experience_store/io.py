@@ -78,6 +78,9 @@ def _parse_jsonl(data: bytes, max_chars: int) -> tuple[list[tuple[str, ImportRow
         except json.JSONDecodeError as exc:
             problems.append(f"line {lineno}: bad JSON ({exc.msg} at column {exc.colno})")
             continue
+        except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting too deep
+            problems.append(f"line {lineno}: unreadable JSON ({type(exc).__name__})")
+            continue
         row, problem = _row_problem(obj, max_chars)
         if problem:
             problems.append(f"line {lineno}: {problem}")
@@ -96,6 +99,8 @@ def _parse_json(data: bytes, max_chars: int) -> tuple[list[tuple[str, ImportRow]
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         return [], [f"line {exc.lineno}: bad JSON ({exc.msg} at column {exc.colno})"]
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting too deep
+        return [], [f"unreadable JSON ({type(exc).__name__})"]
     items = doc.get("experiences") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         return [], ["expected a JSON array of experiences or an object with an 'experiences' array"]

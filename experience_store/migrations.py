@@ -223,7 +223,10 @@ def migrate(con: duckdb.DuckDBPyConnection, where: str) -> list[str]:
             steps[name](con)
             con.execute("INSERT INTO _migrations VALUES (?, now())", [name])
             con.execute("COMMIT")
-        except Exception:
+        except Exception as exc:
             con.execute("ROLLBACK")
-            raise
+            raise StoreError(
+                f"upgrading the schema of {where} failed at migration {name} ({exc}); the file was left at "
+                "the previous schema. Please report this bug, and use --db another file meanwhile"
+            ) from exc
     return pending

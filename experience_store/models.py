@@ -90,6 +90,18 @@ class Experience(BaseModel):
     merged_into: int | None = None
 
 
+class Version(BaseModel):
+    """One library version: the live set after one op batch, with when and by which run/step."""
+
+    library: str
+    version: int
+    created_at: datetime
+    n_ops: int
+    n_live: int
+    run_id: str | None = None
+    step: int | None = None
+
+
 class OpRecord(BaseModel):
     """One row of op history: what changed, when (version), why and where it came from.
 
@@ -125,11 +137,17 @@ class Rejection(BaseModel):
 
 
 class ApplyResult(BaseModel):
-    """Outcome of `ExperienceStore.apply`: the resulting version and what happened to each op."""
+    """Outcome of `ExperienceStore.apply`: the resulting version and what happened to each op.
+
+    `applied` (changed the library, or folded a duplicate into an existing experience), `rejected`
+    (not stored, with the reason), `noops` (NONE ops, UPDATEs to the same text). `changed` is True
+    when the batch made a new version; `new_ids` are the ids given to stored ADDs, in op order.
+    """
 
     version: int
     applied: list[OpRecord] = Field(default_factory=list)
     rejected: list[Rejection] = Field(default_factory=list)
+    noops: list[OpRecord] = Field(default_factory=list)
     new_ids: list[int] = Field(default_factory=list)
     changed: bool = False
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from tfgrpo.errors import StoreError
 
-from .models import Experience, OpKind, OpRecord, Provenance
+from .models import Experience, OpKind, OpRecord, Provenance, Version
 from .runlog import RunLogMixin
 
 _LIB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -66,7 +66,8 @@ class LibraryReadMixin(RunLogMixin):
 
     def current_version(self, library: str) -> int:
         """The library's latest version (0 for a library with no op batch yet)."""
-        return int(self._library(library)["current_version"])
+        row = self._one("SELECT current_version FROM libraries WHERE name = ?", [library])
+        return int(row[0]) if row else int(self._library(library)["current_version"])  # the latter raises
 
     def resolve_version(self, library: str, version: int | None) -> int:
         """`version` checked to exist (0..current), or the current version when None."""
@@ -80,10 +81,10 @@ class LibraryReadMixin(RunLogMixin):
             )
         return version
 
-    def versions(self, library: str) -> list[dict[str, Any]]:
-        """Every version after 0 with its time, op count, live count and run/step that made it."""
+    def versions(self, library: str) -> list[Version]:
+        """Every version after 0 with its time, op count, live count and the run/step that made it."""
         self._library(library)
-        return self._dicts("SELECT * FROM versions WHERE library = ? ORDER BY version", [library])
+        return [Version(**row) for row in self._dicts("SELECT * FROM versions WHERE library = ? ORDER BY version", [library])]
 
     def experiences(self, library: str, version: int | None = None) -> list[Experience]:
         """Live experiences at `version` (default: current), ordered by id. Texts are as of that version."""

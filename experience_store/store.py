@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 from tfgrpo.errors import StoreError
 
@@ -12,10 +13,9 @@ from . import write
 from .apply import BatchPlanner, Step, validate_batch
 from .base import utcnow
 from .embed import Embedder, HashEmbedder, default_embedder
-from .index import VectorIndex, topk_numpy
-from .models import MAX_TEXT_CHARS, ApplyResult, Experience, Op, OpKind, Rejection
-from .reads import OP_SELECT, LibraryReadMixin, check_library_name, op_record
-from .tokens import count_tokens
+from .models import MAX_TEXT_CHARS, ApplyResult, Op, OpKind, Rejection
+from .reads import OP_SELECT, check_library_name, op_record
+from .retrieval import RetrievalMixin
 
 #: Cosine at or above which an ADD counts as a duplicate of a live experience. Measured with the
 #: bundled all-MiniLM-L6-v2 on the pairs in `experience_store.calibration`: near-verbatim rewordings
@@ -25,7 +25,7 @@ from .tokens import count_tokens
 DEFAULT_DEDUP_THRESHOLD = 0.80
 
 
-class ExperienceStore(LibraryReadMixin):
+class ExperienceStore(RetrievalMixin):
     """The experience library, its versions and op history, plus runs, rollouts and the LLM call log.
 
     `path` is a DuckDB file (created with its parent directory when absent) or ":memory:".
@@ -45,7 +45,7 @@ class ExperienceStore(LibraryReadMixin):
         self.embedder = embedder
         self.dedup_threshold = dedup_threshold
         self.max_text_chars = max_text_chars
-        self._indexes: dict[str, VectorIndex] = {}
+        self._embedders: dict[str, Embedder] = {}  # checked embedder per library
 
     # -- libraries and embedders -----------------------------------------------------------------
     def ensure_library(self, name: str) -> None:
@@ -58,65 +58,25 @@ class ExperienceStore(LibraryReadMixin):
             con.execute("INSERT OR IGNORE INTO libraries (name, created_at) VALUES (?, ?)", [name, utcnow()])
 
     def embedder_for(self, library: str) -> Embedder:
-        """The embedder for `library`: the store's, checked against the model the library was built
-        with; or, when the store has none, that model (the default model for a new library)."""
+        """The embedder for `library`. With a store-wide embedder: that one, checked against the model
+        the library was built with. Without: the library's own model (HashEmbedder for `hash-bow-*`
+        names), or the default model for a library that has no vectors yet."""
+        if library in self._embedders:
+            return self._embedders[library]
         lib = self._library(library)
         model, dim = lib["embed_model"], lib["embed_dim"]
-        if self.embedder is not None:
-            if model and (self.embedder.name != model or self.embedder.dim != dim):
-                raise StoreError(
-                    f"library {library!r} was built with embedding model {model!r} ({dim}-d) but this store "
-                    f"uses {self.embedder.name!r}; open it with that model (TFGRPO_EMBED_MODEL={model}) "
-                    "or use another library"
-                )
-            return self.embedder
-        if model is not None and model.startswith("hash-bow-"):
-            self.embedder = HashEmbedder(int(dim))
-        else:
-            self.embedder = default_embedder(model)
-        return self.embedder
-
-    # -- the in-memory index ---------------------------------------------------------------------
-    def _index(self, library: str) -> VectorIndex:
-        """The index of live vectors, rebuilt when the stored version moved past it."""
-        with self._lock:
-            version = self.current_version(library)
-            index = self._indexes.get(library)
-            if index is not None and index.version == version:
-                return index
-            dim = self._library(library)["embed_dim"] or (self.embedder.dim if self.embedder else 0)
-            data = self.con.execute(
-                "SELECT id, embedding FROM experiences WHERE library = ? AND status = 'live' ORDER BY id",
-                [library],
-            ).fetchnumpy()
-            ids = np.asarray(data["id"], dtype=np.int64)
-            vectors = np.stack(list(data["embedding"])).astype(np.float32) if len(ids) else np.zeros((0, dim))
-            index = VectorIndex.build(ids, vectors, dim or vectors.shape[1], version)
-            self._indexes[library] = index
-            return index
-
-    def _patch_index(self, library: str, steps: list[Step], version: int) -> None:
-        index = self._indexes.get(library)
-        if index is None:
-            return
-        try:
-            self._patch_steps(index, steps)
-        except Exception:  # the commit stands; rebuild the index from the table on next use
-            self._indexes.pop(library, None)
-            return
-        index.version = version
-
-    @staticmethod
-    def _patch_steps(index: VectorIndex, steps: list[Step]) -> None:
-        for step in steps:
-            if not step.changes_library:
-                continue
-            if step.kind == OpKind.DELETE:
-                index.remove(step.exp_id)
-            else:
-                index.upsert(step.exp_id, step.vector)
-                for other in step.merge_ids[1:]:
-                    index.remove(other)
+        embedder = self.embedder
+        if embedder is None:
+            embedder = HashEmbedder(int(dim)) if model and model.startswith("hash-bow-") else default_embedder(model)
+        if model and (embedder.name != model or embedder.dim != dim):
+            raise StoreError(
+                f"library {library!r} was built with embedding model {model!r} ({dim}-d) but this store "
+                f"uses {embedder.name!r}; open it with that model (TFGRPO_EMBED_MODEL={model}) "
+                "or use another library"
+            )
+        if model:
+            self._embedders[library] = embedder  # a library's model never changes once set
+        return embedder
 
     # -- writing ---------------------------------------------------------------------------------
     def _validate(self, library: str, ops: list[Op]) -> None:
@@ -131,15 +91,16 @@ class ExperienceStore(LibraryReadMixin):
                 + ". Fix or drop those ops and apply the batch again"
             )
 
-    def _embed_ops(self, library: str, ops: list[Op]) -> dict[int, np.ndarray]:
+    def _embed_ops(self, library: str, ops: list[Op]) -> tuple[dict[int, np.ndarray], tuple[str, int] | None]:
+        """Vectors of every text the batch writes (by op position), and the model that made them."""
         wanted = [(n, op.text.strip()) for n, op in enumerate(ops) if op.kind in (OpKind.ADD, OpKind.UPDATE, OpKind.MERGE)]
         if not wanted:
-            return {}
+            return {}, None
         embedder = self.embedder_for(library)
         vectors = np.asarray(embedder.embed([t for _, t in wanted]), dtype=np.float32)
         if vectors.shape != (len(wanted), embedder.dim):
             raise StoreError(f"embedder {embedder.name!r} returned shape {vectors.shape}; fix the embedder")
-        return {n: vectors[i] for i, (n, _) in enumerate(wanted)}
+        return {n: vectors[i] for i, (n, _) in enumerate(wanted)}, (embedder.name, embedder.dim)
 
     def apply(self, library: str, ops: list[Op], *, dedup: bool = True, merge_duplicates: bool = False) -> ApplyResult:
         """Apply an op batch atomically: one transaction, one new version if anything changed.
@@ -152,11 +113,12 @@ class ExperienceStore(LibraryReadMixin):
         whole batch back: the previous version stays current.
         """
         self._check_writable("apply ops")
-        ops = [op if isinstance(op, Op) else Op.model_validate(op) for op in ops]
-        self.ensure_library(library)
+        ops = _as_ops(ops)
+        check_library_name(library)
         with self._lock:
-            self._validate(library, ops)
-            vectors = self._embed_ops(library, ops)
+            self._validate(library, ops)  # before creating the library: a bad batch leaves no trace
+            self.ensure_library(library)
+            vectors, model = self._embed_ops(library, ops)
             lib = self._library(library)
             planner = BatchPlanner(
                 lambda exp_id: self.get(library, exp_id).text, self._index(library), vectors,
@@ -166,20 +128,19 @@ class ExperienceStore(LibraryReadMixin):
             steps = planner.plan(ops)
             changed = any(s.changes_library for s in steps)
             version = int(lib["current_version"]) + (1 if changed else 0)
-            first_op = self._write(library, steps, version, changed, planner.next_id, bool(vectors))
-            if changed:
-                self._patch_index(library, steps, version)
+            first_op = self._write(library, steps, version, changed, planner.next_id, model)
+            self._patch_index(library, steps, version, changed)
             return self._result(steps, version, changed, planner.new_ids, first_op)
 
-    def _write(self, library: str, steps: list[Step], version: int, changed: bool, next_id: int, bind: bool) -> int:
+    def _write(self, library: str, steps: list[Step], version: int, changed: bool, next_id: int, model) -> int:
         """Write the planned batch in one transaction; returns the first op row id."""
         now = utcnow()
         with self._tx() as con:
             first_op = self._next_id("ops")
-            if bind and self.embedder is not None:
+            if model is not None:  # the first vectors fix the library's embedding model
                 con.execute(
                     "UPDATE libraries SET embed_model = ?, embed_dim = ? WHERE name = ? AND embed_model IS NULL",
-                    [self.embedder.name, self.embedder.dim, library],
+                    [*model, library],
                 )
             for step in steps:
                 write.write_step(con, library, step, version, now)
@@ -196,73 +157,10 @@ class ExperienceStore(LibraryReadMixin):
             Rejection(op=s.op, reason=s.note or "rejected", duplicate_of=s.duplicate_of, similarity=s.similarity)
             for s in steps if s.outcome == "rejected"
         ]
-        applied = [r for r in records if r.outcome != "rejected"]
-        return ApplyResult(version=version, applied=applied, rejected=rejected, new_ids=new_ids, changed=changed)
-
-    # -- retrieval -------------------------------------------------------------------------------
-    def count_tokens(self, text: str) -> int:
-        """Tokens in `text` (tiktoken cl100k_base; see `experience_store.tokens` for the fallback)."""
-        return count_tokens(text)
-
-    def search(
-        self, library: str, query: str, k: int, version: int | None = None, token_cap: int | None = None,
-    ) -> list[tuple[Experience, float]]:
-        """Top-`k` live experiences at `version` (default current) by cosine to `query`, best first.
-
-        With `token_cap`, walks the ranking and keeps each experience whose text still fits in the
-        cap (tokens via `count_tokens`), so the result's texts total at most `token_cap` tokens.
-        """
-        if k <= 0:
-            return []
-        if version is None and len(self._index(library)) == 0:
-            return []  # nothing to rank: no need to load the embedding model
-        vector = self.embedder_for(library).embed([query])[0]
-        return self.search_vector(library, vector, k, version=version, token_cap=token_cap)
-
-    def search_vector(
-        self, library: str, vector: np.ndarray, k: int, version: int | None = None, token_cap: int | None = None,
-    ) -> list[tuple[Experience, float]]:
-        """`search` with an already-embedded (unit) query vector."""
-        current = self.current_version(library)
-        version = self.resolve_version(library, version)
-        if version == current:
-            hits = self._index(library).search(vector, k)
-            found = self._by_ids(library, [i for i, _ in hits])
-        else:
-            past = self.experiences(library, version)
-            found = {e.id: e for e in past}
-            ids, matrix = self._vectors_at(library, version)
-            hits = topk_numpy(matrix, ids, vector, k)
-        out, used = [], 0
-        for exp_id, score in hits:
-            exp = found[exp_id]
-            if token_cap is not None:
-                cost = count_tokens(exp.text)
-                if used + cost > token_cap:
-                    continue
-                used += cost
-            out.append((exp, score))
-        return out
-
-    def _by_ids(self, library: str, ids: list[int]) -> dict[int, Experience]:
-        if not ids:
-            return {}
-        rows = self._rows(
-            f"SELECT {', '.join(Experience.model_fields)} FROM experiences WHERE library = ? AND list_contains(?, id)",
-            [library, ids],
+        return ApplyResult(
+            version=version, applied=[r for r in records if r.outcome == "applied"], rejected=rejected,
+            noops=[r for r in records if r.outcome == "noop"], new_ids=new_ids, changed=changed,
         )
-        return {row[1]: Experience(**dict(zip(Experience.model_fields, row))) for row in rows}
-
-    def _vectors_at(self, library: str, version: int) -> tuple[np.ndarray, np.ndarray]:
-        data = self.con.execute(
-            "SELECT exp_id, embedding FROM exp_revisions WHERE library = ? AND valid_from <= ?"
-            " AND (valid_to IS NULL OR valid_to > ?) ORDER BY exp_id",
-            [library, version, version],
-        ).fetchnumpy()
-        ids = np.asarray(data["exp_id"], dtype=np.int64)
-        if not len(ids):
-            return ids, np.zeros((0, 1), dtype=np.float32)
-        return ids, np.stack(list(data["embedding"])).astype(np.float32)
 
     def bump_counters(self, library: str, ids: list[int], *, injected: int = 0, wins: int = 0) -> None:
         """Add to the `times_injected` / `times_won` counters of `ids` (not versioned)."""
@@ -282,3 +180,18 @@ class ExperienceStore(LibraryReadMixin):
                 " WHERE library = ? AND list_contains(?, id)",
                 [injected, wins, library, unique],
             )
+        index = self._indexes.get(library)
+        if index is not None:
+            index.forget(unique)
+
+
+def _as_ops(ops: list) -> list[Op]:
+    """Ops as `Op` models (dicts are validated); a malformed one -> StoreError naming it."""
+    out = []
+    for n, op in enumerate(ops, start=1):
+        try:
+            out.append(op if isinstance(op, Op) else Op.model_validate(op))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise StoreError(f"op {n} is malformed ({first['msg']}); nothing was written. Fix it and apply again") from None
+    return out

@@ -82,15 +82,23 @@ def _load_cached(path: str, mtime_ns: int, size: int) -> tuple[Example, ...]:
     del mtime_ns, size  # part of the cache key only: a changed file is read again
     out: list[Example] = []
     prefix = Path(path).stem
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{where}: not valid UTF-8 (byte {exc.start + 1} of the line); save the file "
+                                "as UTF-8") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: malformed JSON ({exc.msg}); fix or remove that line") from None
+            except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit number, nesting too deep
+                raise DataError(f"{where}: unreadable JSON ({type(exc).__name__}: {str(exc)[:80]}); fix or "
+                                "remove that line") from None
             out.append(_row_to_example(row, where, len(out), prefix))
     return tuple(out)
 

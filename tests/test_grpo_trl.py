@@ -121,3 +121,22 @@ def test_compare_cli_with_the_checkpoint(trained, tmp_path):
     assert wu["cost"]["steps"] == 1 and wu["cost"]["kind"] == "grpo" and "vs_baseline" in wu
     notes = " ".join(data["notes"])
     assert "trained on task 'length'" in notes and "training-free row omitted" in notes
+
+
+def test_lora_step_from_a_model_folder(trained, tmp_path):
+    """LoRA (peft) from an HF folder (the full checkpoint above): the adapter is saved and merged on load."""
+    from safetensors import safe_open
+
+    outcome, _ = trained
+    cfg = GrpoConfig(task="length", model=str(outcome.checkpoint), out=str(tmp_path / "lora"), max_steps=1,
+                     batch_size=2, group_size=2, max_completion_length=8, lora=True, lora_r=4, lr=1e-3,
+                     device="cpu", threads=1)
+    meta = run_grpo(cfg, task=LengthTask(), record=False).meta
+    assert meta.weights == "adapter" and meta.lora and meta.base.kind == "hf" and meta.steps == 1
+    assert (tmp_path / "lora" / "adapter_model.safetensors").is_file()
+    merged = HFChatModel.from_checkpoint(tmp_path / "lora", device="cpu").model
+    key = "model.layers.0.self_attn.q_proj.weight"
+    with safe_open(str(outcome.checkpoint / "model.safetensors"), "pt") as f:
+        base = f.get_tensor(key)
+    delta = (merged.state_dict()[key] - base).abs().max().item()
+    assert 0 < delta < 0.1

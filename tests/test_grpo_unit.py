@@ -207,3 +207,9 @@ def test_cli_grpo_reports_config_mistakes(tmp_path):
 def test_meta_file_is_plain_json(tmp_path):
     write_meta(tmp_path, CheckpointMeta(task="t", base=ModelSource(name="m", kind="hf", path="m")))
     assert json.loads((tmp_path / META_FILE).read_text())["format"] == 1
+
+
+def test_default_learning_rate_depends_on_lora():
+    assert GrpoConfig(task="t", model="m", out="o").lr == 2e-6
+    assert GrpoConfig(task="t", model="m", out="o", lora=True).lr == 5e-5
+    assert GrpoConfig(task="t", model="m", out="o", lora=True, lr=1e-3).lr == 1e-3

@@ -1,8 +1,7 @@
-"""Experience store on real DuckDB files: schema, versions, atomicity, time travel, diff, history."""
+"""Experience store files on disk: schema migrations, reopening, bad files, locks."""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 
@@ -10,7 +9,6 @@ import duckdb
 import pytest
 
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind, Provenance
-from experience_store import write as write_module
 from experience_store.migrations import MIGRATIONS, applied_migrations, migrate
 from tfgrpo.errors import StoreError
 
@@ -18,12 +16,6 @@ from tfgrpo.errors import StoreError
 @pytest.fixture()
 def db(tmp_path):
     return tmp_path / "store.duckdb"
-
-
-@pytest.fixture()
-def store(db):
-    with ExperienceStore(db, embedder=HashEmbedder()) as s:
-        yield s
 
 
 def add(text: str, **prov) -> Op:
@@ -49,6 +41,24 @@ def test_migrations_from_empty_file_and_rerun_is_noop(db):
     ExperienceStore(db).close()  # opening an up-to-date file applies nothing more
     con = duckdb.connect(str(db))
     assert con.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
+    con.close()
+
+
+def test_failing_migration_leaves_previous_schema(db, monkeypatch):
+    from experience_store import migrations
+
+    ExperienceStore(db).close()
+
+    def broken(con):
+        con.execute("CREATE TABLE half_done (x INTEGER)")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, ("0099_broken", broken)])
+    with pytest.raises(StoreError, match="failed at migration 0099_broken .*left at the previous schema"):
+        ExperienceStore(db)
+    con = duckdb.connect(str(db))
+    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'").fetchone()[0] == 0
+    assert "0099_broken" not in applied_migrations(con)
     con.close()
 
 
@@ -115,193 +125,20 @@ def test_second_writer_gets_a_clear_message(db):
     ExperienceStore(db, read_only=True).close()  # free again once the writer is gone
 
 
-# -- versions, ops, atomicity --------------------------------------------------------------------
-def test_new_library_is_empty_at_version_zero(store):
-    store.ensure_library("fresh")
-    store.ensure_library("fresh")
-    assert store.current_version("fresh") == 0
-    assert store.experiences("fresh") == []
-    assert store.search("fresh", "anything", 3) == []
-    with pytest.raises(StoreError, match="no library 'missing'.*fresh"):
-        store.current_version("missing")
-    with pytest.raises(StoreError, match="invalid library name"):
-        store.ensure_library("bad name!")
+def test_same_process_other_mode_is_a_clear_error(db):
+    with ExperienceStore(db):
+        with pytest.raises(StoreError, match="already has .* open in the other mode"):
+            ExperienceStore(db, read_only=True)
 
 
-def test_each_batch_is_one_version_and_ids_are_never_reused(store):
-    r1 = store.apply("lib", [add(t) for t in LESSONS])
-    assert (r1.version, r1.new_ids, r1.changed) == (1, [1, 2, 3], True)
-    r2 = store.apply("lib", [Op(kind=OpKind.DELETE, target_id=3), Op(kind=OpKind.NONE, reason="nothing")])
-    assert r2.version == 2
-    r3 = store.apply("lib", [add("Draw a diagram for geometry questions")])
-    assert r3.new_ids == [4]  # 3 is deleted but never handed out again
-    assert store.get("lib", 3).status == "deleted"
-    assert [v["version"] for v in store.versions("lib")] == [1, 2, 3]
-    assert [v["n_live"] for v in store.versions("lib")] == [3, 2, 3]
 
-
-def test_none_only_batch_makes_no_version(store):
-    store.apply("lib", [add(LESSONS[0])])
-    result = store.apply("lib", [Op(kind=OpKind.NONE, reason="keep all")])
-    assert (result.version, result.changed) == (1, False)
-    assert store.history("lib")[-1].outcome == "noop"
-
-
-def test_invalid_batch_writes_nothing(store):
-    store.apply("lib", [add(t) for t in LESSONS])
-    bad = [
-        add("A new and valid lesson about fractions"),
-        Op(kind=OpKind.DELETE, target_id=2),
-        Op(kind=OpKind.UPDATE, target_id=2, text="update after delete"),
-        Op(kind=OpKind.UPDATE, target_id=99, text="unknown id"),
-        add("x" * 2001),
-    ]
-    with pytest.raises(StoreError) as err:
-        store.apply("lib", bad)
-    msg = str(err.value)
-    assert "nothing was written" in msg
-    assert "op 3 (UPDATE): experience 2 is deleted" in msg
-    assert "op 4 (UPDATE): unknown experience id 99" in msg
-    assert "op 5 (ADD): text has 2001 characters" in msg
-    assert store.current_version("lib") == 1
-    assert len(store.experiences("lib")) == 3
-    assert len(store.history("lib")) == 3
-    with pytest.raises(ValueError, match="non-empty"):
-        Op(kind=OpKind.ADD, text="   ")
-
-
-def test_crash_mid_transaction_keeps_previous_version(store, monkeypatch):
-    store.apply("lib", [add(t) for t in LESSONS])
-    before = [(e.id, e.text) for e in store.experiences("lib")]
-    hits_before = store.search("lib", "units", 3)
-    real = write_module.write_step
-    calls = {"n": 0}
-
-    def failing(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("injected failure mid-batch")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(write_module, "write_step", failing)
-    with pytest.raises(RuntimeError, match="injected"):
-        store.apply("lib", [
-            Op(kind=OpKind.UPDATE, target_id=1, text="Turn percentages into fractions"),
-            Op(kind=OpKind.DELETE, target_id=2),
-            add("Estimate the answer before computing it"),
-        ])
-    monkeypatch.setattr(write_module, "write_step", real)
-    assert store.current_version("lib") == 1
-    assert [(e.id, e.text) for e in store.experiences("lib")] == before
-    assert store.search("lib", "units", 3) == hits_before
-    assert len(store.history("lib")) == 3
-    # the store still works and the next batch gets the next version and next id
-    result = store.apply("lib", [add("Estimate the answer before computing it")])
-    assert (result.version, result.new_ids) == (2, [4])
-
-
-def test_time_travel_and_diff(store):
-    store.apply("lib", [add(t) for t in LESSONS])  # v1
-    store.apply("lib", [
-        Op(kind=OpKind.UPDATE, target_id=1, text="Convert percents to decimals first"),
-        Op(kind=OpKind.UPDATE, target_id=1, text="Convert percentages to decimals, then multiply"),
-    ])  # v2: two updates of one id in one batch
-    store.apply("lib", [Op(kind=OpKind.DELETE, target_id=2), add("Draw a picture")])  # v3
-    v1 = {e.id: e.text for e in store.experiences("lib", 1)}
-    v2 = {e.id: e.text for e in store.experiences("lib", 2)}
-    v3 = {e.id: e.text for e in store.experiences("lib", 3)}
-    assert v1 == dict(enumerate(LESSONS, start=1))
-    assert v2[1] == "Convert percentages to decimals, then multiply" and v2[2] == LESSONS[1]
-    assert set(v3) == {1, 3, 4}
-    assert store.experiences("lib", 0) == []
-    d = store.diff("lib", 1, 3)
-    assert [e.id for e in d["added"]] == [4]
-    assert [e.id for e in d["removed"]] == [2]
-    assert [(a.text, b.text) for a, b in d["changed"]] == [(LESSONS[0], "Convert percentages to decimals, then multiply")]
-    back = store.diff("lib", 3, 1)
-    assert [e.id for e in back["added"]] == [2] and [e.id for e in back["removed"]] == [4]
-    assert store.search("lib", "question final answer", 1, version=1)[0][0].id == 2
-    assert all(e.id != 2 for e, _ in store.search("lib", "question final answer", 3))
-    with pytest.raises(StoreError, match="no version 7; its versions are 0..3"):
-        store.experiences("lib", 7)
-
-
-def test_merge_into_first_id(store):
-    store.apply("lib", [add(t) for t in LESSONS])
-    store.bump_counters("lib", [1], injected=3, wins=1)
-    store.bump_counters("lib", [2], injected=2, wins=2)
-    result = store.apply("lib", [Op(kind=OpKind.MERGE, merge_ids=[1, 2], text="Merged lesson on reading and percents")])
-    merged, gone = store.get("lib", 1), store.get("lib", 2)
-    assert merged.text == "Merged lesson on reading and percents" and merged.status == "live"
-    assert (merged.times_injected, merged.times_won, merged.support) == (5, 3, 2)
-    assert (gone.status, gone.merged_into) == ("deleted", 1)
-    assert result.applied[0].before == f"{LESSONS[0]}\n{LESSONS[1]}"
-    assert [e.id for e in store.experiences("lib")] == [1, 3]
-    assert [r.kind for r in store.history("lib", 2)] == [OpKind.ADD, OpKind.MERGE]
-    with pytest.raises(StoreError, match="not in library"):
-        store.bump_counters("lib", [1, 42], injected=1)
-
-
-def test_history_keeps_provenance(store):
-    prov = dict(run_id="run-1", step=4, group_id="q17", rollout_ids=["run-1:4:q17:0", "run-1:4:q17:3"], call_id="c9")
-    store.apply("lib", [add(LESSONS[0], **prov)])
-    store.apply("lib", [Op(kind=OpKind.UPDATE, target_id=1, text="Convert percentages first", reason="sharper",
-                           provenance=Provenance(run_id="run-1", step=5))])
-    hist = store.history("lib", 1)
-    assert [(h.kind, h.version) for h in hist] == [(OpKind.ADD, 1), (OpKind.UPDATE, 2)]
-    assert hist[0].provenance.model_dump() == prov
-    assert (hist[1].before, hist[1].after, hist[1].reason) == (LESSONS[0], "Convert percentages first", "sharper")
-    with pytest.raises(StoreError, match="no experience 5 in library 'lib'"):
-        store.history("lib", 5)
-
-
-def test_dedup_with_hash_embedder_rejects_and_can_merge(store):
-    store.apply("lib", [add(LESSONS[0])])
-    result = store.apply("lib", [add("convert percentages to decimals before multiplying!"), add(LESSONS[2])])
-    assert result.new_ids == [2]
-    assert [(r.duplicate_of, r.similarity) for r in result.rejected] == [(1, 1.0)]
-    assert store.history("lib", 1)[-1].outcome == "rejected"
-    again = store.apply("lib", [add("Convert percentages to decimals before multiplying.")], merge_duplicates=True)
-    assert (again.changed, again.version, again.rejected) == (False, 2, [])
-    assert again.applied[0].kind == OpKind.MERGE and again.applied[0].duplicate_of == 1
-    assert store.get("lib", 1).support == 2 and store.get("lib", 1).text == LESSONS[0]
-    # a duplicate within one batch is caught too, and dedup=False stores it anyway
-    twice = store.apply("lib", [add("Sketch the triangle"), add("sketch the triangle")])
-    assert twice.new_ids == [3] and twice.rejected[0].duplicate_of == 3
-    forced = store.apply("lib", [add("Sketch the triangle")], dedup=False)
-    assert forced.new_ids == [4]
-
-
-def test_search_token_cap_and_counting(store):
-    long_text = "Units matter: " + "always write the units next to every number " * 8
-    store.apply("lib", [add(long_text), add("Check units"), add("Mind the units of time")])
-    assert store.count_tokens("Check units") == 2
-    full = store.search("lib", "units", 3)
-    assert len(full) == 3 and full[0][1] >= full[1][1] >= full[2][1]
-    capped = store.search("lib", "units", 3, token_cap=12)
-    assert {e.id for e, _ in capped} == {2, 3}
-    assert sum(store.count_tokens(e.text) for e, _ in capped) <= 12
-    assert store.search("lib", "units", 3, token_cap=0) == []
-
-
-def test_embedder_mismatch_is_refused(db):
+@pytest.mark.parametrize("damage", ["truncate", "scramble"])
+def test_damaged_duckdb_file_is_refused_and_left_untouched(db, damage):
     with ExperienceStore(db, embedder=HashEmbedder()) as s:
         s.apply("lib", [add(LESSONS[0])])
-    with ExperienceStore(db, embedder=HashEmbedder(dim=64)) as s, pytest.raises(StoreError, match="hash-bow-384"):
-        s.search("lib", "percent", 1)
-
-
-def test_hash_embedder_is_deterministic_and_normalized():
-    a = HashEmbedder().embed(["Convert units first", "Convert units first", ""])
-    assert a.shape == (3, 384)
-    assert (a[0] == a[1]).all() and abs(float(a[0] @ a[0]) - 1) < 1e-5 and float(abs(a[2]).sum()) == 0.0
-
-
-def test_file_bytes_stable_when_read_only(db):
-    with ExperienceStore(db, embedder=HashEmbedder()) as s:
-        s.apply("lib", [add(LESSONS[0])])
-    digest = hashlib.sha256(db.read_bytes()).hexdigest()
-    with ExperienceStore(db, read_only=True) as s:
-        s.experiences("lib")
-        s.history("lib")
-    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    data = db.read_bytes()
+    broken = data[:5000] if damage == "truncate" else data[:4096] + bytes(range(256)) * 32 + data[4096 + 8192:]
+    db.write_bytes(broken)
+    with pytest.raises(StoreError, match="may be damaged \\(it was not modified\\)"):
+        ExperienceStore(db)
+    assert db.read_bytes() == broken

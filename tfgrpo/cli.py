@@ -67,6 +67,9 @@ for _name, _doc in (
 
 
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops cleanly, like Ctrl-C
     app()
 
 

@@ -64,7 +64,7 @@ def _checkpoint_row(checkpoint: Path, device: str, task: str, model: str, notes:
 def print_table(res: CompareResult) -> None:
     table = Table(title=f"{res.task} ({res.split}): {len(res.item_ids)} items, k={res.k}, seed={res.seed}")
     for h in HEADERS:
-        table.add_column(h)
+        table.add_column(h, no_wrap=h == "row")
     for cells in table_rows(res):
         table.add_row(*cells)
     out.print(table)
@@ -81,10 +81,10 @@ def _write(res: CompareResult, json_out: Path | None, md_out: Path | None) -> No
             out.print(f"wrote {path}")
 
 
-def _examples(task_name: str, split: str, limit: int | None):
+def _examples(task_name: str, split: str, limit: int | None, data_file: Path | None, reward: str | None):
     from tasks.registry import get_task
 
-    task = get_task(task_name)
+    task = get_task(task_name, data_file=data_file, reward=reward)
     items = task.examples(split)
     items = items[:limit] if limit else items
     if not items:
@@ -124,13 +124,15 @@ def cmd(
     api_base: Optional[str] = typer.Option(None, "--api-base"),
     gguf: Optional[str] = typer.Option(None, "--gguf", help="Serve this GGUF with the embedded server."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset folder (default $TFGRPO_DATA)."),
+    data_file: Optional[Path] = typer.Option(None, "--data-file", help="Task jsonl: the JSONL file or folder."),
+    reward: Optional[str] = typer.Option(None, "--reward", help="Reward kind (jsonl: exact|numeric|math|regex)."),
     db: Optional[Path] = typer.Option(None, "--db", help="Store file (default $TFGRPO_HOME/tfgrpo.duckdb)."),
 ) -> None:
     """Baseline vs training-free (library) vs weight-update (GRPO checkpoint): same items, same seeds."""
     if engine not in ("server", "hf"):
         raise ConfigError(f"--engine {engine!r}: use `server` or `hf`")
     data_dir_option(data_dir)
-    the_task, items = _examples(task, split, limit)
+    the_task, items = _examples(task, split, limit, data_file, reward)
     notes: list[str] = []
     if library is None:
         notes.append("training-free row omitted: pass --library NAME")
@@ -149,3 +151,7 @@ def cmd(
         res = _run(the_task, items, rows, notes, k, seed, temperature, max_tokens, split)
     print_table(res)
     _write(res, json_out, md_out)
+
+
+if __name__ == "__main__":  # `python -m tfgrpo.cli_compare ...` where the full CLI's dependencies are absent
+    typer.run(cmd)

@@ -90,6 +90,9 @@ def eval_cmd(
     reward: Optional[str] = typer.Option(None, "--reward", help="jsonl: exact|numeric|math|regex; hotpotqa: f1|em."),
     api_base: Optional[str] = typer.Option(None, "--api-base"),
     gguf: Optional[str] = typer.Option(None, "--gguf", help="Serve this GGUF with the embedded server."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Evaluate a `tfgrpo grpo` checkpoint "
+                                                                         "(transformers, in-process)."),
+    device: str = typer.Option("auto", "--device", help="With --checkpoint: auto | cpu | cuda."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset folder (default $TFGRPO_DATA)."),
     db: Optional[Path] = typer.Option(None, "--db", help="Store file (default $TFGRPO_HOME/tfgrpo.duckdb)."),
 ) -> None:
@@ -100,9 +103,14 @@ def eval_cmd(
     from tfgrpo.prior_cli import prior_for_eval
 
     with prior_for_eval(library, version, db) as (apply_prior, lib, ver, call_log, on_done):
+        chat_model = None
+        if checkpoint is not None:
+            from tfgrpo.grpo.hf_chat import HFChatModel
+
+            chat_model = HFChatModel.from_checkpoint(checkpoint, device=device, call_log=call_log)
         result = evaluate(task, cfg, k=k, split=split, limit=limit, seed=seed, temperature=temperature,
                           max_tokens=max_tokens, apply_prior=apply_prior, library=lib, version=ver,
-                          call_log=call_log, task_options=opts)
+                          call_log=call_log, task_options=opts, model=chat_model)
         on_done(result)
     print_metrics(result.metrics())
     if json_out:

@@ -47,7 +47,7 @@ def cmd(
     max_steps: int = typer.Option(100, "--max-steps", min=1, help="Optimizer steps."),
     group_size: int = typer.Option(8, "--group-size", "-G", min=2, help="Completions per prompt (G)."),
     batch_size: int = typer.Option(4, "--batch-size", "-B", min=1, help="Prompts per step (B)."),
-    lr: float = typer.Option(2e-6, "--lr", help="Learning rate (~1e-5..1e-4 with --lora)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default 2e-6; 5e-5 with --lora)."),
     max_completion_length: int = typer.Option(256, "--max-completion-length", min=1, help="Max new tokens."),
     temperature: float = typer.Option(1.0, "--temperature", help="Rollout sampling temperature."),
     beta: float = typer.Option(0.0, "--beta", min=0.0, help="KL coefficient (0 = no reference model)."),
@@ -57,8 +57,14 @@ def cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="First N training questions only."),
     split: str = typer.Option("train", "--split"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (1 is fastest "
+                                                                         "on a busy machine)."),
     gguf: Optional[str] = typer.Option(None, "--gguf", help="Train from this GGUF file."),
     save: bool = typer.Option(True, "--save/--no-save", help="Save the trained weights."),
+    record: bool = typer.Option(True, "--record/--no-record", help="Record a run row in the store."),
+    data_file: Optional[Path] = typer.Option(None, "--data-file", help="Task jsonl: the JSONL file or folder."),
+    reward: Optional[str] = typer.Option(None, "--reward", help="Reward kind (jsonl: exact|numeric|math|regex; "
+                                                                "hotpotqa: f1|em)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Dataset folder (default $TFGRPO_DATA)."),
     db: Optional[Path] = typer.Option(None, "--db", help="Store file (default $TFGRPO_HOME/tfgrpo.duckdb)."),
 ) -> None:
@@ -67,10 +73,15 @@ def cmd(
     cfg = _config(task=task, model=model, out=str(out_dir), max_steps=max_steps, group_size=group_size,
                   batch_size=batch_size, lr=lr, max_completion_length=max_completion_length,
                   temperature=temperature, beta=beta, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, seed=seed,
-                  limit=limit, split=split, device=device, gguf=gguf, save=save)
+                  limit=limit, split=split, device=device, threads=threads, gguf=gguf, save=save,
+                  data_file=str(data_file) if data_file else None, reward=reward)
     from tfgrpo.grpo.loading import require_grpo_extra
     from tfgrpo.grpo.run import run_grpo
 
     require_grpo_extra()
-    outcome = run_grpo(cfg, db=db, progress=lambda s: console.print(f"[dim]{s}[/]"))
+    outcome = run_grpo(cfg, db=db, record=record, progress=lambda s: console.print(f"[dim]{s}[/]"))
     print_outcome(outcome)
+
+
+if __name__ == "__main__":  # `python -m tfgrpo.cli_grpo ...` where the full CLI's dependencies are absent
+    typer.run(cmd)

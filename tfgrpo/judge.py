@@ -72,7 +72,8 @@ async def extract(model: ChatModel, question: str, rows: list[dict], summaries: 
             reject("extract", out["error"], "")
             break
         try:
-            out.update(proposals=parse_proposals(c.text, c.finish_reason, k=k, max_words=max_words),
+            out.update(proposals=parse_proposals(c.text, c.finish_reason, k=k, max_words=max_words,
+                                                   question=question),
                        call_id=c.call_id, error=None)
             break
         except InvalidLearnerOutput as exc:

@@ -14,34 +14,55 @@ class InvalidLearnerOutput(ValueError):
     """The learner's output failed validation; `str(exc)` says why."""
 
 
+def _first_balanced(text: str) -> str | None:
+    """The balanced `{...}` span that starts first in `text` (braces inside JSON strings ignored).
+
+    One pass with a stack, so the time is linear in the text: a degenerate output such as 20 kB of
+    `{` must not stall the run (rescanning from every `{` was quadratic: ~47 s for 20 kB)."""
+    stack: list[int] = []
+    best: tuple[int, int] | None = None
+    in_str = esc = False
+    for i, ch in enumerate(text):
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"' and stack:
+            in_str = True
+        elif ch == "{":
+            stack.append(i)
+        elif ch == "}" and stack:
+            start = stack.pop()
+            if not stack:
+                return text[start:i + 1]
+            if best is None or start < best[0]:
+                best = (start, i + 1)
+    return text[best[0]:best[1]] if best else None
+
+
+def _fenced(text: str) -> list[str]:
+    """The first ```json fenced block that holds an object (split, not a regex: linear time)."""
+    for part in text.split("```")[1::2]:
+        body = part.strip()
+        body = body[4:].strip() if body[:4].lower() == "json" else body
+        if body.startswith("{") and body.endswith("}"):
+            return [body]
+    return []
+
+
 def _first_json_object(text: str) -> dict:
     """Return the first JSON object in `text` (tolerates ```json fences and prose around it)."""
-    fenced = re.search(r"```(?:json)?\s*(\{.*?\})\s*```", text, re.S)
-    candidates = [fenced.group(1)] if fenced else []
-    start = text.find("{")
-    while start != -1:
-        depth, in_str, esc = 0, False, False
-        for i in range(start, len(text)):
-            ch = text[i]
-            if in_str:
-                esc = (ch == "\\") and not esc
-                if ch == '"' and not esc:
-                    in_str = False
-                continue
-            if ch == '"':
-                in_str = True
-            elif ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    candidates.append(text[start:i + 1])
-                    break
-        start = text.find("{", start + 1) if not candidates else -1
+    candidates = _fenced(text)
+    span = _first_balanced(text)
+    if span is not None:
+        candidates.append(span)
     for cand in candidates:
         try:
             obj = json.loads(cand)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if isinstance(obj, dict):
             return obj
@@ -88,8 +109,23 @@ def _check_text(text: str | None, max_words: int, where: str) -> str:
     return text
 
 
-def parse_proposals(text: str, finish_reason: str | None, *, k: int, max_words: int) -> list[str]:
-    """Validate an extraction output; returns at most k lesson texts."""
+def _numbers(text: str) -> set[str]:
+    return {n.replace(",", "") for n in re.findall(r"\d[\d,]*(?:\.\d+)?", text)}
+
+
+def specific_to(lesson: str, question: str | None, min_digits: int = 2) -> bool:
+    """True when the lesson repeats a number (>= min_digits digits) of the question verbatim: such a
+    lesson memorizes an item instead of teaching a method."""
+    if not question:
+        return False
+    q = {n for n in _numbers(question) if len(n.replace(".", "")) >= min_digits}
+    return bool(q & _numbers(lesson))
+
+
+def parse_proposals(text: str, finish_reason: str | None, *, k: int, max_words: int,
+                    question: str | None = None) -> list[str]:
+    """Validate an extraction output; returns at most k lesson texts (lessons that repeat the question's
+    numbers are dropped; if every lesson does, the output is invalid)."""
     if finish_reason == "length":
         raise InvalidLearnerOutput("output truncated (finish_reason=length)")
     try:
@@ -97,7 +133,10 @@ def parse_proposals(text: str, finish_reason: str | None, *, k: int, max_words: 
     except ValidationError as exc:
         raise InvalidLearnerOutput(f"wrong shape: {exc.errors()[0]['msg']}") from None
     out = [_check_text(p, max_words, f"experience {i + 1}") for i, p in enumerate(props.experiences[:k])]
-    return list(dict.fromkeys(out))
+    kept = [p for p in out if not specific_to(p, question)]
+    if out and not kept:
+        raise InvalidLearnerOutput("every lesson repeats the problem's own numbers (not general)")
+    return list(dict.fromkeys(kept))
 
 
 def parse_ops(text: str, finish_reason: str | None, *, live_ids: set[int], n_proposals: int,

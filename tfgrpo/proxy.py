@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tfgrpo.errors import LLMError
-from tfgrpo.proxy_config import H_INJECTED, ProxyConfig, RequestError, prior_choice
+from tfgrpo.proxy_config import H_INJECTED, PriorChoice, ProxyConfig, RequestError, prior_choice
 from tfgrpo.proxy_errors import error_body, install_handlers, upstream_status
 from tfgrpo.proxy_priors import PriorCache, ReadOnlyLibrary
 from tfgrpo.proxy_security import Guard
@@ -109,7 +109,7 @@ def create_app(gateway, store, cfg: ProxyConfig) -> FastAPI:
     async def chat_completions(request: Request):
         body = _parse(await request.body())
         messages, _, info = await _apply_prior(state, request, body["messages"])
-        meta = {**info, "requested_model": body.get("model"), "client": "proxy"}
+        meta = {**info, "requested_model": body.get("model")}
         forward = {**body, "messages": messages}
         headers = _headers(info)
         if body.get("stream"):
@@ -123,7 +123,19 @@ def create_app(gateway, store, cfg: ProxyConfig) -> FastAPI:
     return app
 
 
+def warm_up(app: FastAPI) -> None:
+    """Build the default prior now (token counter, selection, embedder for topk) rather than on the
+    first request."""
+    state: ProxyState = app.state.proxy
+    cfg = state.cfg
+    if state.priors is not None and cfg.library is not None:
+        prior = state.priors.get(PriorChoice(cfg.library, cfg.version, cfg.mode, cfg.k))
+        prior.select([{"role": "user", "content": "warm-up"}])
+
+
 def guarded_app(gateway, store, cfg: ProxyConfig):
-    """`create_app` behind the auth and body-size guard: what `tfgrpo serve` runs."""
+    """`create_app`, warmed up, behind the auth and body-size guard: what `tfgrpo serve` runs."""
+    app = create_app(gateway, store, cfg)
+    warm_up(app)
     key = cfg.api_key.get_secret_value() if cfg.api_key is not None else None
-    return Guard(create_app(gateway, store, cfg), api_key=key, max_body_bytes=cfg.max_body_bytes)
+    return Guard(app, api_key=key, max_body_bytes=cfg.max_body_bytes)

@@ -4,6 +4,7 @@ use, tests, benchmarks)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -109,7 +110,17 @@ class ProxyRuntime:
         """Serve in the foreground until interrupted (SIGINT/SIGTERM stop it cleanly)."""
         server = self._server()
         on_ready(self)
-        server.run()
+        if threading.current_thread() is not threading.main_thread():
+            server.run()
+            return
+        # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler it found:
+        # make that one a no-op so the call log is flushed and the run closed before the process ends.
+        previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            server.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every call so far is in the call log."""

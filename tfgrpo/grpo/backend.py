@@ -102,6 +102,12 @@ def _step_timer(progress: Progress, max_steps: int) -> Any:
     return StepTimer()
 
 
+def _peak_gpu_gib(device: str) -> float | None:
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None
+
+
 def _device_name(device: str) -> str:
     import torch
 
@@ -152,7 +158,7 @@ class TrlBackend:
         meta = CheckpointMeta(
             task=task.name, base=source, lora=config.lora, weights=weights, steps=trainer.state.global_step,
             wall_s=time.perf_counter() - start, train_s=train_s, cpu_s=_cpu_seconds() - cpu0,
-            gpu_s=train_s if device == "cuda" else 0.0,
+            gpu_s=train_s if device == "cuda" else 0.0, peak_gpu_mem_gib=_peak_gpu_gib(device),
             step_s=(sum(timer.times) / len(timer.times)) if timer.times else None, device=device,
             device_name=_device_name(device), completions=len(reward.scores), config=config.model_dump(),
             final_metrics=_final_metrics(history), reward_stats=reward.stats(), versions=_versions(),

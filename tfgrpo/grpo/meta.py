@@ -41,6 +41,7 @@ class CheckpointMeta(BaseModel):
     train_s: float = Field(0.0, description="Seconds inside trainer.train().")
     cpu_s: float = Field(0.0, description="CPU seconds of the process (user + system) during training.")
     gpu_s: float = Field(0.0, description="GPU seconds (train seconds x GPUs), 0 on CPU.")
+    peak_gpu_mem_gib: float | None = Field(None, description="Peak GPU memory allocated by torch (CUDA only).")
     step_s: float | None = Field(None, description="Mean seconds per optimizer step.")
     device: str = "cpu"
     device_name: str = ""

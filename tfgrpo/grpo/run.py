@@ -69,7 +69,7 @@ def run_grpo(config: GrpoConfig, *, task: Task | None = None, db: Path | None = 
     if task is None:
         from tasks.registry import get_task
 
-        task = get_task(config.task)
+        task = get_task(config.task, data_file=config.data_file, reward=config.reward)
     items = training_items(task, config)
     backend = backend or TrlBackend()
     backend.check(config, len(items))
@@ -80,7 +80,8 @@ def run_grpo(config: GrpoConfig, *, task: Task | None = None, db: Path | None = 
         outcome = backend.train(task, items, config, progress=progress)
     except BaseException as exc:
         if run_id:
-            _finish_row(db, run_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000],
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            _finish_row(db, run_id, status=status, error=f"{type(exc).__name__}: {exc}"[:2000],
                         metrics={"wall_s": round(time.perf_counter() - start, 2)})
         raise
     if run_id:

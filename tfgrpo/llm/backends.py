@@ -19,6 +19,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 class RawChoice:
     text: str
     finish_reason: str | None
+    refusal: str | None = None  # the provider's `message.refusal` (content is then usually null)
 
 
 @dataclass
@@ -88,7 +89,8 @@ class OpenAICompatBackend:
         resp = await self._client().chat.completions.create(**kwargs)
         usage = resp.usage
         return RawResponse(
-            choices=[RawChoice(c.message.content or "", c.finish_reason) for c in resp.choices],
+            choices=[RawChoice(c.message.content or "", c.finish_reason, getattr(c.message, "refusal", None))
+                     for c in resp.choices],
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
             model=resp.model or self.model,
@@ -167,7 +169,8 @@ class LiteLLMBackend:
             cost = 0.0
         usage = getattr(resp, "usage", None)
         return RawResponse(
-            choices=[RawChoice(c.message.content or "", c.finish_reason) for c in resp.choices],
+            choices=[RawChoice(c.message.content or "", c.finish_reason, getattr(c.message, "refusal", None))
+                     for c in resp.choices],
             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
             completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
             cost_usd=cost, model=getattr(resp, "model", self.model) or self.model,
@@ -213,8 +216,8 @@ def response_from_body(data: dict[str, Any], model: str) -> RawResponse:
     """A `RawResponse` view of an OpenAI chat-completion JSON body (kept whole in `extra["body"]`)."""
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
         raise ValueError(f"upstream answered with something that is not a chat completion: {str(data)[:200]}")
-    choices = [RawChoice((c.get("message") or {}).get("content") or "", c.get("finish_reason"))
-               for c in data["choices"]]
+    choices = [RawChoice((c.get("message") or {}).get("content") or "", c.get("finish_reason"),
+                         (c.get("message") or {}).get("refusal")) for c in data["choices"]]
     usage = data.get("usage") or {}
     return RawResponse(choices=choices, prompt_tokens=int(usage.get("prompt_tokens") or 0),
                        completion_tokens=int(usage.get("completion_tokens") or 0),

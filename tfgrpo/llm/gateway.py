@@ -96,6 +96,9 @@ class Gateway(PassthroughMixin):
         if len(raw.choices) > 1:
             rec.meta["responses"] = [c.text for c in raw.choices]
         rec.finish_reason = raw.choices[0].finish_reason if raw.choices else None
+        refusals = [c.refusal for c in raw.choices if c.refusal]
+        if refusals:  # a refusal with null content must still show in the call log
+            rec.meta["refusal"] = refusals[0] if len(refusals) == 1 else refusals
         if self.budget is not None:
             self.budget.settle(raw.prompt_tokens + raw.completion_tokens, cost)
         self._log(rec)

@@ -45,7 +45,9 @@ class LocalServer:
                  startup_timeout_s: float = 180.0, alias: str = "local") -> None:
         self.gguf = Path(gguf)
         self.n_ctx = n_ctx
-        self.threads = threads or max(1, os.cpu_count() or 1)
+        # llama.cpp degrades badly when its threads outnumber free cores (spin-waits): TFGRPO_LLAMA_THREADS
+        # lets a busy machine use fewer.
+        self.threads = threads or int(os.environ.get("TFGRPO_LLAMA_THREADS") or 0) or max(1, os.cpu_count() or 1)
         self.startup_timeout_s = startup_timeout_s
         self.alias = alias
         self.port: int | None = None

@@ -1,0 +1,189 @@
+"""Does the learned library help? Train a library on a GSM8K train subset with the embedded model as policy
+and learner, then evaluate baseline (no prior) and the library on the same held-out test items with the
+same seeds; paired difference with a 95% bootstrap interval and a paired sign-flip p-value (McNemar too),
+pass@k, format compliance, training cost and prior tokens per call. Ablations in the same run: G=1 (no
+group comparison) and directly generated experiences (no rollouts). GEPA side by side when installed.
+
+    python bench/learning.py            # full: local (1.5B), 32 train questions, G=4, 2 epochs, 150 test items
+    python bench/learning.py --quick    # local:qwen0.5b, 8 train, G=4, 1 epoch, 30 test items
+
+Last line: `delta_mean=<x> ci=[<lo>,<hi>] p=<p> gepa_delta=<y>`.
+Defaults: 32 questions x G=4 x 2 epochs = 256 rollouts is the smallest run in which a 1.5B model sees
+enough mixed groups (about 1 in 3 here) to propose a dozen lessons; 150 test items give a +-8 point CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experience_store import ExperienceStore  # noqa: E402
+from tasks.registry import load_task  # noqa: E402
+from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig  # noqa: E402
+from tfgrpo.direct import direct_experiences, store_direct  # noqa: E402
+from tfgrpo.evaluate import mcnemar, paired_diff  # noqa: E402
+from tfgrpo.eval_run import run_eval  # noqa: E402
+from tfgrpo.llm.factory import ModelPool  # noqa: E402
+from tfgrpo.llm.fetch import resolve_gguf, sha256_file  # noqa: E402
+from tfgrpo.prior import Prior, render_block  # noqa: E402
+from tfgrpo.train import train  # noqa: E402
+
+
+def leaked_numbers(experiences: list[str], test_questions: list[str], min_digits: int = 3) -> list[str]:
+    """Experiences that contain a number of >= `min_digits` digits appearing verbatim in a test question."""
+    test_nums = {n for q in test_questions for n in re.findall(r"\d[\d,]*", q) if len(n.replace(",", "")) >= min_digits}
+    return [e for e in experiences if any(n in e for n in re.findall(r"\d[\d,]*", e) if n in test_nums)]
+
+
+def per_item(result) -> list[float]:
+    return [sum(i.scores) / len(i.scores) for i in result.items]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--task", default="gsm8k")
+    ap.add_argument("--train", type=int, default=None, help="training questions")
+    ap.add_argument("--test", type=int, default=None, help="test items")
+    ap.add_argument("--group", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--k", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-tokens", type=int, default=512)
+    ap.add_argument("--db", type=Path, default=Path("bench/out/learning.duckdb"))
+    ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--no-gepa", action="store_true")
+    ap.add_argument("--results", type=Path, default=Path("bench/results.md"))
+    a = ap.parse_args(argv)
+    a.model = a.model or ("local:qwen0.5b" if a.quick else "local")
+    a.train = a.train or (8 if a.quick else 32)
+    a.test = a.test or (30 if a.quick else 150)
+    a.epochs = a.epochs or (1 if a.quick else 2)
+    return a
+
+
+class Bench:
+    def __init__(self, a: argparse.Namespace) -> None:
+        self.a = a
+        self.pool = ModelPool(progress=lambda s: print(f"  {s}", flush=True))
+        a.db.parent.mkdir(parents=True, exist_ok=True)
+        self.store = ExperienceStore(a.db)
+        self.policy = ModelConfig(model=a.model)
+        self.model = self.pool.gateway(self.policy, call_log=self.store)
+        self.task = load_task(a.task)
+        self.test_items = self.task.examples("test")[: a.test]
+        self.tag = time.strftime("%Y%m%d-%H%M%S")
+
+    def evaluate(self, prior: Prior | None):
+        a = self.a
+        return asyncio.run(run_eval(self.model, self.task, self.test_items, k=a.k, seed=a.seed + 1,
+                                    temperature=0.0 if a.k == 1 else 0.7, max_tokens=a.max_tokens,
+                                    apply_prior=prior.apply if prior else None))
+
+    def train_library(self, name: str, group: int) -> tuple[str, dict]:
+        a = self.a
+        lib = f"{name}-{self.tag}"
+        cfg = TrainConfig(task=a.task, library=lib, epochs=a.epochs, batch_size=a.batch, group_size=group,
+                          allow_group_of_one=group == 1, limit=a.train, seed=a.seed,
+                          rollout=SamplingConfig(temperature=0.7, max_tokens=a.max_tokens))
+        res = train(cfg, self.policy, None, store=self.store, db=a.db,
+                    on_stage=lambda st, step, msg: print(f"  [{name}] step {step + 1} {st}: {msg}", flush=True))
+        run = self.store.get_run(res.run_id)
+        return lib, {"status": res.status, "wall_s": res.wall_s, "llm_calls": run["llm_calls"],
+                     "tokens": run["tokens"], "cost_usd": run["cost_usd"]}
+
+    def direct_library(self) -> str:
+        lib = f"direct-{self.tag}"
+        qs = [ex.question for ex in self.task.examples("train")[: self.a.train]]
+        lessons, call_id = asyncio.run(direct_experiences(self.model, qs, seed=self.a.seed))
+        store_direct(self.store, lib, lessons, None, call_id)
+        return lib
+
+    def prior_tokens(self, lib: str) -> int:
+        p = Prior(self.store, lib)
+        return self.store.count_tokens(render_block(p.select([])))
+
+
+def compare_row(name: str, base, res, tokens: int) -> dict:
+    d = paired_diff(per_item(res), per_item(base))
+    m = res.metrics()
+    return {"name": name, "mean": m["mean_at_k"], "ci": (m["ci_low"], m["ci_high"]), "pass": m["pass_at_k"],
+            "format": m["format_rate"], "delta": d.delta, "dci": (d.ci_lo, d.ci_hi), "p": d.p_value,
+            "mcnemar": mcnemar(per_item(res), per_item(base)) if bench_k1(res) else None, "prior_tokens": tokens}
+
+
+def bench_k1(res) -> bool:
+    return res.k == 1
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    b = Bench(a)
+    start = time.perf_counter()
+    try:
+        print(f"training library ({a.train} questions, G={a.group}, {a.epochs} epochs) with {a.model}", flush=True)
+        lib, cost = b.train_library("grpo", a.group)
+        exps = [e.text for e in b.store.experiences(lib)]
+        leaks = leaked_numbers(exps, [ex.question for ex in b.test_items])
+        print(f"evaluating baseline and library on {len(b.test_items)} test items", flush=True)
+        base = b.evaluate(None)
+        rows = [compare_row("baseline", base, base, 0),
+                compare_row("training-free (G=%d)" % a.group, base, b.evaluate(Prior(b.store, lib)), b.prior_tokens(lib))]
+        if not a.no_ablations:
+            lib1, _ = b.train_library("g1", 1)
+            rows.append(compare_row("ablation G=1", base, b.evaluate(Prior(b.store, lib1)), b.prior_tokens(lib1)))
+            libd = b.direct_library()
+            rows.append(compare_row("ablation direct", base, b.evaluate(Prior(b.store, libd)), b.prior_tokens(libd)))
+        gepa = None
+        if not a.no_gepa:
+            from bench.gepa_side import run_gepa_side
+
+            gepa = run_gepa_side(b, base, rollouts=cost_rollouts(a))
+            if gepa is not None:
+                rows.append(gepa)
+        write_results(a, b, rows, cost, exps, leaks, time.perf_counter() - start)
+        main_row, gd = rows[1], (gepa["delta"] if gepa else float("nan"))
+        print(f"delta_mean={main_row['delta']:+.4f} ci=[{main_row['dci'][0]:+.4f},{main_row['dci'][1]:+.4f}] "
+              f"p={main_row['p']:.4f} gepa_delta={gd:+.4f}")
+    finally:
+        b.pool.close()
+        b.store.close()
+
+
+def cost_rollouts(a) -> int:
+    return a.train * a.group * a.epochs
+
+
+def write_results(a, b, rows, cost, exps, leaks, wall) -> None:
+    gguf = resolve_gguf(a.model)
+    lines = [f"\n## Learning effect — {time.strftime('%Y-%m-%d %H:%M')} ({'quick' if a.quick else 'full'})", "",
+             f"Machine: {platform.machine()}, {platform.processor() or '?'}; Python {platform.python_version()}. "
+             f"Model `{a.model}` sha256 `{sha256_file(gguf)[:16]}...`. Task {a.task}: {a.train} train questions, "
+             f"G={a.group}, B={a.batch}, {a.epochs} epochs; eval {len(b.test_items)} test items, k={a.k}, "
+             f"seed {a.seed}. Training: {cost['llm_calls']} LLM calls, {cost['tokens']} tokens, "
+             f"{cost['wall_s'] / 60:.1f} min. Total bench wall time {wall / 60:.1f} min.", "",
+             "| variant | mean@k [95% CI] | pass@k | format | Δ vs baseline [95% CI] | p (sign-flip) | prior tokens/call |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['mean']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] | {r['pass']:.3f} | "
+                     f"{r['format']:.2f} | {r['delta']:+.3f} [{r['dci'][0]:+.3f}, {r['dci'][1]:+.3f}] | {r['p']:.3f} | "
+                     f"{r['prior_tokens']} |")
+    lines += ["", f"Learned experiences ({len(exps)}):", *[f"- {e}" for e in exps],
+              f"", f"Experiences containing a test question's number verbatim: {len(leaks)}", ""]
+    a.results.parent.mkdir(parents=True, exist_ok=True)
+    with a.results.open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Orchestration overhead of one Training-Free GRPO step, and throughput against GEPA (not a test).
+
+A fake OpenAI-compatible server (`bench/fake_server.py`, real HTTP, uvicorn, its own process) answers
+every call after a fixed latency L with plausible content for its stage. One training step with
+B*G rollouts runs at a concurrency that covers every call of a stage, so the critical path is the
+four sequential LLM stages: bound = rollout + summarize + extract + consolidate = 4L. Everything
+else (HTTP client, scoring, the DuckDB call log and rollouts, checkpoints, the op batch) is overhead:
+
+    overhead_ratio = wall / bound          (goal <= 1.05)
+
+Then GEPA (`gepa.optimize` with its default adapter, litellm pointed at the same server, the same
+number of metric calls as our rollouts, and the same concurrency for its batch evaluation) runs, and
+
+    vs_gepa = our rollouts per second / GEPA's rollouts per second      (goal >= 1.5)
+
+    python bench/overhead.py [--quick] [--latency 1.0] [--batch 200] [--group 5] [--no-gepa] [--profile out.prof]
+
+The last line is machine-readable: `overhead_ratio=<x> vs_gepa=<y> rollouts=<n> latency_s=<L> ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from bench.fake_server import FakeServer  # noqa: E402
+
+
+def arith_items(n: int) -> list:
+    from tasks.registry import load_task
+
+    return load_task("arith").examples("train")[:n]
+
+
+def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: Path, profile: str | None) -> dict:
+    """One training step (epochs=1, B questions, G rollouts each); wall time and per-stage times."""
+    from experience_store import ExperienceStore, HashEmbedder
+    from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
+    from tfgrpo.train import train
+
+    db = workdir / "ours.duckdb"
+    cfg = TrainConfig(task="arith", library="bench", epochs=1, batch_size=batch, group_size=group, limit=batch,
+                      rollout=SamplingConfig(max_tokens=256))
+    model = ModelConfig(model="openai/fake", api_base=api_base, concurrency=concurrency, timeout_s=120)
+    marks: list[tuple[str, float]] = []
+    with ExperienceStore(db, embedder=HashEmbedder()) as store:
+        start = time.perf_counter()
+        on_stage = lambda stage, step, msg: marks.append((stage, time.perf_counter() - start))  # noqa: E731
+        if profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            res = prof.runcall(train, cfg, model, None, store=store, db=db, on_stage=on_stage)
+            prof.dump_stats(profile)
+        else:
+            res = train(cfg, model, None, store=store, db=db, on_stage=on_stage)
+        wall = time.perf_counter() - start
+        if res.status != "completed":
+            raise SystemExit(f"training run {res.status}: {res.error}")
+        calls = store.calls(run_id=res.run_id)
+        rollouts = len(store.rollouts(res.run_id))
+        ops = len([h for h in store.history("bench") if h.outcome == "applied"])
+    by_stage: dict[str, int] = {}
+    for c in calls:
+        by_stage[c["stage"]] = by_stage.get(c["stage"], 0) + 1
+    stages = {name: round(t, 3) for name, t in marks}
+    return {"wall": wall, "rollouts": rollouts, "calls": by_stage, "stage_start_s": stages, "ops": ops,
+            "errors": sum(1 for c in calls if c["error"])}
+
+
+def run_gepa(api_base: str, items: list, metric_calls: int, workers: int) -> dict:
+    """GEPA on the same questions and server: `metric_calls` rollouts, default adapter via litellm."""
+    import logging
+
+    import gepa
+    from gepa.adapters.default_adapter.default_adapter import DefaultAdapter
+
+    logging.getLogger("LiteLLM").setLevel(logging.ERROR)
+    data = [{"input": f"{ex.question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}.",
+             "additional_context": {}, "answer": str(ex.answer)} for ex in items]
+    kw = {"api_base": api_base, "api_key": "sk-local", "temperature": 0.7, "max_tokens": 256}
+    adapter = DefaultAdapter(model="openai/fake", max_litellm_workers=workers, litellm_batch_completion_kwargs=kw)
+    seed = {"system_prompt": "You are a careful problem solver. Reason step by step and box the final answer."}
+    counted = {"n": 0}
+    inner = adapter.evaluate
+
+    def evaluate(batch, candidate, capture_traces=False):
+        counted["n"] += len(batch)
+        return inner(batch, candidate, capture_traces)
+
+    adapter.evaluate = evaluate  # count rollouts exactly as they are made
+    start = time.perf_counter()
+    result = gepa.optimize(seed_candidate=seed, trainset=data, valset=data, adapter=adapter,
+                           reflection_lm="openai/fake", reflection_lm_kwargs={"api_base": api_base, "api_key": "sk-local"},
+                           max_metric_calls=metric_calls, display_progress_bar=False, seed=0)
+    wall = time.perf_counter() - start
+    return {"wall": wall, "rollouts": counted["n"], "candidates": len(result.candidates)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="B*G = 200, L = 0.5 s: well under 2 minutes")
+    ap.add_argument("--latency", type=float, default=None, help="fake server latency L in seconds (default 1.0)")
+    ap.add_argument("--batch", type=int, default=None, help="questions per step B (default 200)")
+    ap.add_argument("--group", type=int, default=5, help="rollouts per question G")
+    ap.add_argument("--concurrency", type=int, default=None, help="gateway concurrency (default B*G)")
+    ap.add_argument("--no-gepa", action="store_true")
+    ap.add_argument("--profile", default=None, help="write a cProfile of our run to this file")
+    args = ap.parse_args()
+    latency = args.latency if args.latency is not None else (0.5 if args.quick else 1.0)
+    batch = args.batch or (40 if args.quick else 200)
+    n = batch * args.group
+    concurrency = args.concurrency or n
+    items = arith_items(batch)
+    answers = {ex.question: ex.answer for ex in items}
+    with tempfile.TemporaryDirectory() as tmp, FakeServer(latency, answers, workdir=tmp) as srv:
+        ours = run_ours(srv.api_base, batch, args.group, concurrency, Path(tmp), args.profile)
+        bound = 4 * latency
+        ratio = ours["wall"] / bound
+        print(f"ours: {ours['rollouts']} rollouts in {ours['wall']:.2f} s (bound 4L = {bound:.2f} s); "
+              f"calls {ours['calls']}; ops applied {ours['ops']}; errors {ours['errors']}")
+        print(f"ours: stage start times (s) {json.dumps(ours['stage_start_s'])}")
+        vs = float("nan")
+        if not args.no_gepa:
+            g = run_gepa(srv.api_base, items, n, concurrency)
+            ours_rps, gepa_rps = ours["rollouts"] / ours["wall"], g["rollouts"] / g["wall"]
+            vs = ours_rps / gepa_rps
+            print(f"gepa: {g['rollouts']} rollouts in {g['wall']:.2f} s ({g['candidates']} candidates); "
+                  f"ours {ours_rps:.1f} rollouts/s vs gepa {gepa_rps:.1f} rollouts/s")
+    print(f"overhead_ratio={ratio:.3f} vs_gepa={vs:.2f} rollouts={ours['rollouts']} latency_s={latency} "
+          f"wall_s={ours['wall']:.2f} bound_s={bound:.2f}")
+
+
+if __name__ == "__main__":
+    main()
