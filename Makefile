@@ -45,7 +45,11 @@ demo: $(VENV)/.stamp-local
 test: $(VENV)/.stamp-dev browser
 	$(PY) -m pytest -q -ra
 
-bench: $(VENV)/.stamp-dev
+$(VENV)/.stamp-bench: pyproject.toml $(VENV)/.stamp-dev
+	$(PIP) install -e '.[local,grpo,dev,bench]'
+	touch $@
+
+bench: $(VENV)/.stamp-bench
 	$(PY) bench/run_all.py
 
 bench-learning: $(VENV)/.stamp-local

@@ -41,7 +41,25 @@ def arith_items(n: int) -> list:
     return load_task("arith").examples("train")[:n]
 
 
-def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: Path, profile: str | None) -> dict:
+class MemoryLogStore:
+    """What-if for profiling (`--what-if memory-log`): the store with the LLM call log kept in memory,
+    to measure how much of the overhead is writing each call to DuckDB."""
+
+    def __init__(self, store) -> None:
+        self._store, self.records = store, []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def record(self, rec) -> None:
+        self.records.append(rec)
+
+    def calls(self, run_id=None, **kw):
+        return [r.model_dump() for r in self.records if r.run_id == run_id]
+
+
+def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: Path, profile: str | None,
+             what_if: str | None = None) -> dict:
     """One training step (epochs=1, B questions, G rollouts each); wall time and per-stage times."""
     from experience_store import ExperienceStore, HashEmbedder
     from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
@@ -52,7 +70,8 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
                       rollout=SamplingConfig(max_tokens=256))
     model = ModelConfig(model="openai/fake", api_base=api_base, concurrency=concurrency, timeout_s=120)
     marks: list[tuple[str, float]] = []
-    with ExperienceStore(db, embedder=HashEmbedder()) as store:
+    with ExperienceStore(db, embedder=HashEmbedder()) as real_store:
+        store = MemoryLogStore(real_store) if what_if == "memory-log" else real_store
         start = time.perf_counter()
         on_stage = lambda stage, step, msg: marks.append((stage, time.perf_counter() - start))  # noqa: E731
         if profile:
@@ -115,6 +134,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=None, help="gateway concurrency (default B*G)")
     ap.add_argument("--no-gepa", action="store_true")
     ap.add_argument("--profile", default=None, help="write a cProfile of our run to this file")
+    ap.add_argument("--what-if", choices=["memory-log"], default=None,
+                    help="profiling aid: keep the LLM call log in memory instead of DuckDB")
     args = ap.parse_args()
     latency = args.latency if args.latency is not None else (0.5 if args.quick else 1.0)
     batch = args.batch or (40 if args.quick else 200)
@@ -123,7 +144,7 @@ def main() -> None:
     items = arith_items(batch)
     answers = {ex.question: ex.answer for ex in items}
     with tempfile.TemporaryDirectory() as tmp, FakeServer(latency, answers, workdir=tmp) as srv:
-        ours = run_ours(srv.api_base, batch, args.group, concurrency, Path(tmp), args.profile)
+        ours = run_ours(srv.api_base, batch, args.group, concurrency, Path(tmp), args.profile, args.what_if)
         bound = 4 * latency
         ratio = ours["wall"] / bound
         print(f"ours: {ours['rollouts']} rollouts in {ours['wall']:.2f} s (bound 4L = {bound:.2f} s); "

@@ -7,7 +7,7 @@ from typing import Any
 
 from tfgrpo.errors import StoreError
 
-from .models import Experience, OpKind, OpRecord, Provenance, Version
+from .models import Experience, OpKind, OpRecord, Provenance
 from .runlog import RunLogMixin
 
 _LIB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -81,10 +81,11 @@ class LibraryReadMixin(RunLogMixin):
             )
         return version
 
-    def versions(self, library: str) -> list[Version]:
-        """Every version after 0 with its time, op count, live count and the run/step that made it."""
+    def versions(self, library: str) -> list[dict[str, Any]]:
+        """Every version after 0 as a dict with the fields of `Version`: library, version, created_at,
+        n_ops, n_live, run_id, step (`Version(**d)` gives the typed form)."""
         self._library(library)
-        return [Version(**row) for row in self._dicts("SELECT * FROM versions WHERE library = ? ORDER BY version", [library])]
+        return self._dicts("SELECT * FROM versions WHERE library = ? ORDER BY version", [library])
 
     def experiences(self, library: str, version: int | None = None) -> list[Experience]:
         """Live experiences at `version` (default: current), ordered by id. Texts are as of that version."""

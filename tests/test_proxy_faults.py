@@ -182,3 +182,29 @@ def test_streaming_fallback_on_scripted_model(store):
         rt.flush()
         assert store.calls(stage="proxy")[-1]["response"] == text
 
+
+
+def test_litellm_upstream_passes_bodies_through(store, upstream):
+    """Hosted model names go through litellm; the request's own parameters still reach the upstream."""
+    from tfgrpo.llm.backends import LiteLLMBackend
+    from tfgrpo.llm.gateway import Gateway
+
+    gateway = Gateway(LiteLLMBackend("openai/fake", api_base=upstream.api_base, api_key="x"), max_attempts=1)
+    cfg = ProxyConfig(library="lib", port=0)
+    with ProxyRuntime(cfg, ModelConfig(model="openai/fake"), store=store, gateway=gateway).start() as rt:
+        resp = sdk(rt).chat.completions.create(model="m", messages=ASK, max_tokens=7, stop=["END"])
+    body = upstream.requests[-1]
+    assert (body["max_tokens"], body["stop"]) == (7, ["END"]) and "Show the steps." in body["messages"][0]["content"]
+    assert resp.choices[0].message.content.endswith("\\boxed{4}.")
+
+
+def test_no_default_library_still_logs_and_headers_can_pick_one(store, upstream):
+    model = ModelConfig(model="openai/fake", api_base=upstream.api_base, max_attempts=1)
+    with ProxyRuntime(ProxyConfig(library=None, port=0), model, store=store).start() as rt:
+        sdk(rt).chat.completions.create(model="m", messages=ASK)
+        assert upstream.requests[-1]["messages"] == ASK
+        sdk(rt).chat.completions.create(model="m", messages=ASK, extra_headers={"X-TFGRPO-Library": "lib"})
+        assert "Box the final answer." in upstream.requests[-1]["messages"][0]["content"]
+        rt.flush()
+        calls = store.calls(run_id=rt.run_id)
+    assert [c["meta"]["injected_ids"] for c in calls] == [[], [1, 2, 3]]

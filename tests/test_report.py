@@ -245,3 +245,11 @@ def test_cli_report(filled, tmp_path):
         assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output, r.output
     r = CliRunner().invoke(app, ["report", "--library", "lib", "--db", str(tmp_path / "missing.duckdb")])
     assert r.exit_code == 2 and "no store at" in r.output
+
+
+def test_plot_text_is_escaped_by_matplotlib():
+    from tfgrpo.report_plots import eval_plot
+
+    svg = eval_plot([{"label": HOSTILE + " $x$", "baseline": True, "task": "t", "k": 1, "n": 2, "mean": 0.5,
+                      "lo": 0.4, "hi": 0.6}])
+    assert svg.startswith("<svg") and "<script" not in svg and "&lt;script&gt;" in svg and "$x$" in svg

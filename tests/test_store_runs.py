@@ -80,7 +80,7 @@ def test_record_never_raises(tmp_path, caplog):
     with ExperienceStore(path, read_only=True) as ro:
         ro.record(CallRecord(stage="x"))  # read-only: logged, not raised
         assert ro.calls() == []
-    assert "could not record LLM call" in caplog.text
+    assert "could not record LLM call(s)" in caplog.text
 
 
 def test_evals_and_learner_rejections(store):

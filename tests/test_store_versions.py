@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from experience_store import ExperienceStore, HashEmbedder, Op, OpKind, Provenance
+from experience_store import ExperienceStore, HashEmbedder, Op, OpKind, Provenance, Version
 from experience_store import write as write_module
 from tfgrpo.errors import StoreError
 
@@ -54,7 +54,8 @@ def test_each_batch_is_one_version_and_ids_are_never_reused(store):
     r3 = store.apply("lib", [add("Draw a diagram for geometry questions")])
     assert r3.new_ids == [4]  # 3 is deleted but never handed out again
     assert store.get("lib", 3).status == "deleted"
-    assert [(v.version, v.n_live, v.n_ops) for v in store.versions("lib")] == [(1, 3, 3), (2, 2, 2), (3, 3, 1)]
+    versions = [Version(**v) for v in store.versions("lib")]
+    assert [(v.version, v.n_live, v.n_ops) for v in versions] == [(1, 3, 3), (2, 2, 2), (3, 3, 1)]
 
 
 def test_none_only_batch_makes_no_version(store):

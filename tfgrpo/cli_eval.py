@@ -53,10 +53,17 @@ def evaluate(task_name: str, model_cfg: ModelConfig, *, k: int, split: str, limi
                 TimeElapsedColumn())
         with Progress(*cols, console=console, transient=True) as bar:
             tid = bar.add_task(f"{task_name} x{k}", total=len(examples))
-            result = asyncio.run(run_eval(
-                model, task, examples, k=k, seed=seed, temperature=temperature, max_tokens=max_tokens,
-                apply_prior=apply_prior, on_item=lambda _: bar.advance(tid), library=library, version=version,
-                split=split))
+            async def go():
+                try:
+                    return await run_eval(
+                        model, task, examples, k=k, seed=seed, temperature=temperature, max_tokens=max_tokens,
+                        apply_prior=apply_prior, on_item=lambda _: bar.advance(tid), library=library,
+                        version=version, split=split)
+                finally:  # close HTTP clients inside their event loop
+                    if hasattr(model, "aclose"):
+                        await model.aclose()
+
+            result = asyncio.run(go())
     finally:
         if own:
             pool.close()
@@ -114,8 +121,11 @@ def eval_cmd(
         on_done(result)
     print_metrics(result.metrics())
     if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        try:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        except OSError as exc:
+            raise ConfigError(f"cannot write --json {json_out}: {exc.strerror}; pass a file path") from None
         out.print(f"wrote {json_out}")
 
 

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from experience_store import ExperienceStore, Op, OpKind, Provenance, default_db_path, default_embedder
 from experience_store.io import export_text, import_file
-from tfgrpo.errors import TfgrpoError
+from tfgrpo.errors import StoreError, TfgrpoError
 
 experiences_app = typer.Typer(help="Inspect and edit experience libraries.", no_args_is_help=True)
 
@@ -181,7 +181,10 @@ def export_cmd(
     if out is None:
         sys.stdout.write(text)
     else:
-        out.write_text(text, encoding="utf-8")
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise StoreError(f"cannot write --out {out}: {exc.strerror}; pass a file path in an existing folder") from None
         Console(stderr=True).print(f"wrote {out}")
 
 
@@ -236,7 +239,7 @@ def libraries_cmd(db: DbOpt = None, json_out: JsonOpt = False) -> None:
 def logs_cmd(
     db: DbOpt = None, json_out: JsonOpt = False,
     stage: Annotated[str | None, typer.Option("--stage", help="Only this stage (rollout, extract, ...).")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Most recent N calls.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="Most recent N calls.")] = 20,
     run: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
 ) -> None:
     """The LLM call log: stage, model, tokens, cost, latency (most recent last)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -90,7 +91,14 @@ async def sse_events(chunks: AsyncIterator[dict], *, include_usage: bool) -> Asy
 
 def create_app(gateway, store, cfg: ProxyConfig) -> FastAPI:
     """The proxy as an ASGI app (wrapped by `Guard`). `store` may be None for a proxy with no prior."""
-    app = FastAPI(title="tfgrpo proxy", docs_url=None, redoc_url=None, openapi_url=None)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        aclose = getattr(gateway, "aclose", None)
+        if aclose is not None:  # the upstream connections live in the server's event loop
+            await aclose()
+
+    app = FastAPI(title="tfgrpo proxy", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     priors = PriorCache(ReadOnlyLibrary(store), cfg) if store is not None else None
     state = ProxyState(gateway, priors, cfg, time.time())
     app.state.proxy = state

@@ -79,10 +79,13 @@ _STOP = object()
 
 
 class BackgroundCallLog:
-    """A `CallLog` that hands records to one worker thread writing them to `sink` (the store)."""
+    """A `CallLog` that hands records to one worker thread writing them to `sink` (the store), so a
+    reply never waits for the database. When the sink has `record_many(records)` (one statement for
+    a batch), records arriving within `linger_s` of each other are written together."""
 
-    def __init__(self, sink) -> None:
+    def __init__(self, sink, *, linger_s: float = 0.05, max_batch: int = 256) -> None:
         self.sink = sink
+        self.linger_s, self.max_batch = linger_s, max_batch
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="tfgrpo-call-log", daemon=True)
         self._thread.start()
@@ -90,17 +93,40 @@ class BackgroundCallLog:
     def record(self, rec: CallRecord) -> None:
         self._queue.put(rec)
 
+    def _batch(self) -> list:
+        batch = [self._queue.get()]
+        many = getattr(self.sink, "record_many", None) is not None
+        deadline = time.monotonic() + (self.linger_s if many else 0.0)
+        while batch[-1] is not _STOP and len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())) if many
+                             else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write(self, records: list[CallRecord]) -> None:
+        try:
+            if len(records) > 1 and getattr(self.sink, "record_many", None) is not None:
+                self.sink.record_many(records)
+            else:
+                for rec in records:
+                    self.sink.record(rec)
+        except Exception:  # the CallLog contract: never raise; the store logs its own failures
+            pass
+
     def _run(self) -> None:
         while True:
-            rec = self._queue.get()
+            batch = self._batch()
+            records = [r for r in batch if r is not _STOP]
             try:
-                if rec is _STOP:
-                    return
-                self.sink.record(rec)
-            except Exception:  # the CallLog contract: never raise; the store logs its own failures
-                pass
+                if records:
+                    self._write(records)
             finally:
-                self._queue.task_done()
+                for _ in batch:
+                    self._queue.task_done()
+            if len(records) < len(batch):
+                return
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record handed in so far is written; False on timeout."""

@@ -23,14 +23,16 @@ from tfgrpo.proxy_priors import BackgroundCallLog
 
 class ProxyRuntime:
     """Everything one proxy owns. Use as a context manager: `start()` serves on a thread, `serve()`
-    in the foreground until Ctrl-C; leaving the block flushes the call log and closes what it opened."""
+    in the foreground until Ctrl-C; leaving the block flushes the call log and closes what it opened.
+    `store`: an open `ExperienceStore` to use (left open), else `db` is opened (default store path);
+    `gateway`: a ready gateway (its own call log, if any, is used), else one is built from `model`."""
 
     def __init__(self, cfg: ProxyConfig, model: ModelConfig, *, db: Path | None = None, store=None,
                  gateway=None, progress: Callable[[str], None] = lambda s: None) -> None:
         check_bind(cfg.host, cfg.api_key.get_secret_value() if cfg.api_key else None)
         self.cfg, self.model_cfg, self.progress = cfg, model, progress
-        self._own_store = store is None and cfg.library is not None
-        self.store = store if store is not None else (self._open_store(db) if cfg.library is not None else None)
+        self._own_store = store is None
+        self.store = store if store is not None else self._open_store(db)  # the call log lives there too
         self.pool: ModelPool | None = None
         self.call_log: BackgroundCallLog | None = None
         self.run_id: str | None = None
@@ -40,10 +42,10 @@ class ProxyRuntime:
             self._check_library()
             self.gateway = gateway if gateway is not None else self._gateway()
             self._start_run()
+            self.app = guarded_app(self.gateway, self.store, cfg)
         except BaseException:
             self.close()
             raise
-        self.app = guarded_app(self.gateway, self.store, cfg)
 
     # -- wiring -----------------------------------------------------------------------------------
     @staticmethod
@@ -63,14 +65,13 @@ class ProxyRuntime:
 
     def _gateway(self):
         self.pool = ModelPool(progress=self.progress)
-        if self.store is not None:
-            self.call_log = BackgroundCallLog(self.store)
+        self.call_log = BackgroundCallLog(self.store)
         gateway = self.pool.gateway(self.model_cfg, call_log=self.call_log)
         gateway.backoff_max_s = min(gateway.backoff_max_s, 4.0)  # a proxy answers fast or says why
         return gateway
 
     def _start_run(self) -> None:
-        if self.store is None or getattr(self.store, "read_only", False):
+        if getattr(self.store, "read_only", False):
             return
         try:
             config = self.cfg.model_dump(mode="json", exclude={"api_key"})
@@ -83,7 +84,7 @@ class ProxyRuntime:
     def _server(self) -> uvicorn.Server:
         port = self.cfg.port or _free_port(self.cfg.host)
         config = uvicorn.Config(self.app, host=self.cfg.host, port=port, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=5, server_header=False)
+                                lifespan="on", timeout_graceful_shutdown=5, server_header=False)
         self.server = uvicorn.Server(config)
         return self.server
 

@@ -101,12 +101,21 @@ def _fmt_num(value: Any, digits: int = 0) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, int | float) else str(value)
 
 
+def _fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m {secs:02d}s" if minutes < 60 else f"{minutes // 60}h {minutes % 60:02d}m"
+
+
 def environment() -> Environment:
     """The Jinja environment for `tfgrpo/report_templates/` (autoescape on for every template)."""
     env = Environment(loader=PackageLoader("tfgrpo", "report_templates"), undefined=StrictUndefined,
                       autoescape=select_autoescape(default=True, default_for_string=True), trim_blocks=True,
                       lstrip_blocks=True)
-    env.filters.update(when=_fmt_time, num=_fmt_num)
+    env.filters.update(when=_fmt_time, num=_fmt_num, duration=_fmt_duration)
     env.globals["word_diff"] = word_diff
     return env
 

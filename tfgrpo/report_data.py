@@ -57,12 +57,14 @@ def overview(run: dict[str, Any] | None) -> dict[str, Any] | None:
     settings = {k: train[k] for k in ("task", "split", "epochs", "batch_size", "group_size", "limit", "seed",
                                       "max_proposals", "max_words", "placement") if k in train}
     settings.update({f"rollout {k}": v for k, v in rollout.items()})
-    metrics = run.get("metrics") or {}
+    wall, approx = (run.get("metrics") or {}).get("wall_s"), False
+    if wall is None and run.get("created_at") and run.get("updated_at"):  # stopped before recording it
+        wall, approx = (run["updated_at"] - run["created_at"]).total_seconds(), True
     return {
         "id": run["id"], "kind": run.get("kind"), "status": run.get("status"), "error": run.get("error"),
         "policy": policy, "learner": learner, "steps": run.get("steps"), "rollouts": run.get("rollouts"),
         "llm_calls": run.get("llm_calls"), "tokens": run.get("tokens"), "cost_usd": run.get("cost_usd") or 0.0,
-        "wall_s": metrics.get("wall_s"), "created_at": run.get("created_at"), "finished_at": run.get("finished_at"),
+        "wall_s": wall, "wall_approx": approx, "created_at": run.get("created_at"), "finished_at": run.get("finished_at"),
         "settings": settings, "config_json": json.dumps(conf, indent=2, ensure_ascii=False, default=str),
     }
 
@@ -91,6 +93,7 @@ def version_ops(store: ExperienceStore, library: str, history: list[OpRecord]) -
             counts[rec.version][rec.kind.value] += 1
     out = [{"version": 0, "size": 0, "ops": {}}]
     for v in store.versions(library):
+        v = v if isinstance(v, dict) else v.model_dump()  # dicts or `Version` models, as the store gives them
         out.append({"version": v["version"], "size": v["n_live"], "ops": dict(counts[v["version"]]),
                     "run_id": v.get("run_id"), "step": v.get("step")})
     return out

@@ -74,11 +74,16 @@ async def _drive(ctx: StepContext, ckpt: Path) -> None:
     async with AsyncSqliteSaver.from_conn_string(str(ckpt)) as saver:
         graph = build_graph(ctx).compile(checkpointer=saver)
         config = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": 1_000_000}
-        snap = await graph.aget_state(config)
-        if snap.next:
-            await graph.ainvoke(None, config)
-        elif not snap.values:
-            await graph.ainvoke({"epoch": 0, "cursor": 0, "step": 0, "done": False}, config)
+        try:
+            snap = await graph.aget_state(config)
+            if snap.next:
+                await graph.ainvoke(None, config)
+            elif not snap.values:
+                await graph.ainvoke({"epoch": 0, "cursor": 0, "step": 0, "done": False}, config)
+        finally:  # close HTTP clients inside their event loop
+            for model in {id(ctx.policy): ctx.policy, id(ctx.learner): ctx.learner}.values():
+                if hasattr(model, "aclose"):
+                    await model.aclose()
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | None, *, store, db: Path,

@@ -8,9 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
-import httpx
-
-from tfgrpo.llm.openai_shapes import http_error, passthrough_params, sse_chunks
+from tfgrpo.llm.openai_shapes import passthrough_params
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -62,7 +60,7 @@ class OpenAICompatBackend:
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "sk-local"
         self._openai = openai
         self._clients: dict[int, Any] = {}
-        self._https: dict[int, httpx.AsyncClient] = {}
+        self._http = None  # the passthrough transport, made on first use
 
     def _client(self):
         """One HTTP client per event loop (an async client cannot be shared across loops)."""
@@ -97,44 +95,29 @@ class OpenAICompatBackend:
         )
 
     # -- passthrough (the proxy): an OpenAI request body in, the upstream's JSON out ----------------
-    def _http(self) -> httpx.AsyncClient:
-        """A plain HTTP client per event loop for the passthrough path (no SDK parsing: lower latency,
-        and the upstream's JSON reaches the caller as it was sent)."""
-        import asyncio
+    def _passthrough(self):
+        if self._http is None:
+            from tfgrpo.llm.http_passthrough import PassthroughHTTP
 
-        key = id(asyncio.get_running_loop())
-        client = self._https.get(key)
-        if client is None:
-            client = httpx.AsyncClient(base_url=self.api_base + "/", timeout=None,
-                                       headers={"Authorization": f"Bearer {self._api_key}"})
-            self._https = {key: client}
-        return client
+            self._http = PassthroughHTTP(self.api_base, self._api_key)
+        return self._http
 
     async def send_body(self, body: dict[str, Any], *, timeout: float) -> RawResponse:
         """Forward a chat-completions request body as it is (tools, stop, response_format...); the
         upstream's JSON response is kept whole in `extra["body"]`."""
         payload = {**passthrough_params(body), "model": self.model, "messages": body["messages"]}
-        resp = await self._http().post("chat/completions", json=payload, timeout=timeout)
-        if resp.status_code >= 400:
-            raise http_error(resp)
-        return response_from_body(resp.json(), self.model)
+        return response_from_body(await self._passthrough().send(payload, timeout=timeout), self.model)
 
     async def open_stream(self, body: dict[str, Any], *, timeout: float) -> AsyncIterator[dict[str, Any]]:
         """Open a streamed completion (HTTP errors raise here); returns an iterator of chunk dicts."""
         payload = {**passthrough_params(body), "model": self.model, "messages": body["messages"], "stream": True,
                    "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
-        client = self._http()
-        resp = await client.send(client.build_request("POST", "chat/completions", json=payload, timeout=timeout),
-                                 stream=True)
-        if resp.status_code >= 400:
-            await resp.aread()
-            await resp.aclose()
-            raise http_error(resp)
-        return sse_chunks(resp)
+        return await self._passthrough().open_stream(payload, timeout=timeout)
 
     async def aclose(self) -> None:
-        clients, self._clients = [*self._clients.values(), *self._https.values()], {}
-        self._https = {}
+        if self._http is not None:
+            await self._http.aclose()
+        clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             try:
                 await client.close()
@@ -184,6 +167,7 @@ class LiteLLMBackend:
         """Forward a chat-completions request body through litellm; the response JSON is in `extra["body"]`."""
         import litellm
 
+        litellm.suppress_debug_info = True  # no provider-list banner on a server's stdout
         resp = await litellm.acompletion(**self._body_kwargs(body, timeout))
         try:
             cost = float(litellm.completion_cost(completion_response=resp) or 0.0)
@@ -197,6 +181,7 @@ class LiteLLMBackend:
         """Open a streamed completion through litellm; returns an iterator of chunk dicts."""
         import litellm
 
+        litellm.suppress_debug_info = True
         kwargs = self._body_kwargs(body, timeout)
         kwargs["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         stream = await litellm.acompletion(stream=True, **kwargs)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any, AsyncIterator
 
-import httpx
-
 Body = dict[str, Any]
 
 #: Request keys the backends set themselves; every other key of a proxied body is passed through.
@@ -23,19 +21,20 @@ class UpstreamHTTPError(Exception):
     """The upstream answered with an HTTP error status; `status_code`, `response` and its message are
     kept so `tfgrpo.llm.errors.classify` can decide (retry 429/5xx honouring Retry-After, not 4xx)."""
 
-    def __init__(self, status_code: int, message: str, response: httpx.Response | None = None) -> None:
+    def __init__(self, status_code: int, message: str, response: Any = None) -> None:
         super().__init__(f"{status_code}: {message}")
         self.status_code, self.response = status_code, response
 
 
-def http_error(resp: httpx.Response) -> UpstreamHTTPError:
+def error_message(raw: bytes, fallback: str) -> str:
+    """The message of an upstream error body (OpenAI's `{"error": {"message": ...}}` or plain text)."""
     try:
-        data = resp.json()
+        data = json.loads(raw)
         err = data.get("error", data) if isinstance(data, dict) else data
         message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
     except ValueError:
-        message = resp.text[:300] or resp.reason_phrase
-    return UpstreamHTTPError(resp.status_code, str(message)[:500], resp)
+        message = raw[:300].decode("utf-8", "replace") or fallback
+    return str(message)[:500]
 
 
 def merge_responses(parts: list[Body]) -> Body:
@@ -66,25 +65,18 @@ async def replay_as_chunks(data: Body) -> AsyncIterator[Body]:
         yield {**base, "choices": [], "usage": data["usage"]}
 
 
-async def sse_chunks(resp: httpx.Response) -> AsyncIterator[Body]:
-    """Parse an upstream's server-sent events into chunk dicts (until `[DONE]`); an error event raises.
-    An upstream that ignored `stream` and sent one JSON object is replayed as chunks."""
-    try:
-        if "json" in resp.headers.get("content-type", ""):
-            async for chunk in replay_as_chunks(json.loads(await resp.aread())):
-                yield chunk
+async def sse_chunks(lines: AsyncIterator[bytes | str]) -> AsyncIterator[Body]:
+    """Parse server-sent event lines into chunk dicts, until `data: [DONE]`; an error event raises."""
+    async for raw in lines:
+        line = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
             return
-        async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                return
-            obj = json.loads(data)
-            if isinstance(obj, dict) and obj.get("error"):
-                err = obj["error"]
-                message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-                raise UpstreamHTTPError(int(obj.get("status") or 502), str(message)[:500])
-            yield obj
-    finally:
-        await resp.aclose()
+        obj = json.loads(data)
+        if isinstance(obj, dict) and obj.get("error"):
+            err = obj["error"]
+            message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+            raise UpstreamHTTPError(int(obj.get("status") or 502), str(message)[:500])
+        yield obj
