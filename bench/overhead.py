@@ -16,6 +16,28 @@ number of metric calls as our rollouts, and the same concurrency for its batch e
     python bench/overhead.py [--quick] [--latency 1.0] [--batch 200] [--group 5] [--no-gepa] [--profile out.prof]
 
 The last line is machine-readable: `overhead_ratio=<x> vs_gepa=<y> rollouts=<n> latency_s=<L> ...`.
+`--what-if memory-log` keeps the LLM call log in memory (a profiling aid, not a product mode).
+
+What limits the figures (measured on the 2-core development machine, shared, load ~5):
+  full (B*G = 1000, L = 1 s): wall 49.9 s -> overhead_ratio 12.5; GEPA 1063 rollouts in 52.7 s ->
+  vs_gepa 0.99. quick (200, L = 0.5 s): overhead_ratio 5.0, vs_gepa 1.55 (35 s in all).
+  Per-call costs on the event loop, which is single-threaded, so they add up (cProfile, quick run):
+  - the call log: `ExperienceStore.record` writes each call as its own DuckDB transaction,
+    10-30 ms per call here (single-row INSERT + COMMIT). Keeping the log in memory
+    (`--what-if memory-log`) halves the wall time (quick: 18.3 s -> 8.6 s). Fix: batch the log
+    (a background writer that drains its queue into one multi-row INSERT per flush; flush before
+    `add_rollouts` so a stored rollout always has its call record): ~1 ms per row measured.
+  - `add_rollouts`: DuckDB's `executemany` costs ~20 ms per row; now one multi-row INSERT per group
+    (106 -> 16 ms per group of 5).
+  - the HTTP client: the openai SDK transforms every request body recursively (~2.2 ms per call in
+    `_async_transform_recursive`), and httpcore's pool scans every connection for each request
+    (`_assign_requests_to_connections` -> `has_expired` -> socket poll: O(connections) per request,
+    so O(n^2) per stage: ~5 s of a 1000-call stage). Spreading calls over 16 clients (64 connections
+    each) cut the full rollout stage from ~20 s to ~10 s; raw httpx instead of the SDK did not help.
+  - what remains (~8 ms per call with the two fixes above) is scoring, checkpoints (LangGraph
+    serializes the whole step state after each node) and the memo (one SQLite write per summary).
+  The goals (<= 1.05, >= 1.5) need all of the above and more cores: 2,200 calls per step at even
+  1 ms each is 2.2 s of CPU against a 4 s bound.
 """
 
 from __future__ import annotations
@@ -96,13 +118,20 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
             "errors": sum(1 for c in calls if c["error"])}
 
 
+class _Quiet:
+    def log(self, message: str) -> None:  # GEPA's per-iteration log would drown the figures
+        return None
+
+
 def run_gepa(api_base: str, items: list, metric_calls: int, workers: int) -> dict:
     """GEPA on the same questions and server: `metric_calls` rollouts, default adapter via litellm."""
     import logging
 
     import gepa
+    import litellm
     from gepa.adapters.default_adapter.default_adapter import DefaultAdapter
 
+    litellm.suppress_debug_info = True  # the fake model has no price: no provider-list banner per call
     logging.getLogger("LiteLLM").setLevel(logging.ERROR)
     data = [{"input": f"{ex.question}\n\nPlease reason step by step, and put your final answer within \\boxed{{}}.",
              "additional_context": {}, "answer": str(ex.answer)} for ex in items]
@@ -120,7 +149,7 @@ def run_gepa(api_base: str, items: list, metric_calls: int, workers: int) -> dic
     start = time.perf_counter()
     result = gepa.optimize(seed_candidate=seed, trainset=data, valset=data, adapter=adapter,
                            reflection_lm="openai/fake", reflection_lm_kwargs={"api_base": api_base, "api_key": "sk-local"},
-                           max_metric_calls=metric_calls, display_progress_bar=False, seed=0)
+                           max_metric_calls=metric_calls, display_progress_bar=False, seed=0, logger=_Quiet())
     wall = time.perf_counter() - start
     return {"wall": wall, "rollouts": counted["n"], "candidates": len(result.candidates)}
 

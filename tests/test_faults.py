@@ -223,3 +223,16 @@ def test_fault_refusal(server, outcome):
     rej = store.rejections(res.run_id)
     assert len(rej) == 6 and all(r["raw"] == sorry for r in rej)
     assert store.current_version(LIB) == 0
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: a permanent fault on every call (401) is recorded per rollout "
+                                       "and the run still ends 'completed'; it should stop as 'failed' with the fix")
+def test_fault_auth_failure_everywhere_stops_the_run(server, tmp_path):
+    server.script(*[("status", 401)] * 50)
+    store, res = run(server, tmp_path, max_attempts=1)
+    try:
+        assert all(c["error"] and "authentication" in c["error"] for c in store.calls(run_id=res.run_id))
+        assert_library_consistent(store, LIB)
+        assert res.status == "failed" and "authentication" in (res.error or "")
+    finally:
+        store.close()
