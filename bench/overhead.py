@@ -18,15 +18,17 @@ number of metric calls as our rollouts, and the same concurrency for its batch e
 The last line is machine-readable: `overhead_ratio=<x> vs_gepa=<y> rollouts=<n> latency_s=<L> ...`.
 `--what-if memory-log` keeps the LLM call log in memory (a profiling aid, not a product mode).
 
-What limits the figures (measured on the 2-core development machine, shared, load ~5):
+What limits the figures (measured on the 2-core development machine, shared with other work, load 3-6;
+the figures move with the load):
   full (B*G = 1000, L = 1 s): wall 49.9 s -> overhead_ratio 12.5; GEPA 1063 rollouts in 52.7 s ->
-  vs_gepa 0.99. quick (200, L = 0.5 s): overhead_ratio 5.0, vs_gepa 1.55 (35 s in all).
+  vs_gepa 0.99. quick (200, L = 0.5 s): overhead_ratio 5.0-7.7, vs_gepa 0.97-1.55 (35-41 s in all).
   Per-call costs on the event loop, which is single-threaded, so they add up (cProfile, quick run):
   - the call log: `ExperienceStore.record` writes each call as its own DuckDB transaction,
     10-30 ms per call here (single-row INSERT + COMMIT). Keeping the log in memory
-    (`--what-if memory-log`) halves the wall time (quick: 18.3 s -> 8.6 s). Fix: batch the log
-    (a background writer that drains its queue into one multi-row INSERT per flush; flush before
-    `add_rollouts` so a stored rollout always has its call record): ~1 ms per row measured.
+    (`--what-if memory-log`) saves 25-50% of the wall time (quick: 18.3 -> 8.6 s, 14.3 -> 10.6 s).
+    Fix: give training the proxy's batched writer (`BackgroundCallLog` + `record_many`, one
+    multi-row INSERT per flush, ~1 ms per row), flushed before `add_rollouts` so a stored rollout
+    always has its call record (the crash tests rely on that).
   - `add_rollouts`: DuckDB's `executemany` costs ~20 ms per row; now one multi-row INSERT per group
     (106 -> 16 ms per group of 5).
   - the HTTP client: the openai SDK transforms every request body recursively (~2.2 ms per call in
@@ -34,7 +36,10 @@ What limits the figures (measured on the 2-core development machine, shared, loa
     (`_assign_requests_to_connections` -> `has_expired` -> socket poll: O(connections) per request,
     so O(n^2) per stage: ~5 s of a 1000-call stage). Spreading calls over 16 clients (64 connections
     each) cut the full rollout stage from ~20 s to ~10 s; raw httpx instead of the SDK did not help.
-  - what remains (~8 ms per call with the two fixes above) is scoring, checkpoints (LangGraph
+  - measured what-if, both fixes together (the SDK `send` replaced by the aiohttp passthrough client
+    that `send_body` already uses, its connector unlimited, and the call log in memory): full run
+    49.9 s -> 17.1 s (overhead_ratio 12.5 -> 4.3, which would put vs_gepa near 2.9); quick 7.2 -> 2.9.
+  - what remains (~5 ms per call then) is scoring, checkpoints (LangGraph
     serializes the whole step state after each node) and the memo (one SQLite write per summary).
   The goals (<= 1.05, >= 1.5) need all of the above and more cores: 2,200 calls per step at even
   1 ms each is 2.2 s of CPU against a 4 s bound.

@@ -225,8 +225,6 @@ def test_fault_refusal(server, outcome):
     assert store.current_version(LIB) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a permanent fault on every call (401) is recorded per rollout "
-                                       "and the run still ends 'completed'; it should stop as 'failed' with the fix")
 def test_fault_auth_failure_everywhere_stops_the_run(server, tmp_path):
     server.script(*[("status", 401)] * 50)
     store, res = run(server, tmp_path, max_attempts=1)

@@ -208,3 +208,17 @@ def test_no_default_library_still_logs_and_headers_can_pick_one(store, upstream)
         rt.flush()
         calls = store.calls(run_id=rt.run_id)
     assert [c["meta"]["injected_ids"] for c in calls] == [[], [1, 2, 3]]
+
+
+def test_proxy_rejects_absurd_n_and_bad_stream_options_with_400():
+    """n is emulated with one upstream call per choice, so it is capped; malformed options are 400, not 502."""
+    from tfgrpo.proxy import _parse
+    from tfgrpo.proxy_config import RequestError
+
+    for body in (b'{"messages": [{"role": "user", "content": "x"}], "n": 1000000}',
+                 b'{"messages": [{"role": "user", "content": "x"}], "n": 0}',
+                 b'{"messages": [{"role": "user", "content": "x"}], "stream_options": [1]}'):
+        with pytest.raises(RequestError) as err:
+            _parse(body)
+        assert err.value.status == 400
+    assert _parse(b'{"messages": [{"role": "user", "content": "x"}], "n": 3}')["n"] == 3

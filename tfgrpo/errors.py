@@ -36,6 +36,11 @@ class LLMError(TfgrpoError):
         self.status = status
         self.retryable = retryable
 
+    @property
+    def fatal(self) -> bool:
+        """Auth / permission / unknown model: every later call would fail the same way, so a run stops."""
+        return self.status in (401, 403, 404)
+
 
 class BudgetExceeded(TfgrpoError):
     """A hard budget (USD, calls, tokens) would be exceeded by the next call."""

@@ -41,6 +41,8 @@ async def summarize(model: ChatModel, row: dict[str, Any], *, reference: str | N
     except BudgetExceeded:
         raise
     except LLMError as exc:  # fall back to the raw attempt; the failure is in the call log
+        if exc.fatal:
+            raise
         text = f"(no summary: {exc}) " + rollout_text(row, 600)
     memo.put(key, text)
     return text
@@ -68,6 +70,8 @@ async def extract(model: ChatModel, question: str, rows: list[dict], summaries: 
         except BudgetExceeded:
             raise
         except LLMError as exc:
+            if exc.fatal:
+                raise
             out["error"] = f"learner call failed: {exc}"
             reject("extract", out["error"], "")
             break

@@ -83,6 +83,8 @@ async def _consolidate_call(model, library, props, *, run_id, step, max_words, m
         except BudgetExceeded:
             raise
         except LLMError as exc:
+            if exc.fatal:
+                raise
             error = f"learner call failed: {exc}"
             reject("consolidate", error, "")
             break

@@ -33,6 +33,9 @@ class ProxyState:
     started: float
 
 
+MAX_N = 128  # the OpenAI API's own limit; each extra choice is one more upstream call
+
+
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw)
@@ -44,6 +47,13 @@ def _parse(raw: bytes) -> dict[str, Any]:
     if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
         raise RequestError(400, "`messages` must be a non-empty list of {role, content} objects",
                            code="invalid_messages", param="messages")
+    n = body.get("n", 1)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N):
+        raise RequestError(400, f"`n` must be an integer from 1 to {MAX_N}", code="invalid_n", param="n")
+    so = body.get("stream_options")
+    if so is not None and not isinstance(so, dict):
+        raise RequestError(400, "`stream_options` must be an object", code="invalid_stream_options",
+                           param="stream_options")
     return body
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from tasks.base import Example, Task
-from tfgrpo.errors import BudgetExceeded
+from tfgrpo.errors import BudgetExceeded, LLMError
 from tfgrpo.llm.types import ChatModel
 
 ApplyWithIds = Callable[[list[dict]], tuple[list[dict], list[int]]]
@@ -38,7 +38,9 @@ async def sample_group(model: ChatModel, task: Task, ex: Example, *, run_id: str
                                    seed=seed + i, meta={"rollout_id": ids[i]})
         except BudgetExceeded:
             raise
-        except Exception as exc:  # failures are data: reward 0, error kept
+        except Exception as exc:  # failures are data: reward 0, error kept (fatal config faults stop the run)
+            if isinstance(exc, LLMError) and exc.fatal:
+                raise
             row.update(completion="", reward=0.0, reward_reason=f"error: {exc}", prompt_tokens=0,
                        completion_tokens=0, finish_reason=None, error=str(exc))
             row["extra"]["extracted"] = None
