@@ -134,3 +134,30 @@ def test_real_embedded_model_one_step(smollm2_server, store, tmp_db):
     assert exps
     prov = [h.provenance for h in store.history("lib") if h.outcome == "applied"][0]
     assert set(prov.rollout_ids) <= {r.id for r in rows}
+
+
+def test_agent_mode_training_stores_trajectories(store, tmp_db, monkeypatch):
+    """`--agent react`: rollouts are tool-using trajectories (scripted model), stored with each rollout,
+    and the learner's summaries read them."""
+    from tfgrpo.config import TaskOptions
+    from tfgrpo.llm import factory
+    from tfgrpo.llm.scripted import ScriptedBackend, default_responder
+
+    def responder(stage, messages, index):
+        if stage == "rollout" and not any(m["role"] == "user" and "Observation" in str(m["content"])
+                                          for m in messages[1:]):
+            return "Thought: compute it.\nAction: python\nAction Input:\n```python\nprint(6 * 7)\n```"
+        return default_responder(stage, messages, index)
+
+    monkeypatch.setattr(factory, "ScriptedBackend", lambda: ScriptedBackend(responder))
+    res = train(cfg(limit=2, task_options=TaskOptions(agent="react", max_turns=3)), SCRIPTED, None,
+                store=store, db=tmp_db)
+    assert res.status == "completed", res.error
+    rows = store.rollouts(res.run_id)
+    assert len(rows) == 4
+    for r in rows:
+        traj = r.extra["trajectory"]
+        assert r.extra["tool_calls"] >= 1 and traj["steps"][0]["tool"] == "python"
+        assert "42" in traj["steps"][0]["observation"]
+    summaries = [c for c in store.calls(run_id=res.run_id) if c["stage"] == "summarize"]
+    assert summaries and "python" in summaries[0]["request"][0]["content"]
