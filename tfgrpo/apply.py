@@ -15,6 +15,7 @@ def _already_applied(store, library: str, run_id: str, step: int) -> int | None:
 
 def apply_step(ctx, state: dict[str, Any]) -> None:
     step, lib = state["step"], ctx.cfg.library
+    ctx.flush()
     ops = [Op.model_validate(o) for o in state.get("ops", [])]
     version = _already_applied(ctx.store, lib, ctx.run_id, step)
     applied = rejected = 0

@@ -39,15 +39,15 @@ def show_library(store, library: str) -> None:
 def run_demo(model: str = "local", quick: bool = False, db: Path | None = None) -> None:
     start = time.perf_counter()
     library = time.strftime("demo-%Y%m%d-%H%M%S")
-    n_train, n_test = (4, 10) if quick else (8, 24)
-    cfg = TrainConfig(task=DEMO_TASK, library=library, epochs=1, batch_size=4, group_size=4, limit=n_train,
+    n_train, n_test, g = (4, 6, 2) if quick else (4, 10, 3)
+    cfg = TrainConfig(task=DEMO_TASK, library=library, epochs=1, batch_size=4, group_size=g, limit=n_train,
                       rollout=SamplingConfig(temperature=0.7, max_tokens=384), seed=0)
     policy = ModelConfig(model=model)
     db_path = Path(db) if db else default_db_path()
     store = open_store(db_path)
     pool = ModelPool(progress=lambda s: console.print(f"[dim]{s}[/]"))
     try:
-        console.print(f"[bold]1/3 learning[/] on {n_train} {DEMO_TASK} questions (B=4, G=4) with {model}")
+        console.print(f"[bold]1/3 learning[/] on {n_train} {DEMO_TASK} questions (B=4, G={g}) with {model}")
         res = train(cfg, policy, None, store=store, db=db_path,
                     on_stage=lambda st, step, msg: console.print(f"  step {step + 1} [bold]{st}[/] {msg}"),
                     progress=lambda s: console.print(f"[dim]{s}[/]"))

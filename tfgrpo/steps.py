@@ -33,8 +33,15 @@ class StepContext:
     run_id: str
     on_stage: Callable[[str, int, str], None] = lambda stage, step, msg: None
     step_stats: list[dict[str, Any]] = field(default_factory=list)
+    call_log: Any = None
+
+    def flush(self) -> None:
+        """Write buffered call records (before rollouts are stored, and at every stage boundary)."""
+        if self.call_log is not None and hasattr(self.call_log, "flush"):
+            self.call_log.flush()
 
     def stage(self, name: str, step: int, msg: str) -> None:
+        self.flush()
         self.on_stage(name, step, msg)
 
     def reject(self, step: int) -> Callable[[str, str, str], None]:
@@ -61,6 +68,7 @@ class StepContext:
             new = [r for r in rows if r["id"] not in existing]
             score_group(self.task, ex, rows, ground_truth=self.cfg.ground_truth) if new else None
             if new:
+                self.flush()
                 self.store.add_rollouts([RolloutRow.model_validate(r) for r in rows if r["id"] not in existing])
             return qid, rows
 

@@ -15,6 +15,7 @@ from tfgrpo.config import ModelConfig, TrainConfig
 from tfgrpo.errors import BudgetExceeded, ConfigError, StoreError
 from tfgrpo.graph import build_graph
 from tfgrpo.llm.factory import ModelPool
+from tfgrpo.llm.types import BufferedCallLog
 from tfgrpo.memo import Memo
 from tfgrpo.steps import StepContext
 
@@ -98,11 +99,13 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
     budget = run_budget(store, run_id, cfg)
     start = time.perf_counter()
     status, error = "completed", None
+    call_log = BufferedCallLog(store)
     with ModelPool(progress=progress) as pool:
-        policy = pool.gateway(model_cfg, call_log=store, budget=budget, run_id=run_id)
-        learner = policy if learner_cfg == model_cfg else pool.gateway(learner_cfg, call_log=store, budget=budget,
-                                                                          run_id=run_id)
-        ctx = StepContext(cfg, task, examples, policy, learner, store, memo, run_id, on_stage=on_stage)
+        policy = pool.gateway(model_cfg, call_log=call_log, budget=budget, run_id=run_id)
+        learner = policy if learner_cfg == model_cfg else pool.gateway(learner_cfg, call_log=call_log,
+                                                                          budget=budget, run_id=run_id)
+        ctx = StepContext(cfg, task, examples, policy, learner, store, memo, run_id, on_stage=on_stage,
+                          call_log=call_log)
         try:
             asyncio.run(_drive(ctx, ckpt))
         except BudgetExceeded as exc:
@@ -112,6 +115,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
         except Exception as exc:  # a system-wide fault: recorded, then shown
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
+            call_log.flush()
             memo.close()
     wall = time.perf_counter() - start
     metrics = dict(store.get_run(run_id).get("metrics") or {})

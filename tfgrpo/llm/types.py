@@ -119,3 +119,33 @@ class FanoutCallLog:
     def record(self, rec: CallRecord) -> None:
         for log in self.logs:
             log.record(rec)
+
+
+class BufferedCallLog:
+    """Collects records and writes them in batches (`record_many` when the sink has it): one store
+    transaction per batch instead of one per call. Call `flush()` before anything that must see them."""
+
+    def __init__(self, sink: CallLog, max_buffer: int = 64) -> None:
+        self.sink = sink
+        self.max_buffer = max_buffer
+        self._buf: list[CallRecord] = []
+        self._lock = threading.Lock()
+
+    def record(self, rec: CallRecord) -> None:
+        with self._lock:
+            self._buf.append(rec)
+            full = len(self._buf) >= self.max_buffer
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            recs, self._buf = self._buf, []
+        if not recs:
+            return
+        many = getattr(self.sink, "record_many", None)
+        if many is not None:
+            many(recs)
+        else:
+            for rec in recs:
+                self.sink.record(rec)
