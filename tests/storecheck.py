@@ -5,6 +5,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from experience_store import Op, OpKind, Provenance
+
+
+def add(text: str, **prov) -> Op:
+    return Op(kind=OpKind.ADD, text=text, reason="test", provenance=Provenance(**prov))
+
+
+LESSONS = [
+    "Convert percentages to decimals before multiplying",
+    "Re-read the question before giving the final answer",
+    "Keep units consistent when adding quantities",
+]
+
 
 def _rows(store, sql: str, params=()) -> list[tuple]:
     return store.con.execute(sql, list(params)).fetchall()

@@ -10,6 +10,7 @@ import pytest
 
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind, Provenance
 from experience_store.migrations import MIGRATIONS, applied_migrations, migrate
+from tests.storecheck import LESSONS, add
 from tfgrpo.errors import StoreError
 
 
@@ -18,15 +19,6 @@ def db(tmp_path):
     return tmp_path / "store.duckdb"
 
 
-def add(text: str, **prov) -> Op:
-    return Op(kind=OpKind.ADD, text=text, reason="test", provenance=Provenance(**prov))
-
-
-LESSONS = [
-    "Convert percentages to decimals before multiplying",
-    "Re-read the question before giving the final answer",
-    "Keep units consistent when adding quantities",
-]
 
 
 # -- schema and files ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind, Provenance, Version
 from experience_store import write as write_module
+from tests.storecheck import LESSONS, add
 from tfgrpo.errors import StoreError
 
 
@@ -22,15 +23,6 @@ def store(db):
         yield s
 
 
-def add(text: str, **prov) -> Op:
-    return Op(kind=OpKind.ADD, text=text, reason="test", provenance=Provenance(**prov))
-
-
-LESSONS = [
-    "Convert percentages to decimals before multiplying",
-    "Re-read the question before giving the final answer",
-    "Keep units consistent when adding quantities",
-]
 
 
 # -- versions, ops, atomicity --------------------------------------------------------------------

@@ -33,6 +33,21 @@ def guard(fn: Callable) -> Callable:
     return wrapper
 
 
+def validated(model_cls, *, flag_style: bool = False, **kw):
+    """Build a pydantic config; the first validation error becomes a `ConfigError` naming the field."""
+    from pydantic import ValidationError
+
+    from tfgrpo.errors import ConfigError
+
+    try:
+        return model_cls(**kw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        where = f"--{where.replace('_', '-')}" if flag_style else where
+        raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
 def not_implemented(command: str) -> None:
     raise NotImplementedYet(f"`tfgrpo {command}` is not implemented yet in this release")
 

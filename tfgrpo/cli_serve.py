@@ -6,21 +6,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from pydantic import ValidationError
 
-from tfgrpo.cli_common import console, guard
+from tfgrpo.cli_common import console, guard, validated
 from tfgrpo.config import ModelConfig
-from tfgrpo.errors import ConfigError
 from tfgrpo.proxy_config import API_KEY_ENV, ProxyConfig, check_bind
 
 
 def build_config(**kw) -> ProxyConfig:
-    try:
-        return ProxyConfig(**kw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"--{where.replace('_', '-')}: {first['msg']}") from None
+    return validated(ProxyConfig, flag_style=True, **kw)
 
 
 def _banner(rt) -> str:

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from tfgrpo.budget import BudgetConfig
-from tfgrpo.cli_common import console, data_dir_option, guard, out
+from tfgrpo.cli_common import console, data_dir_option, guard, out, validated
 from tfgrpo.cli_eval import task_options
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
 from tfgrpo.errors import ConfigError
@@ -20,12 +20,7 @@ from tfgrpo.prior_cli import open_store
 
 
 def build_config(**kw) -> TrainConfig:
-    try:
-        return TrainConfig(**kw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+    return validated(TrainConfig, **kw)
 
 
 def summary_table(store, run_id: str) -> Table:

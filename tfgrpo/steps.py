@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from experience_store import Op, RolloutRow
 from tasks.base import Example, Task
+from tfgrpo.apply import apply_step
 from tfgrpo.config import TrainConfig
 from tfgrpo.judge import extract, summarize
 from tfgrpo.learner import consolidate
@@ -130,6 +131,4 @@ class StepContext:
                 "consolidation": {"status": res["status"], "error": res["error"]}}
 
     async def apply(self, state: dict) -> None:
-        from tfgrpo.apply import apply_step
-
         apply_step(self, state)
