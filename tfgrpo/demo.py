@@ -18,7 +18,16 @@ from tfgrpo.prior import Prior
 from tfgrpo.prior_cli import open_store
 from tfgrpo.train import train
 
-DEMO_TASK = "arith"
+BUILTIN_TASK = "arith"
+
+
+def demo_task() -> str:
+    """GSM8K when its files are found (it has headroom for the 1.5B model: about half right), else the
+    built-in task, which needs no data files but which the 1.5B model mostly solves already."""
+    from tasks.data import resolve_data_dir
+
+    root = resolve_data_dir(None)
+    return "gsm8k" if root is not None and (root / "gsm8k" / "train.jsonl").is_file() else BUILTIN_TASK
 
 
 def show_library(store, library: str) -> None:
@@ -39,15 +48,16 @@ def show_library(store, library: str) -> None:
 def run_demo(model: str = "local", quick: bool = False, db: Path | None = None) -> None:
     start = time.perf_counter()
     library = time.strftime("demo-%Y%m%d-%H%M%S")
+    task = demo_task()
     n_train, n_test, g = (4, 6, 2) if quick else (4, 10, 3)
-    cfg = TrainConfig(task=DEMO_TASK, library=library, epochs=1, batch_size=4, group_size=g, limit=n_train,
-                      rollout=SamplingConfig(temperature=0.7, max_tokens=384), seed=0)
+    cfg = TrainConfig(task=task, library=library, epochs=1, batch_size=4, group_size=g, limit=n_train,
+                      rollout=SamplingConfig(temperature=0.7, max_tokens=512), seed=0)
     policy = ModelConfig(model=model)
     db_path = Path(db) if db else default_db_path()
     store = open_store(db_path)
     pool = ModelPool(progress=lambda s: console.print(f"[dim]{s}[/]"))
     try:
-        console.print(f"[bold]1/3 learning[/] on {n_train} {DEMO_TASK} questions (B=4, G={g}) with {model}")
+        console.print(f"[bold]1/3 learning[/] on {n_train} {task} questions (B=4, G={g}) with {model}")
         res = train(cfg, policy, None, store=store, db=db_path,
                     on_stage=lambda st, step, msg: console.print(f"  step {step + 1} [bold]{st}[/] {msg}"),
                     progress=lambda s: console.print(f"[dim]{s}[/]"))
@@ -58,10 +68,10 @@ def run_demo(model: str = "local", quick: bool = False, db: Path | None = None) 
         console.print(f"  {run.get('llm_calls')} LLM calls, {run.get('tokens')} tokens, {res.wall_s:.0f}s")
         show_library(store, library)
         console.print(f"[bold]2/3 evaluating[/] baseline vs library on {n_test} held-out questions")
-        common = dict(k=1, split="test", limit=n_test, seed=1, temperature=0.0, max_tokens=384, pool=pool)
-        base = evaluate(DEMO_TASK, policy, **common)
+        common = dict(k=1, split="test", limit=n_test, seed=1, temperature=0.0, max_tokens=512, pool=pool)
+        base = evaluate(task, policy, **common)
         prior = Prior(store, library)
-        learned = evaluate(DEMO_TASK, policy, apply_prior=prior.apply, library=library, version=prior.version,
+        learned = evaluate(task, policy, apply_prior=prior.apply, library=library, version=prior.version,
                            **common)
         for r in (base, learned):
             store.record_eval(res.run_id, library if r is learned else None, prior.version if r is learned else None,
