@@ -221,7 +221,9 @@ def test_fault_refusal(server, outcome):
     assert refused["meta"]["refusal"] == "I can't help with that request." and refused["response"] == ""
     assert min(r.reward for r in store.rollouts(res.run_id)) == 0.0
     rej = store.rejections(res.run_id)
-    assert len(rej) == 6 and all(r["raw"] == sorry for r in rej)
+    extracts = by_stage(calls, "extract")  # 1 or 2 groups are selected, depending on which rollout refused
+    assert len(extracts) in (RETRIES + 1, 2 * (RETRIES + 1))
+    assert len(rej) == len(extracts) and all(r["raw"] == sorry for r in rej)
     assert store.current_version(LIB) == 0
 
 
