@@ -10,7 +10,7 @@ from typing import Callable
 import typer
 from rich.console import Console
 
-from tfgrpo.errors import NotImplementedYet, TfgrpoError
+from tfgrpo.errors import TfgrpoError
 
 console = Console(stderr=True)
 out = Console()
@@ -47,9 +47,6 @@ def validated(model_cls, *, flag_style: bool = False, **kw):
         where = f"--{where.replace('_', '-')}" if flag_style else where
         raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
 
-
-def not_implemented(command: str) -> None:
-    raise NotImplementedYet(f"`tfgrpo {command}` is not implemented yet in this release")
 
 
 def data_dir_option(value: Path | None) -> Path | None:

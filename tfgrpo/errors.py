@@ -48,7 +48,3 @@ class BudgetExceeded(TfgrpoError):
 
 class StoreError(TfgrpoError):
     """The experience store refused an operation (unknown id, locked file, newer schema...)."""
-
-
-class NotImplementedYet(TfgrpoError):
-    """A command that a later release fills in."""
