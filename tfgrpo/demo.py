@@ -60,7 +60,7 @@ def run_demo(model: str = "local", quick: bool = False, db: Path | None = None) 
         console.print(f"[bold]1/3 learning[/] on {n_train} {task} questions (B=4, G={g}) with {model}")
         res = train(cfg, policy, None, store=store, db=db_path,
                     on_stage=lambda st, step, msg: console.print(f"  step {step + 1} [bold]{st}[/] {msg}"),
-                    progress=lambda s: console.print(f"[dim]{s}[/]"))
+                    progress=lambda s: console.print(f"[dim]{s}[/]"), pool=pool)
         if res.status != "completed":
             console.print(f"[red]training {res.status}: {res.error}[/]")
             return

@@ -89,7 +89,9 @@ async def _drive(ctx: StepContext, ckpt: Path) -> None:
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | None, *, store, db: Path,
           resume: bool = False, on_stage: Callable[[str, int, str], None] = lambda *a: None,
-          progress: Callable[[str], None] = lambda s: None) -> TrainResult:
+          progress: Callable[[str], None] = lambda s: None, pool: ModelPool | None = None) -> TrainResult:
+    """Run (or resume) training. `pool`: share embedded servers with the caller (left open); by default the
+    servers started here are stopped when training ends."""
     learner_cfg = learner_cfg or model_cfg
     run_id, cfg, model_cfg, learner_cfg = start_or_resume(store, cfg, model_cfg, learner_cfg, resume)
     task, examples = load_examples(cfg)
@@ -100,7 +102,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
     start = time.perf_counter()
     status, error = "completed", None
     call_log = BufferedCallLog(store)
-    with ModelPool(progress=progress) as pool:
+    own_pool = pool is None
+    pool = pool or ModelPool(progress=progress)
+    try:
         policy = pool.gateway(model_cfg, call_log=call_log, budget=budget, run_id=run_id)
         learner = policy if learner_cfg == model_cfg else pool.gateway(learner_cfg, call_log=call_log,
                                                                           budget=budget, run_id=run_id)
@@ -117,6 +121,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
         finally:
             call_log.flush()
             memo.close()
+    finally:
+        if own_pool:
+            pool.close()
     wall = time.perf_counter() - start
     metrics = dict(store.get_run(run_id).get("metrics") or {})
     metrics["wall_s"] = float(metrics.get("wall_s", 0.0)) + wall
