@@ -47,15 +47,20 @@ def run_gepa_side(bench, base, *, rollouts: int) -> dict | None:
                                            max_tokens=1024),
         max_metric_calls=rollouts, seed=a.seed, display_progress_bar=False, raise_on_exception=False)
     best = result.best_candidate["system_prompt"]
-    print(f"GEPA finished in {time.perf_counter() - start:.0f}s; best prompt:\n{best}\n", flush=True)
+    gepa_wall = time.perf_counter() - start
+    print(f"GEPA finished in {gepa_wall:.0f}s; best prompt:\n{best}\n", flush=True)
 
     def apply_best(messages):
         rest = [m for m in messages if m.get("role") != "system"]
         return [{"role": "system", "content": best}] + rest
 
-    res = asyncio.run(_eval(bench, apply_best))
-    return compare_row("GEPA (system prompt)", base, res, bench.store.count_tokens(best) -
-                       bench.store.count_tokens(seed_prompt))
+    # At temperature 0 the seed prompt reproduces the baseline exactly: reuse it rather than re-run it.
+    res = base if best == seed_prompt and a.k == 1 else asyncio.run(_eval(bench, apply_best))
+    row = compare_row("GEPA (system prompt)", base, res, bench.store.count_tokens(best) -
+                      bench.store.count_tokens(seed_prompt))
+    row["gepa"] = {"prompt": best, "wall_s": gepa_wall, "is_seed": best == seed_prompt,
+                   "candidates": len(result.candidates)}
+    return row
 
 
 async def _eval(bench, apply_prior):

@@ -5,7 +5,7 @@ pass@k, format compliance, training cost and prior tokens per call. Ablations in
 group comparison) and directly generated experiences (no rollouts). GEPA side by side when installed.
 
     python bench/learning.py            # full: local (1.5B), 32 train questions, G=4, 2 epochs, 150 test items
-    python bench/learning.py --quick    # local:qwen0.5b, 8 train, G=4, 1 epoch, 30 test items
+    python bench/learning.py --quick    # local:qwen0.5b, 4 train, G=4, 1 epoch, 16 test items, no ablations
 
 Last line: `delta_mean=<x> ci=[<lo>,<hi>] p=<p> gepa_delta=<y>`.
 Defaults: 32 questions x G=4 x 2 epochs = 256 rollouts is the smallest run in which a 1.5B model sees
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import re
 import sys
@@ -65,10 +66,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--results", type=Path, default=Path("bench/results.md"))
     a = ap.parse_args(argv)
     a.model = a.model or ("local:qwen0.5b" if a.quick else "local")
-    a.train = a.train or (8 if a.quick else 32)
-    a.test = a.test or (30 if a.quick else 150)
+    custom = any(v is not None for v in (a.train, a.test, a.epochs))
+    a.train = a.train or (4 if a.quick else 32)
+    a.test = a.test or (16 if a.quick else 150)
     a.epochs = a.epochs or (1 if a.quick else 2)
+    a.no_ablations = a.no_ablations or a.quick
+    a.mode = "quick" if a.quick else ("custom" if custom else "full")
     return a
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
 
 
 class Bench:
@@ -121,6 +135,12 @@ def compare_row(name: str, base, res, tokens: int) -> dict:
             "mcnemar": mcnemar(per_item(res), per_item(base)) if bench_k1(res) else None, "prior_tokens": tokens}
 
 
+def show(row: dict) -> dict:
+    print(f"  -> {row['name']}: mean {row['mean']:.3f}, delta {row['delta']:+.3f} "
+          f"[{row['dci'][0]:+.3f}, {row['dci'][1]:+.3f}] p={row['p']:.3f}, format {row['format']:.2f}", flush=True)
+    return row
+
+
 def bench_k1(res) -> bool:
     return res.k == 1
 
@@ -136,20 +156,22 @@ def main(argv=None) -> None:
         leaks = leaked_numbers(exps, [ex.question for ex in b.test_items])
         print(f"evaluating baseline and library on {len(b.test_items)} test items", flush=True)
         base = b.evaluate(None)
-        rows = [compare_row("baseline", base, base, 0),
-                compare_row("training-free (G=%d)" % a.group, base, b.evaluate(Prior(b.store, lib)), b.prior_tokens(lib))]
+        rows = [show(compare_row("baseline", base, base, 0)),
+                show(compare_row("training-free (G=%d)" % a.group, base, b.evaluate(Prior(b.store, lib)),
+                                 b.prior_tokens(lib)))]
         if not a.no_ablations:
             lib1, _ = b.train_library("g1", 1)
-            rows.append(compare_row("ablation G=1", base, b.evaluate(Prior(b.store, lib1)), b.prior_tokens(lib1)))
+            rows.append(show(compare_row("ablation G=1", base, b.evaluate(Prior(b.store, lib1)), b.prior_tokens(lib1))))
             libd = b.direct_library()
-            rows.append(compare_row("ablation direct", base, b.evaluate(Prior(b.store, libd)), b.prior_tokens(libd)))
+            rows.append(show(compare_row("ablation direct", base, b.evaluate(Prior(b.store, libd)),
+                                         b.prior_tokens(libd))))
         gepa = None
         if not a.no_gepa:
             from bench.gepa_side import run_gepa_side
 
             gepa = run_gepa_side(b, base, rollouts=cost_rollouts(a))
             if gepa is not None:
-                rows.append(gepa)
+                rows.append(show(gepa))
         write_results(a, b, rows, cost, exps, leaks, time.perf_counter() - start)
         main_row, gd = rows[1], (gepa["delta"] if gepa else float("nan"))
         print(f"delta_mean={main_row['delta']:+.4f} ci=[{main_row['dci'][0]:+.4f},{main_row['dci'][1]:+.4f}] "
@@ -165,8 +187,9 @@ def cost_rollouts(a) -> int:
 
 def write_results(a, b, rows, cost, exps, leaks, wall) -> None:
     gguf = resolve_gguf(a.model)
-    lines = [f"\n## Learning effect — {time.strftime('%Y-%m-%d %H:%M')} ({'quick' if a.quick else 'full'})", "",
-             f"Machine: {platform.machine()}, {platform.processor() or '?'}; Python {platform.python_version()}. "
+    lines = [f"\n## Learning effect — {time.strftime('%Y-%m-%d %H:%M')} UTC ({a.mode})", "",
+             f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}; Python "
+             f"{platform.python_version()}. Command: `python bench/learning.py {' '.join(sys.argv[1:])}`. "
              f"Model `{a.model}` sha256 `{sha256_file(gguf)[:16]}...`. Task {a.task}: {a.train} train questions, "
              f"G={a.group}, B={a.batch}, {a.epochs} epochs; eval {len(b.test_items)} test items, k={a.k}, "
              f"seed {a.seed}. Training: {cost['llm_calls']} LLM calls, {cost['tokens']} tokens, "
@@ -178,7 +201,13 @@ def write_results(a, b, rows, cost, exps, leaks, wall) -> None:
                      f"{r['format']:.2f} | {r['delta']:+.3f} [{r['dci'][0]:+.3f}, {r['dci'][1]:+.3f}] | {r['p']:.3f} | "
                      f"{r['prior_tokens']} |")
     lines += ["", f"Learned experiences ({len(exps)}):", *[f"- {e}" for e in exps],
-              f"", f"Experiences containing a test question's number verbatim: {len(leaks)}", ""]
+              "", f"Experiences containing a test question's number verbatim: {len(leaks)}", ""]
+    for r in rows:
+        if "gepa" in r:
+            g = r["gepa"]
+            lines += [f"GEPA: {g['candidates']} candidates in {g['wall_s'] / 60:.1f} min; best system prompt"
+                      f"{' (the seed prompt: GEPA found nothing better)' if g['is_seed'] else ''}:", "",
+                      *[f"> {ln}" for ln in g["prompt"].splitlines()], ""]
     a.results.parent.mkdir(parents=True, exist_ok=True)
     with a.results.open("a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -32,7 +32,14 @@ def test_item_specific_lessons_dropped():
     text = '{"experiences": ["Multiply 17 by 3.", "Multiply count by unit price."]}'
     assert parse_proposals(text, "stop", k=2, max_words=10, question=q) == ["Multiply count by unit price."]
     with pytest.raises(InvalidLearnerOutput, match="own numbers"):
-        parse_proposals('{"experiences": ["Add 245 pears."]}', "stop", k=2, max_words=10, question=q)
+        parse_proposals('{"experiences": ["Add the 245 pears last."]}', "stop", k=2, max_words=10, question=q)
+
+
+def test_placeholder_and_fragment_lessons_dropped():
+    text = '{"experiences": ["lesson one", "Lesson two.", "Be careful.", "Convert every unit before adding."]}'
+    assert parse_proposals(text, "stop", k=4, max_words=10) == ["Convert every unit before adding."]
+    with pytest.raises(InvalidLearnerOutput, match="placeholder"):
+        parse_proposals('{"experiences": ["lesson one", "lesson two"]}', "stop", k=2, max_words=10)
 
 
 def test_ops_validated_all_or_nothing():

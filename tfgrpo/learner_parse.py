@@ -122,10 +122,21 @@ def specific_to(lesson: str, question: str | None, min_digits: int = 2) -> bool:
     return bool(q & _numbers(lesson))
 
 
+# The schema examples in the learner prompts; a small model sometimes copies them back as its answer.
+PLACEHOLDERS = {"lesson one", "lesson two", "lesson three"}
+MIN_LESSON_WORDS = 3
+
+
+def too_thin(lesson: str) -> bool:
+    """True for a lesson that teaches nothing: a copied schema placeholder or a fragment of a few words."""
+    return lesson.strip().strip(".").lower() in PLACEHOLDERS or word_count(lesson) < MIN_LESSON_WORDS
+
+
 def parse_proposals(text: str, finish_reason: str | None, *, k: int, max_words: int,
                     question: str | None = None) -> list[str]:
-    """Validate an extraction output; returns at most k lesson texts (lessons that repeat the question's
-    numbers are dropped; if every lesson does, the output is invalid)."""
+    """Validate an extraction output; returns at most k lesson texts. Lessons that repeat the question's
+    numbers, copy the prompt's placeholder or are mere fragments are dropped; if every lesson is dropped,
+    the output is invalid (so the learner call is retried)."""
     if finish_reason == "length":
         raise InvalidLearnerOutput("output truncated (finish_reason=length)")
     try:
@@ -133,9 +144,10 @@ def parse_proposals(text: str, finish_reason: str | None, *, k: int, max_words: 
     except ValidationError as exc:
         raise InvalidLearnerOutput(f"wrong shape: {exc.errors()[0]['msg']}") from None
     out = [_check_text(p, max_words, f"experience {i + 1}") for i, p in enumerate(props.experiences[:k])]
-    kept = [p for p in out if not specific_to(p, question)]
+    kept = [p for p in out if not specific_to(p, question) and not too_thin(p)]
     if out and not kept:
-        raise InvalidLearnerOutput("every lesson repeats the problem's own numbers (not general)")
+        raise InvalidLearnerOutput("no usable lesson: each one repeats the problem's own numbers, copies the "
+                                   "placeholder or is a fragment")
     return list(dict.fromkeys(kept))
 
 

@@ -60,6 +60,9 @@ class OpenAICompatBackend:
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "sk-local"
         self._openai = openai
         self._clients: dict[int, Any] = {}
+        # Clients of loops that are gone. They stay referenced: if one were garbage-collected, the SDK would
+        # schedule its close on whatever loop runs then, which fails noisily ("Event loop is closed").
+        self._stale: list[Any] = []
         self._http = None  # the passthrough transport, made on first use
 
     def _client(self):
@@ -70,7 +73,8 @@ class OpenAICompatBackend:
         client = self._clients.get(key)
         if client is None:
             client = self._openai.AsyncOpenAI(base_url=self.api_base, api_key=self._api_key, max_retries=0)
-            self._clients = {key: client}  # older loops are gone; drop their clients
+            self._stale.extend(self._clients.values())
+            self._clients = {key: client}  # one loop at a time: the older loops are gone
         return client
 
     async def send(self, messages, *, temperature, max_tokens, n, seed, timeout, extra=None, stage="chat"):
@@ -118,7 +122,7 @@ class OpenAICompatBackend:
         if self._http is not None:
             await self._http.aclose()
         clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
+        for client in clients + self._stale:
             try:
                 await client.close()
             except RuntimeError:  # its loop is already closed
