@@ -18,6 +18,7 @@ def test_proposals_from_fenced_json_with_prose():
     ("no json here", "stop", "no JSON"),
     ('{"experiences": "not a list"}', "stop", "wrong shape"),
     ('{"experiences": [""]}', "stop", "empty"),
+    ('{"lessons": ["Check the units first."]}', "stop", "wrong shape"),
     ('{"experiences": ["' + "word " * 40 + '"]}', "stop", "words > limit"),
 ])
 def test_bad_proposals_rejected(text, finish, match):

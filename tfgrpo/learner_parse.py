@@ -75,7 +75,7 @@ def word_count(text: str) -> int:
 
 class Proposals(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    experiences: list[str] = Field(default_factory=list)
+    experiences: list[str]  # required: {"lessons": [...]} is a wrong shape, not "nothing learned"
 
 
 class OpIn(BaseModel):

@@ -25,7 +25,15 @@ def prior_for_eval(library: str, version: int | None, db: Path | None, *, mode: 
                    token_cap: int | None = 1024) -> Iterator[tuple]:
     """Yield (apply_prior, library, version, call_log, on_done). `library == "none"` = no prior."""
     if library.lower() == "none":
-        yield None, None, None, MemoryCallLog(), lambda result: None
+        if db is None:  # a bare baseline run leaves no file behind
+            yield None, None, None, MemoryCallLog(), lambda result: None
+            return
+        store = open_store(db)  # --db given: the baseline is recorded beside the libraries it is compared with
+        try:
+            yield None, None, None, store, lambda result: store.record_eval(None, None, None, result.task,
+                                                                            result.model, result.metrics())
+        finally:
+            store.close()
         return
     from tfgrpo.prior import Prior
 
