@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 TFGRPO_DATA ?= $(abspath ../shared/data)
 export TFGRPO_DATA
 
-.PHONY: demo test install install-dev browser bench bench-learning clean
+.PHONY: demo test install install-dev browser bench bench-learning readme-results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,9 @@ bench: $(VENV)/.stamp-bench
 
 bench-learning: $(VENV)/.stamp-local
 	$(PY) bench/learning.py
+
+readme-results: $(PY)
+	$(PY) bench/readme_results.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

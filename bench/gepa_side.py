@@ -58,6 +58,7 @@ def run_gepa_side(bench, base, *, rollouts: int) -> dict | None:
     res = base if best == seed_prompt and a.k == 1 else asyncio.run(_eval(bench, apply_best))
     row = compare_row("GEPA (system prompt)", base, res, bench.store.count_tokens(best) -
                       bench.store.count_tokens(seed_prompt))
+    row["cost"] = {"kind": "gepa", "metric_calls": rollouts, "train_wall_s": gepa_wall}
     row["gepa"] = {"prompt": best, "wall_s": gepa_wall, "is_seed": best == seed_prompt,
                    "candidates": len(result.candidates)}
     return row

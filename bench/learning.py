@@ -130,7 +130,8 @@ class Bench:
 def compare_row(name: str, base, res, tokens: int) -> dict:
     d = paired_diff(per_item(res), per_item(base))
     m = res.metrics()
-    return {"name": name, "mean": m["mean_at_k"], "ci": (m["ci_low"], m["ci_high"]), "pass": m["pass_at_k"],
+    return {"name": name, "result": res, "paired": d, "cost": {},
+            "mean": m["mean_at_k"], "ci": (m["ci_low"], m["ci_high"]), "pass": m["pass_at_k"],
             "format": m["format_rate"], "delta": d.delta, "dci": (d.ci_lo, d.ci_hi), "p": d.p_value,
             "mcnemar": mcnemar(per_item(res), per_item(base)) if bench_k1(res) else None, "prior_tokens": tokens}
 
@@ -159,9 +160,11 @@ def main(argv=None) -> None:
         rows = [show(compare_row("baseline", base, base, 0)),
                 show(compare_row("training-free (G=%d)" % a.group, base, b.evaluate(Prior(b.store, lib)),
                                  b.prior_tokens(lib)))]
+        rows[1]["cost"] = tf_cost(cost)
         if not a.no_ablations:
-            lib1, _ = b.train_library("g1", 1)
+            lib1, cost1 = b.train_library("g1", 1)
             rows.append(show(compare_row("ablation G=1", base, b.evaluate(Prior(b.store, lib1)), b.prior_tokens(lib1))))
+            rows[-1]["cost"] = tf_cost(cost1)
             libd = b.direct_library()
             rows.append(show(compare_row("ablation direct", base, b.evaluate(Prior(b.store, libd)),
                                          b.prior_tokens(libd))))
@@ -173,6 +176,7 @@ def main(argv=None) -> None:
             if gepa is not None:
                 rows.append(show(gepa))
         write_results(a, b, rows, cost, exps, leaks, time.perf_counter() - start)
+        write_compare(a, b, rows)
         main_row, gd = rows[1], (gepa["delta"] if gepa else float("nan"))
         print(f"delta_mean={main_row['delta']:+.4f} ci=[{main_row['dci'][0]:+.4f},{main_row['dci'][1]:+.4f}] "
               f"p={main_row['p']:.4f} gepa_delta={gd:+.4f}")
@@ -181,16 +185,38 @@ def main(argv=None) -> None:
         b.store.close()
 
 
+def tf_cost(cost: dict) -> dict:
+    return {"kind": "training-free", "llm_calls": cost["llm_calls"], "tokens": cost["tokens"],
+            "usd": cost["cost_usd"], "train_wall_s": cost["wall_s"]}
+
+
 def cost_rollouts(a) -> int:
     return a.train * a.group * a.epochs
 
 
+def write_compare(a, b, rows) -> None:
+    """The same rows as a `tfgrpo compare` result: Markdown table and JSON with every per-item score."""
+    import json
+
+    from tfgrpo.compare import CompareResult, RowResult, RowSpec, to_markdown
+
+    res = CompareResult(a.task, "test", a.k, a.seed + 1, [ex.id for ex in b.test_items],
+                        [RowResult(RowSpec(r["name"], b.model, cost=r["cost"]), r["result"], r["paired"] if i else None)
+                         for i, r in enumerate(rows)], notes=[f"bench/learning.py {a.mode} run {b.tag}, model {a.model}"])
+    out = a.db.parent / f"learning-{b.tag}"
+    out.with_suffix(".md").write_text(to_markdown(res), encoding="utf-8")
+    out.with_suffix(".json").write_text(json.dumps(res.to_json(), indent=1, default=str), encoding="utf-8")
+    print(f"wrote {out}.md and {out}.json", flush=True)
+
+
 def write_results(a, b, rows, cost, exps, leaks, wall) -> None:
-    gguf = resolve_gguf(a.model)
+    from tfgrpo.llm.registry import is_local
+
+    sha = f"sha256 `{sha256_file(resolve_gguf(a.model))[:16]}...`" if is_local(a.model) else "(not a local GGUF)"
     lines = [f"\n## Learning effect — {time.strftime('%Y-%m-%d %H:%M')} UTC ({a.mode})", "",
              f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}; Python "
              f"{platform.python_version()}. Command: `python bench/learning.py {' '.join(sys.argv[1:])}`. "
-             f"Model `{a.model}` sha256 `{sha256_file(gguf)[:16]}...`. Task {a.task}: {a.train} train questions, "
+             f"Model `{a.model}` {sha}. Task {a.task}: {a.train} train questions, "
              f"G={a.group}, B={a.batch}, {a.epochs} epochs; eval {len(b.test_items)} test items, k={a.k}, "
              f"seed {a.seed}. Training: {cost['llm_calls']} LLM calls, {cost['tokens']} tokens, "
              f"{cost['wall_s'] / 60:.1f} min. Total bench wall time {wall / 60:.1f} min.", "",

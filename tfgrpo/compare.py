@@ -106,6 +106,8 @@ def fmt_cost(cost: dict[str, Any]) -> str:
         dev = cost.get("device", "")
         secs = f"{cost.get('gpu_s', 0):.0f} GPU-s" if cost.get("gpu_s") else f"{cost.get('cpu_s', 0):.0f} CPU-s"
         return f"{cost.get('steps', 0)} steps, {secs} ({dev})"
+    if cost.get("kind") == "gepa":
+        return f"{cost.get('metric_calls', 0)} metric calls (rollouts)"
     if cost.get("kind") == "training-free":
         if cost.get("missing"):
             return str(cost["missing"])
