@@ -39,7 +39,10 @@ class PassthroughHTTP:
         key = id(asyncio.get_running_loop())
         session = self._sessions.get(key)
         if session is None or session.closed:
-            session = aiohttp.ClientSession(headers=self.headers, read_bufsize=2**20)
+            # No connection cap of aiohttp's own (its default is 100): the gateway's semaphore already bounds
+            # how many requests are in flight, and a second, lower cap would queue requests silently.
+            session = aiohttp.ClientSession(headers=self.headers, read_bufsize=2**20,
+                                            connector=aiohttp.TCPConnector(limit=0))
             self._sessions = {key: session}  # sessions of older loops are gone with their loop
         return session
 
