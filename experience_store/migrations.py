@@ -156,6 +156,16 @@ CREATE TABLE evals (
 """
 
 
+_COUNTER_MARKS = """
+CREATE TABLE counter_marks (
+    library VARCHAR NOT NULL,
+    mark VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (library, mark)
+);
+"""
+
+
 def _sql(script: str) -> Callable[[duckdb.DuckDBPyConnection], None]:
     def run(con: duckdb.DuckDBPyConnection) -> None:
         for statement in script.split(";"):
@@ -169,6 +179,7 @@ def _sql(script: str) -> Callable[[duckdb.DuckDBPyConnection], None]:
 MIGRATIONS: list[Migration] = [
     ("0001_core_library_tables", _sql(_CORE)),
     ("0002_runs_rollouts_calls", _sql(_RUNS)),
+    ("0003_counter_marks", _sql(_COUNTER_MARKS)),
 ]
 
 _LEDGER = "CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"

@@ -185,6 +185,27 @@ class ExperienceStore(RetrievalMixin):
             index.forget(unique)
 
 
+    def bump_counters_once(self, library: str, increments: dict[int, tuple[int, int]], *, mark: str) -> bool:
+        """Add `(injected, wins)` to each id's counters in one transaction, at most once per `mark` (e.g.
+        "run:step"): a resumed step calling it again changes nothing. Ids no longer live are skipped.
+        Returns False when `mark` was already applied."""
+        self._check_writable("update counters")
+        self._library(library)
+        with self._tx() as con:
+            if con.execute("SELECT 1 FROM counter_marks WHERE library = ? AND mark = ?", [library, mark]).fetchone():
+                return False
+            for eid, (injected, wins) in sorted(increments.items()):
+                if injected or wins:
+                    con.execute(
+                        "UPDATE experiences SET times_injected = times_injected + ?, times_won = times_won + ?"
+                        " WHERE library = ? AND id = ?", [injected, wins, library, eid])
+            con.execute("INSERT INTO counter_marks VALUES (?, ?, ?)", [library, mark, utcnow()])
+        index = self._indexes.get(library)
+        if index is not None and increments:
+            index.forget(sorted(increments))
+        return True
+
+
 def _as_ops(ops: list) -> list[Op]:
     """Ops as `Op` models (dicts are validated); a malformed one -> StoreError naming it."""
     out = []

@@ -39,6 +39,7 @@ def _snapshot(db: Path) -> dict:
             "rollouts": sorted((r.step, r.question_id, r.id.rsplit(":", 1)[1], r.reward) for r in rows),
             "ops": sorted((h.provenance.step, h.kind.value, h.outcome, h.after or "") for h in hist),
             "library": [e.text for e in s.experiences("lib")],
+            "counters": sorted((e.id, e.times_injected, e.times_won) for e in s.experiences("lib")),
             "version": s.current_version("lib"),
             "rollout_calls": sum(1 for c in s.calls(run_id=run["id"]) if c["stage"] == "rollout"),
         }

@@ -152,6 +152,18 @@ def test_merge_into_first_id(store):
         store.bump_counters("lib", [1, 42], injected=1)
 
 
+def test_counter_bump_once_per_mark(store):
+    store.apply("lib", [add(t) for t in LESSONS[:2]])
+    assert store.bump_counters_once("lib", {1: (3, 1), 2: (1, 0)}, mark="run-a:0")
+    assert not store.bump_counters_once("lib", {1: (3, 1), 2: (1, 0)}, mark="run-a:0")  # a resumed step
+    assert store.bump_counters_once("lib", {1: (1, 1)}, mark="run-a:1")
+    with pytest.raises(StoreError):
+        store.bump_counters_once("no-such-lib", {1: (1, 0)}, mark="run-a:0")
+    e1, e2 = store.get("lib", 1), store.get("lib", 2)
+    assert (e1.times_injected, e1.times_won, e2.times_injected, e2.times_won) == (4, 2, 1, 0)
+    assert store.current_version("lib") == 1  # counters are not versioned
+
+
 def test_history_keeps_provenance(store):
     prov = dict(run_id="run-1", step=4, group_id="q17", rollout_ids=["run-1:4:q17:0", "run-1:4:q17:3"], call_id="c9")
     store.apply("lib", [add(LESSONS[0], **prov)])

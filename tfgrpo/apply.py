@@ -22,9 +22,9 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     if version is None and ops:
         res = ctx.store.apply(lib, ops, dedup=True)
         version, applied, rejected = res.version, len(res.applied), len(res.rejected)
-        _bump(ctx, state)
     elif version is None:
         version = ctx.store.current_version(lib)
+    _bump(ctx, state)  # every step, ops or not; once per step even when a resumed step runs this again
     rewards = [r["reward"] for rows in state["rollouts"].values() for r in rows]
     stat = {"step": step, "epoch": state["epoch"], "rollouts": len(rewards),
             "mean_reward": sum(rewards) / max(1, len(rewards)), "groups": len(state["selected"]),
@@ -47,7 +47,8 @@ def _bump(ctx, state: dict[str, Any]) -> None:
                 injected[eid] = injected.get(eid, 0) + 1
                 if r["reward"] >= 1.0:
                     wins[eid] = wins.get(eid, 0) + 1
+    if not injected or ctx.cfg.library not in ctx.store.libraries():
+        return
     live = {e.id for e in ctx.store.experiences(ctx.cfg.library)}
-    for eid, n in injected.items():
-        if eid in live:
-            ctx.store.bump_counters(ctx.cfg.library, [eid], injected=n, wins=wins.get(eid, 0))
+    ctx.store.bump_counters_once(ctx.cfg.library, {e: (n, wins.get(e, 0)) for e, n in injected.items() if e in live},
+                                 mark=f"{ctx.run_id}:{state['step']}")
