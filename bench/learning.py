@@ -109,7 +109,7 @@ class Bench:
         cfg = TrainConfig(task=a.task, library=lib, epochs=a.epochs, batch_size=a.batch, group_size=group,
                           allow_group_of_one=group == 1, limit=a.train, seed=a.seed,
                           rollout=SamplingConfig(temperature=0.7, max_tokens=a.max_tokens))
-        res = train(cfg, self.policy, None, store=self.store, db=a.db,
+        res = train(cfg, self.policy, None, store=self.store, db=a.db, pool=self.pool,
                     on_stage=lambda st, step, msg: print(f"  [{name}] step {step + 1} {st}: {msg}", flush=True))
         run = self.store.get_run(res.run_id)
         return lib, {"status": res.status, "wall_s": res.wall_s, "llm_calls": run["llm_calls"],
