@@ -52,7 +52,7 @@ $(VENV)/.stamp-bench: pyproject.toml $(VENV)/.stamp-dev
 bench: $(VENV)/.stamp-bench
 	$(PY) bench/run_all.py
 
-bench-learning: $(VENV)/.stamp-local
+bench-learning: $(VENV)/.stamp-bench
 	$(PY) bench/learning.py
 
 readme-results: $(PY)
