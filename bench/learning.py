@@ -112,8 +112,14 @@ class Bench:
         res = train(cfg, self.policy, None, store=self.store, db=a.db, pool=self.pool,
                     on_stage=lambda st, step, msg: print(f"  [{name}] step {step + 1} {st}: {msg}", flush=True))
         run = self.store.get_run(res.run_id)
+        calls = self.store.calls(run_id=res.run_id)
+        by_stage: dict[str, int] = {}
+        for c in calls:
+            by_stage[c["stage"]] = by_stage.get(c["stage"], 0) + 1
         return lib, {"status": res.status, "wall_s": res.wall_s, "llm_calls": run["llm_calls"],
-                     "tokens": run["tokens"], "cost_usd": run["cost_usd"]}
+                     "tokens": run["tokens"], "cost_usd": run["cost_usd"], "by_stage": by_stage,
+                     "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in calls),
+                     "completion_tokens": sum(c["completion_tokens"] or 0 for c in calls)}
 
     def direct_library(self) -> str:
         lib = f"direct-{self.tag}"
@@ -218,8 +224,8 @@ def write_results(a, b, rows, cost, exps, leaks, wall) -> None:
              f"{platform.python_version()}. Command: `python bench/learning.py {' '.join(sys.argv[1:])}`. "
              f"Model `{a.model}` {sha}. Task {a.task}: {a.train} train questions, "
              f"G={a.group}, B={a.batch}, {a.epochs} epochs; eval {len(b.test_items)} test items, k={a.k}, "
-             f"seed {a.seed}. Training: {cost['llm_calls']} LLM calls, {cost['tokens']} tokens, "
-             f"{cost['wall_s'] / 60:.1f} min. Total bench wall time {wall / 60:.1f} min.", "",
+             f"seed {a.seed}. Training: {cost['llm_calls']} LLM calls ({cost['by_stage']}), {cost['prompt_tokens']} prompt + "
+             f"{cost['completion_tokens']} completion tokens, {cost['wall_s'] / 60:.1f} min. Total bench wall time {wall / 60:.1f} min.", "",
              "| variant | mean@k [95% CI] | pass@k | format | Δ vs baseline [95% CI] | p (sign-flip) | prior tokens/call |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
