@@ -118,16 +118,16 @@ class BatchPlanner:
         self._precompute(ops)
         return [handlers[op.kind](Step(op=op, seq=n, kind=op.kind)) for n, op in enumerate(ops)]
 
-    def nearest(self, vector: np.ndarray, seq: int | None = None) -> tuple[int, float] | None:
-        """Most similar live experience as the batch has left the library so far."""
-        hidden = self.gone | set(self.pending)
+    def nearest(self, vector: np.ndarray, seq: int | None = None, skip: int | None = None) -> tuple[int, float] | None:
+        """Most similar live experience as the batch has left the library so far (other than `skip`)."""
+        hidden = self.gone | set(self.pending) | ({skip} if skip is not None else set())
         if seq in self.candidates:
             hits = [h for h in self.candidates[seq] if h[0] not in hidden][:1]
         else:
             hits = self.index.search(vector, 1, exclude=hidden)
         best = hits[0] if hits else None
         for exp_id, vec in self.pending.items():
-            if exp_id in self.gone:
+            if exp_id in self.gone or exp_id == skip:
                 continue
             sim = float(np.dot(vec, vector))
             if best is None or sim > best[1]:
@@ -167,6 +167,13 @@ class BatchPlanner:
             step.outcome, step.note = "noop", "text unchanged"
             return step
         step.vector = self.vectors[step.seq]
+        near = self.nearest(step.vector, skip=exp_id) if self.dedup else None
+        if near is not None and near[1] >= self.threshold:  # the rewrite would duplicate another experience
+            step.duplicate_of, step.similarity = near[0], round(near[1], 6)
+            step.outcome = "rejected"
+            step.note = (f"the new text duplicates {near[0]} (cosine {near[1]:.3f} >= {self.threshold}); "
+                         "the old text is kept (a MERGE of the two would fold them)")
+            return step
         self.pending[exp_id] = step.vector
         self.texts[exp_id] = step.after
         return step

@@ -250,6 +250,18 @@ def test_dedup_sees_the_batch_own_deletes_and_updates(store):
     assert [(r.op.text, r.duplicate_of) for r in result.rejected] == [("underline the question's unknown", 2)]
 
 
+def test_update_that_duplicates_another_experience_is_rejected(store):
+    store.apply("lib", [add(t) for t in LESSONS[:2]])
+    result = store.apply("lib", [Op(kind=OpKind.UPDATE, target_id=2, text=LESSONS[0].upper())])
+    assert (result.changed, result.version) == (False, 1)
+    [rej] = result.rejected
+    assert rej.duplicate_of == 1 and "old text is kept" in rej.reason
+    assert store.get("lib", 2).text == LESSONS[1]
+    # rewording an experience close to its own old text is still an ordinary update
+    ok = store.apply("lib", [Op(kind=OpKind.UPDATE, target_id=1, text=LESSONS[0] + " first")])
+    assert ok.changed and store.get("lib", 1).text == LESSONS[0] + " first"
+
+
 def test_two_stores_on_one_file_in_one_process_stay_consistent(db):
     with ExperienceStore(db, embedder=HashEmbedder()) as a, ExperienceStore(db, embedder=HashEmbedder()) as b:
         a.apply("lib", [add("alpha beta")])
