@@ -23,3 +23,10 @@ def test_baseline_eval_recorded_only_with_db(tmp_path, monkeypatch):
         assert row["library"] is None and row["task"] == "arith" and row["model"] == "scripted"
         assert row["metrics"]["n_items"] == 2
         assert store.calls(stage="eval") or store.calls()
+
+
+def test_negative_seed_is_a_clear_usage_error(tmp_path):
+    for cmd in (["eval", "--task", "arith", "--model", "scripted", "--limit", "1"],
+                ["train", "--task", "arith", "--model", "scripted", "--dry-run"]):
+        r = CliRunner().invoke(app, cmd + ["--seed", "-1", "--db", str(tmp_path / "s.duckdb")])
+        assert r.exit_code == 2 and "--seed" in r.output and "Traceback" not in r.output, r.output

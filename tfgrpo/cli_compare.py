@@ -113,7 +113,7 @@ def cmd(
     k: int = typer.Option(1, "--k", min=1, help="Samples per item."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="First N items only."),
     split: str = typer.Option("test", "--split"),
-    seed: int = typer.Option(0, "--seed", help="Seed of sampling (per item, shared by all rows) and bootstrap."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of sampling (per item, shared by all rows) and bootstrap."),
     temperature: float = typer.Option(0.7, "--temperature", min=0.0, max=2.0),
     max_tokens: int = typer.Option(512, "--max-tokens", min=1),
     engine: str = typer.Option("server", "--engine", help="Baseline/training-free inference: `server` (llama.cpp "

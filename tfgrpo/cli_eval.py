@@ -87,7 +87,7 @@ def eval_cmd(
     k: int = typer.Option(1, "--k", min=1, help="Samples per item."),
     split: str = typer.Option("test", "--split"),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="First N items only."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed (a non-negative integer)."),
     temperature: float = typer.Option(0.7, "--temperature", min=0.0, max=2.0),
     max_tokens: int = typer.Option(512, "--max-tokens", min=1),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write metrics and per-item results here."),

@@ -53,7 +53,7 @@ def cmd(
     beta: float = typer.Option(0.0, "--beta", min=0.0, help="KL coefficient (0 = no reference model)."),
     lora: bool = typer.Option(False, "--lora/--full", help="Train a LoRA adapter (peft) or all weights."),
     lora_r: int = typer.Option(16, "--lora-r", min=1),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed (a non-negative integer)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="First N training questions only."),
     split: str = typer.Option("train", "--split"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),

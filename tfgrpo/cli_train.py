@@ -53,7 +53,7 @@ def train_cmd(
     group_size: int = typer.Option(5, "--group-size", help="Rollouts per question (G)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="First N training questions only."),
     learner_model: Optional[str] = typer.Option(None, "--learner-model", help="Learner model (default: --model)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed (a non-negative integer)."),
     temperature: float = typer.Option(0.7, "--temperature", help="Rollout temperature."),
     max_tokens: int = typer.Option(512, "--max-tokens", help="Rollout max tokens."),
     budget_usd: Optional[float] = typer.Option(None, "--budget-usd"),
