@@ -55,7 +55,7 @@ def run_gepa_side(bench, base, *, rollouts: int) -> dict | None:
         return [{"role": "system", "content": best}] + rest
 
     # At temperature 0 the seed prompt reproduces the baseline exactly: reuse it rather than re-run it.
-    res = base if best == seed_prompt and a.k == 1 else asyncio.run(_eval(bench, apply_best))
+    res = base if best == seed_prompt and a.k == 1 else bench.evaluate(apply_best)
     row = compare_row("GEPA (system prompt)", base, res, bench.store.count_tokens(best) -
                       bench.store.count_tokens(seed_prompt))
     row["cost"] = {"kind": "gepa", "metric_calls": rollouts, "train_wall_s": gepa_wall}
@@ -63,10 +63,3 @@ def run_gepa_side(bench, base, *, rollouts: int) -> dict | None:
                    "candidates": len(result.candidates)}
     return row
 
-
-async def _eval(bench, apply_prior):
-    from tfgrpo.eval_run import run_eval
-
-    a = bench.a
-    return await run_eval(bench.model, bench.task, bench.test_items, k=a.k, seed=a.seed + 1,
-                          temperature=0.0 if a.k == 1 else 0.7, max_tokens=a.max_tokens, apply_prior=apply_prior)

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.run_all import machine  # noqa: E402
 from experience_store import ExperienceStore  # noqa: E402
 from tasks.registry import load_task  # noqa: E402
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig  # noqa: E402
@@ -75,16 +75,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
 class Bench:
     def __init__(self, a: argparse.Namespace) -> None:
         self.a = a
@@ -96,12 +86,14 @@ class Bench:
         self.task = load_task(a.task)
         self.test_items = self.task.examples("test")[: a.test]
         self.tag = time.strftime("%Y%m%d-%H%M%S")
+        self.machine = machine()  # at the start: it includes the load average before the bench ran
 
-    def evaluate(self, prior: Prior | None):
+    def evaluate(self, apply_prior=None):
+        """The test items with a prompt transform (a library's `Prior.apply`, GEPA's prompt) or none."""
         a = self.a
         return asyncio.run(run_eval(self.model, self.task, self.test_items, k=a.k, seed=a.seed + 1,
                                     temperature=0.0 if a.k == 1 else 0.7, max_tokens=a.max_tokens,
-                                    apply_prior=prior.apply if prior else None))
+                                    apply_prior=apply_prior))
 
     def train_library(self, name: str, group: int) -> tuple[str, dict]:
         a = self.a
@@ -113,9 +105,7 @@ class Bench:
                     on_stage=lambda st, step, msg: print(f"  [{name}] step {step + 1} {st}: {msg}", flush=True))
         run = self.store.get_run(res.run_id)
         calls = self.store.calls(run_id=res.run_id)
-        by_stage: dict[str, int] = {}
-        for c in calls:
-            by_stage[c["stage"]] = by_stage.get(c["stage"], 0) + 1
+        by_stage = dict(Counter(c["stage"] for c in calls))
         return lib, {"status": res.status, "wall_s": res.wall_s, "llm_calls": run["llm_calls"],
                      "tokens": run["tokens"], "cost_usd": run["cost_usd"], "by_stage": by_stage,
                      "prompt_tokens": sum(c["prompt_tokens"] or 0 for c in calls),
@@ -164,15 +154,15 @@ def main(argv=None) -> None:
         print(f"evaluating baseline and library on {len(b.test_items)} test items", flush=True)
         base = b.evaluate(None)
         rows = [show(compare_row("baseline", base, base, 0)),
-                show(compare_row("training-free (G=%d)" % a.group, base, b.evaluate(Prior(b.store, lib)),
+                show(compare_row("training-free (G=%d)" % a.group, base, b.evaluate(Prior(b.store, lib).apply),
                                  b.prior_tokens(lib)))]
         rows[1]["cost"] = tf_cost(cost)
         if not a.no_ablations:
             lib1, cost1 = b.train_library("g1", 1)
-            rows.append(show(compare_row("ablation G=1", base, b.evaluate(Prior(b.store, lib1)), b.prior_tokens(lib1))))
+            rows.append(show(compare_row("ablation G=1", base, b.evaluate(Prior(b.store, lib1).apply), b.prior_tokens(lib1))))
             rows[-1]["cost"] = tf_cost(cost1)
             libd = b.direct_library()
-            rows.append(show(compare_row("ablation direct", base, b.evaluate(Prior(b.store, libd)),
+            rows.append(show(compare_row("ablation direct", base, b.evaluate(Prior(b.store, libd).apply),
                                          b.prior_tokens(libd))))
         gepa = None
         if not a.no_gepa:
@@ -220,8 +210,7 @@ def write_results(a, b, rows, cost, exps, leaks, wall) -> None:
 
     sha = f"sha256 `{sha256_file(resolve_gguf(a.model))[:16]}...`" if is_local(a.model) else "(not a local GGUF)"
     lines = [f"\n## Learning effect — {time.strftime('%Y-%m-%d %H:%M')} UTC ({a.mode})", "",
-             f"Machine: {cpu_model()}, {os.cpu_count()} CPUs, {platform.machine()}; Python "
-             f"{platform.python_version()}. Command: `python bench/learning.py {' '.join(sys.argv[1:])}`. "
+             f"Machine: {b.machine}. Command: `python bench/learning.py {' '.join(sys.argv[1:])}`. "
              f"Model `{a.model}` {sha}. Task {a.task}: {a.train} train questions, "
              f"G={a.group}, B={a.batch}, {a.epochs} epochs; eval {len(b.test_items)} test items, k={a.k}, "
              f"seed {a.seed}. Training: {cost['llm_calls']} LLM calls ({cost['by_stage']}), {cost['prompt_tokens']} prompt + "
