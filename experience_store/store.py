@@ -175,15 +175,7 @@ class ExperienceStore(RetrievalMixin):
             ).fetchone()[0]
             if found != len(unique):
                 raise StoreError(f"bump_counters: some of ids {unique} are not in library {library!r}; pass existing ids")
-            con.execute(
-                "UPDATE experiences SET times_injected = times_injected + ?, times_won = times_won + ?"
-                " WHERE library = ? AND list_contains(?, id)",
-                [injected, wins, library, unique],
-            )
-        index = self._indexes.get(library)
-        if index is not None:
-            index.forget(unique)
-
+            self._add_counts(con, library, {i: (injected, wins) for i in unique})
 
     def bump_counters_once(self, library: str, increments: dict[int, tuple[int, int]], *, mark: str) -> bool:
         """Add `(injected, wins)` to each id's counters in one transaction, at most once per `mark` (e.g.
@@ -194,16 +186,21 @@ class ExperienceStore(RetrievalMixin):
         with self._tx() as con:
             if con.execute("SELECT 1 FROM counter_marks WHERE library = ? AND mark = ?", [library, mark]).fetchone():
                 return False
-            for eid, (injected, wins) in sorted(increments.items()):
-                if injected or wins:
-                    con.execute(
-                        "UPDATE experiences SET times_injected = times_injected + ?, times_won = times_won + ?"
-                        " WHERE library = ? AND id = ?", [injected, wins, library, eid])
+            self._add_counts(con, library, increments, live_only=True)
             con.execute("INSERT INTO counter_marks VALUES (?, ?, ?)", [library, mark, utcnow()])
-        index = self._indexes.get(library)
-        if index is not None and increments:
-            index.forget(sorted(increments))
         return True
+
+    def _add_counts(self, con, library: str, increments: dict[int, tuple[int, int]], *, live_only: bool = False) -> None:
+        """The counter update itself, inside the caller's transaction; cached index rows are refreshed."""
+        rows = [[inj, won, library, eid] for eid, (inj, won) in sorted(increments.items()) if inj or won]
+        if not rows:
+            return
+        live = " AND status = 'live'" if live_only else ""
+        con.executemany("UPDATE experiences SET times_injected = times_injected + ?, times_won = times_won + ?"
+                        f" WHERE library = ? AND id = ?{live}", rows)
+        index = self._indexes.get(library)
+        if index is not None:
+            index.forget([row[3] for row in rows])
 
 
 def _as_ops(ops: list) -> list[Op]:

@@ -162,6 +162,9 @@ def test_counter_bump_once_per_mark(store):
     e1, e2 = store.get("lib", 1), store.get("lib", 2)
     assert (e1.times_injected, e1.times_won, e2.times_injected, e2.times_won) == (4, 2, 1, 0)
     assert store.current_version("lib") == 1  # counters are not versioned
+    store.apply("lib", [Op(kind=OpKind.DELETE, target_id=2)])
+    assert store.bump_counters_once("lib", {1: (1, 0), 2: (5, 5)}, mark="run-a:2")  # 2 is deleted: skipped
+    assert store.get("lib", 1).times_injected == 5 and store.get("lib", 2).times_injected == 1
 
 
 def test_history_keeps_provenance(store):

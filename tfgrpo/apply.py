@@ -47,8 +47,6 @@ def _bump(ctx, state: dict[str, Any]) -> None:
                 injected[eid] = injected.get(eid, 0) + 1
                 if r["reward"] >= 1.0:
                     wins[eid] = wins.get(eid, 0) + 1
-    if not injected or ctx.cfg.library not in ctx.store.libraries():
-        return
-    live = {e.id for e in ctx.store.experiences(ctx.cfg.library)}
-    ctx.store.bump_counters_once(ctx.cfg.library, {e: (n, wins.get(e, 0)) for e, n in injected.items() if e in live},
-                                 mark=f"{ctx.run_id}:{state['step']}")
+    if injected:  # ids injected exist in the library; any deleted by this step's ops are skipped by the store
+        ctx.store.bump_counters_once(ctx.cfg.library, {e: (n, wins.get(e, 0)) for e, n in injected.items()},
+                                     mark=f"{ctx.run_id}:{state['step']}")
