@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 TFGRPO_DATA ?= $(abspath ../shared/data)
 export TFGRPO_DATA
 
-.PHONY: demo test install install-dev browser bench bench-learning readme-results clean
+.PHONY: demo test fuzz lint-imports install install-dev browser bench bench-learning readme-results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,18 @@ browser:
 demo: $(VENV)/.stamp-local
 	$(VENV)/bin/tfgrpo demo
 
-test: $(VENV)/.stamp-dev browser
-	$(PY) -m pytest -q -ra
+# the layer contracts in pyproject.toml ([tool.importlinter]), then every test; the fuzzers run
+# derandomized here (hypothesis profile "ci"), so a run on any machine tries the same inputs
+test: $(VENV)/.stamp-dev browser lint-imports
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -ra
+
+lint-imports: $(VENV)/.stamp-dev
+	$(VENV)/bin/lint-imports
+
+# the fuzzers deep and random (20,000 examples each); a find prints its reproducer: keep it as an @example
+fuzz: $(VENV)/.stamp-dev
+	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q -ra -p no:cacheprovider tests/cli/test_fuzz_cli.py \
+	  tests/serve/test_fuzz_proxy.py tests/tasks/test_fuzz_inputs.py
 
 $(VENV)/.stamp-bench: pyproject.toml $(VENV)/.stamp-dev
 	$(PIP) install -e '.[local,grpo,dev,bench]'

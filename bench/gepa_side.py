@@ -20,7 +20,7 @@ def run_gepa_side(bench, base, *, rollouts: int) -> dict | None:
     except ImportError:
         print("gepa is not installed (pip install 'tfgrpo[bench]'); skipping the GEPA comparison", flush=True)
         return None
-    from bench.learning import compare_row
+    from bench.learning_rows import compare_row
 
     a, task = bench.a, bench.task
     train = task.examples("train")[: a.train]

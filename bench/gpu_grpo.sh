@@ -72,7 +72,7 @@ part1() {  # device call 1: install the wheels, park the first half under /tmp (
   PYTHONPATH=/tmp/site:$PWD python3 -c 'import torch, transformers, trl, datasets, gguf, pydantic, peft
 print("torch", torch.__version__, "transformers", transformers.__version__, "trl", trl.__version__,
       "cuda", torch.cuda.is_available())
-import tfgrpo.cli_grpo, tfgrpo.cli_compare  # the entry points import without duckdb/litellm'
+import tfgrpo.cli.grpo, tfgrpo.cli.compare  # the entry points import without duckdb/litellm'
 }
 
 make_data() {  # "What is a + b?", a, b in 2..20: 260 train pairs, the other 101 pairs are the test set
@@ -103,13 +103,13 @@ part2() {  # device call 2: assemble + verify the GGUF, train, compare; everythi
                 --gguf "$WORK/smollm2.gguf" --device "$DEVICE")
   mkdir -p "$OUT"
   local threads=(); [[ -n "$THREADS" ]] && threads=(--threads "$THREADS")
-  timeout "$TRAIN_TIMEOUT" "$PY" -m tfgrpo.cli_grpo "${common[@]}" "${threads[@]}" --out "$WORK/ck" \
+  timeout "$TRAIN_TIMEOUT" "$PY" -m tfgrpo.cli.grpo "${common[@]}" "${threads[@]}" --out "$WORK/ck" \
     --max-steps "$STEPS" --group-size "$GROUP" --batch-size "$BATCH" --lr 2e-6 --max-completion-length "$MAXLEN" \
     --temperature 1.0 --seed 0 --no-record 2>&1 | grep -v -e 'de-quantizing' -e 'Loading weights' \
     | tee "$OUT/grpo.log" || fail "training failed or ran past ${TRAIN_TIMEOUT}s (exit 124 = timeout): lower STEPS"
   cp "$WORK/ck/tfgrpo_grpo.json" "$OUT/grpo_meta.json"
   cp "$WORK/ck/trl_metrics.jsonl" "$OUT/trl_metrics.jsonl"
-  timeout "$COMPARE_TIMEOUT" "$PY" -m tfgrpo.cli_compare "${common[@]}" --engine hf --checkpoint "$WORK/ck" --split test \
+  timeout "$COMPARE_TIMEOUT" "$PY" -m tfgrpo.cli.compare "${common[@]}" --engine hf --checkpoint "$WORK/ck" --split test \
     --limit "$TEST_LIMIT" --k "$K" --temperature 0.7 --max-tokens "$MAXLEN" --seed 0 \
     --json "$OUT/compare.json" --markdown "$OUT/compare.md" 2>&1 | grep -v -e 'de-quantizing' -e 'Loading weights' \
     | tee "$OUT/compare.log" || fail "compare failed or ran past ${COMPARE_TIMEOUT}s: lower TEST_LIMIT or K"

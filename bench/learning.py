@@ -24,27 +24,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.learning_rows import compare_row, show  # noqa: E402
 from bench.run_all import machine  # noqa: E402
 from experience_store import ExperienceStore  # noqa: E402
 from tasks.registry import load_task  # noqa: E402
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig  # noqa: E402
-from tfgrpo.direct import direct_experiences, store_direct  # noqa: E402
-from tfgrpo.evaluate import mcnemar, paired_diff  # noqa: E402
-from tfgrpo.eval_run import run_eval  # noqa: E402
+from tfgrpo.loop.direct import direct_experiences, store_direct  # noqa: E402
+from tfgrpo.evaluation.runner import run_eval  # noqa: E402
 from tfgrpo.llm.factory import ModelPool  # noqa: E402
 from tfgrpo.llm.fetch import resolve_gguf, sha256_file  # noqa: E402
 from tfgrpo.prior import Prior, render_block  # noqa: E402
-from tfgrpo.train import train  # noqa: E402
+from tfgrpo.loop.run import train  # noqa: E402
 
 
 def leaked_numbers(experiences: list[str], test_questions: list[str], min_digits: int = 3) -> list[str]:
     """Experiences that contain a number of >= `min_digits` digits appearing verbatim in a test question."""
     test_nums = {n for q in test_questions for n in re.findall(r"\d[\d,]*", q) if len(n.replace(",", "")) >= min_digits}
     return [e for e in experiences if any(n in e for n in re.findall(r"\d[\d,]*", e) if n in test_nums)]
-
-
-def per_item(result) -> list[float]:
-    return [sum(i.scores) / len(i.scores) for i in result.items]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -123,25 +119,6 @@ class Bench:
         return self.store.count_tokens(render_block(p.select([])))
 
 
-def compare_row(name: str, base, res, tokens: int) -> dict:
-    d = paired_diff(per_item(res), per_item(base))
-    m = res.metrics()
-    return {"name": name, "result": res, "paired": d, "cost": {},
-            "mean": m["mean_at_k"], "ci": (m["ci_low"], m["ci_high"]), "pass": m["pass_at_k"],
-            "format": m["format_rate"], "delta": d.delta, "dci": (d.ci_lo, d.ci_hi), "p": d.p_value,
-            "mcnemar": mcnemar(per_item(res), per_item(base)) if bench_k1(res) else None, "prior_tokens": tokens}
-
-
-def show(row: dict) -> dict:
-    print(f"  -> {row['name']}: mean {row['mean']:.3f}, delta {row['delta']:+.3f} "
-          f"[{row['dci'][0]:+.3f}, {row['dci'][1]:+.3f}] p={row['p']:.3f}, format {row['format']:.2f}", flush=True)
-    return row
-
-
-def bench_k1(res) -> bool:
-    return res.k == 1
-
-
 def main(argv=None) -> None:
     a = parse_args(argv)
     b = Bench(a)
@@ -194,7 +171,7 @@ def write_compare(a, b, rows) -> None:
     """The same rows as a `tfgrpo compare` result: Markdown table and JSON with every per-item score."""
     import json
 
-    from tfgrpo.compare import CompareResult, RowResult, RowSpec, to_markdown
+    from tfgrpo.evaluation.compare import CompareResult, RowResult, RowSpec, to_markdown
 
     res = CompareResult(a.task, "test", a.k, a.seed + 1, [ex.id for ex in b.test_items],
                         [RowResult(RowSpec(r["name"], b.model, cost=r["cost"]), r["result"], r["paired"] if i else None)

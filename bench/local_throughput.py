@@ -16,7 +16,7 @@ from tfgrpo.llm.backends import OpenAICompatBackend
 from tfgrpo.llm.fetch import resolve_gguf
 from tfgrpo.llm.gateway import Gateway
 from tfgrpo.llm.local import LocalServer
-from tfgrpo.llm.types import MemoryCallLog
+from tfgrpo.llm.call_log import MemoryCallLog
 
 PROMPTS = [
     "A farmer has 17 sheep and buys 5 more each week for 6 weeks. How many sheep does he have?",

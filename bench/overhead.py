@@ -90,7 +90,7 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
     """One training step (epochs=1, B questions, G rollouts each); wall time and per-stage times."""
     from experience_store import ExperienceStore, HashEmbedder
     from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
-    from tfgrpo.train import train
+    from tfgrpo.loop.run import train
 
     db = workdir / "ours.duckdb"
     cfg = TrainConfig(task="arith", library="bench", epochs=1, batch_size=batch, group_size=group, limit=batch,

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from tfgrpo.api import acompletion, completion, use_library
-from tfgrpo.llm.types import MemoryCallLog
+from tfgrpo.llm.call_log import MemoryCallLog
 
 QUESTION = [{"role": "user", "content": "A train travels 60 km in 1.5 hours. What is its speed in km/h?"}]
 

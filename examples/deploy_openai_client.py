@@ -20,8 +20,8 @@ from openai import OpenAI
 from tfgrpo.api import use_library
 from tfgrpo.config import ModelConfig
 from tfgrpo.llm.factory import ModelPool
-from tfgrpo.proxy_config import ProxyConfig
-from tfgrpo.proxy_server import ProxyRuntime
+from tfgrpo.serve.config import ProxyConfig
+from tfgrpo.serve.server import ProxyRuntime
 
 QUESTION = [{"role": "user", "content": "A pen costs 3 dollars. How much do 4 pens cost?"}]
 

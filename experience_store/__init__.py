@@ -17,6 +17,7 @@ from .models import (
     RolloutRow,
     Version,
 )
+from .open import open_store
 from .paths import default_db_path, tfgrpo_home
 from .store import DEFAULT_DEDUP_THRESHOLD, ExperienceStore
 from .tokens import count_tokens, token_counter_name
@@ -41,6 +42,7 @@ __all__ = [
     "count_tokens",
     "default_db_path",
     "default_embedder",
+    "open_store",
     "tfgrpo_home",
     "token_counter_name",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 
 import duckdb
 
-from tfgrpo.errors import StoreError
+from tfgrpo_common.errors import StoreError
 
 from . import shared
 from .db import connect, prepare_schema
@@ -66,17 +66,29 @@ class StoreBase:
         return self._con
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    @contextmanager
+    def _reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The connection for one read; a driver error (a value out of range, a damaged file) becomes one
+        `StoreError` that names the store, not a DuckDB traceback. Reads change nothing, so nothing is lost."""
         with self._lock:
-            return self.con.execute(sql, list(params)).fetchall()
+            try:
+                yield self.con
+            except duckdb.Error as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise StoreError(f"the store {self.path} could not answer a read ({type(exc).__name__}: {first}); "
+                                 "check the values you passed (ids, versions, limits)") from None
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._reading() as con:
+            return con.execute(sql, list(params)).fetchall()
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        with self._lock:
-            return self.con.execute(sql, list(params)).fetchone()
+        with self._reading() as con:
+            return con.execute(sql, list(params)).fetchone()
 
     def _dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            cur = self.con.execute(sql, list(params))
+        with self._reading() as con:
+            cur = con.execute(sql, list(params))
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
 

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from tfgrpo.errors import StoreError
+from tfgrpo_common.errors import StoreError
 
 from .apply import clean_text
 from .base import utcnow

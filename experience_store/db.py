@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from tfgrpo.errors import StoreError
+from tfgrpo_common.errors import StoreError
 
 from .migrations import migrate, pending_migrations
 

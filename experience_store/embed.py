@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from tfgrpo.errors import ConfigError
+from tfgrpo_common.errors import ConfigError
 
 #: Name recorded for the default model (the bundled all-MiniLM-L6-v2).
 DEFAULT_MODEL = "all-MiniLM-L6-v2"

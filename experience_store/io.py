@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tfgrpo.errors import StoreError
+from tfgrpo_common.errors import StoreError
 
 from .models import MAX_TEXT_CHARS, ApplyResult, Op, OpKind, Provenance
 from .store import ExperienceStore

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import duckdb
 
-from tfgrpo.errors import StoreError
+from tfgrpo_common.errors import StoreError
 
 Migration = tuple[str, Callable[[duckdb.DuckDBPyConnection], None]]
 

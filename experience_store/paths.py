@@ -1,19 +1,12 @@
-"""Where the store lives: `$TFGRPO_HOME/tfgrpo.duckdb`, TFGRPO_HOME defaulting to ~/.local/share/tfgrpo."""
+"""Where the store lives: `$TFGRPO_HOME/tfgrpo.duckdb` (the home folder is `tfgrpo_common.paths`)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from tfgrpo_common.paths import tfgrpo_home
+
 DB_FILENAME = "tfgrpo.duckdb"
-
-
-def tfgrpo_home() -> Path:
-    """The tfgrpo data directory: `$TFGRPO_HOME`, else `~/.local/share/tfgrpo`."""
-    env = os.environ.get("TFGRPO_HOME")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".local" / "share" / "tfgrpo"
 
 
 def default_db_path() -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tfgrpo.errors import StoreError
+from tfgrpo_common.errors import StoreError
 
 from .models import Experience, OpKind, OpRecord, Provenance
 from .runlog import RunLogMixin
@@ -53,6 +53,10 @@ class LibraryReadMixin(RunLogMixin):
     def libraries(self) -> list[str]:
         """Names of all libraries, sorted."""
         return [r[0] for r in self._rows("SELECT name FROM libraries ORDER BY name")]
+
+    def require_library(self, name: str) -> None:
+        """Raise the one "no such library" error (naming the known ones and the fix) unless `name` exists."""
+        self._library(name)
 
     def _library(self, name: str) -> dict[str, Any]:
         rows = self._dicts("SELECT * FROM libraries WHERE name = ?", [name])

@@ -8,8 +8,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from tfgrpo.errors import StoreError
-from tfgrpo.llm.types import CallRecord
+from tfgrpo_common.errors import StoreError
+from tfgrpo_common.chat import CallRecord
 
 from .base import StoreBase, utcnow
 from .models import RolloutRow

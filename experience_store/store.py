@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from tfgrpo.errors import StoreError
+from tfgrpo_common.errors import StoreError
 
 from . import write
 from .apply import BatchPlanner, Step, validate_batch

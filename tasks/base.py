@@ -58,3 +58,17 @@ class Task(Protocol):
     def messages(self, example: Example) -> list[dict[str, Any]]: ...
 
     def reward(self, example: Example, completion: str) -> Reward: ...
+
+
+@runtime_checkable
+class ToolTask(Task, Protocol):
+    """A task whose attempt is an agent episode (model turns and tool calls), not one completion.
+
+    `rollout` runs one episode on `example` with the prior applied to its first messages by
+    `apply_prior`, and returns a trajectory with `final_text` (what `reward` scores), `error`,
+    `stop_reason`, token counts, `n_tool_calls` and `n_turns`. A budget stop raises
+    `BudgetExceeded`; any other failure is recorded in `error`."""
+
+    async def rollout(self, model: Any, example: Example, *, apply_prior: Any = None, temperature: float = 0.7,
+                      max_tokens: int = 512, seed: int | None = None, stage: str = "rollout",
+                      meta: dict[str, Any] | None = None) -> Any: ...

@@ -17,7 +17,7 @@ from typing import Any
 from tasks import arith, data, templates
 from tasks.base import Example, Reward
 from tasks.math import check_split, math_reward
-from tfgrpo.errors import DataError
+from tfgrpo_common.errors import DataError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 SEEDS = {"test": 20250102, "train": 20250101}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.base import Example
-from tfgrpo.errors import DataError
+from tfgrpo_common.errors import DataError
 
 ENV_VAR = "TFGRPO_DATA"
 _REPO_SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -22,7 +22,7 @@ from tasks import data, templates
 from tasks.base import Example, Reward
 from tasks.extract import MAX_ANSWER_CHARS, extract_any_answer, extract_math_answer
 from tasks.grading import grade_exact, grade_math, grade_numeric, grade_regex
-from tfgrpo.errors import ConfigError, DataError
+from tfgrpo_common.errors import ConfigError, DataError
 
 REWARD_KINDS = ("exact", "numeric", "math", "regex")
 _GRADERS = {"exact": grade_exact, "numeric": grade_numeric, "math": grade_math, "regex": grade_regex}

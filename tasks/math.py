@@ -15,7 +15,7 @@ from tasks import data, templates
 from tasks.base import Example, Reward
 from tasks.extract import extract_math_answer
 from tasks.grading import grade_math
-from tfgrpo.errors import DataError
+from tfgrpo_common.errors import DataError
 
 
 @dataclass(frozen=True)

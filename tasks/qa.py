@@ -22,7 +22,7 @@ from typing import Any
 from tasks import data, templates
 from tasks.base import Example, Reward
 from tasks.extract import MAX_ANSWER_CHARS, extract_qa_answer
-from tfgrpo.errors import ConfigError, DataError
+from tfgrpo_common.errors import ConfigError, DataError
 
 TRAIN_PERCENT = 15
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

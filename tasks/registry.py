@@ -22,7 +22,7 @@ from tasks.builtin import ArithTask
 from tasks.jsonl import REWARD_KINDS, JsonlTask
 from tasks.math import SPECS, MathTask
 from tasks.qa import HotpotQATask
-from tfgrpo.errors import ConfigError, UnknownTaskError
+from tfgrpo_common.errors import ConfigError, UnknownTaskError
 
 _NAMES = ("arith", *SPECS, "hotpotqa", "jsonl", "docsearch")
 AGENTS = ("react",)

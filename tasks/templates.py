@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
-import jinja2
+from tfgrpo_common.templates import renderer
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
-
-
-@functools.lru_cache(maxsize=1)
-def _env() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(PROMPT_DIR)),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=False,
-    )
-
-
-def render(name: str, **values: Any) -> str:
-    """Render `tasks/prompts/<name>.j2` with `values`; surrounding whitespace is stripped."""
-    return _env().get_template(f"{name}.j2").render(**values).strip()
+render = renderer(PROMPT_DIR)
 
 
 def chat(system_template: str, user_template: str, **values: Any) -> list[dict[str, Any]]:

@@ -8,6 +8,16 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Fuzzers: `make test` runs the "ci" profile, derandomized (the same examples on every run and machine, so
+# CI cannot go red by chance); `make fuzz` runs the "deep" profile, random and long, and prints a
+# reproducer for anything it finds (keep each find as an `@example` beside its test).
+settings.register_profile("ci", derandomize=True, database=None, max_examples=1000, deadline=None,
+                          suppress_health_check=list(HealthCheck), print_blob=True)
+settings.register_profile("deep", derandomize=False, max_examples=20_000, deadline=None,
+                          suppress_health_check=list(HealthCheck), print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

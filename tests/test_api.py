@@ -13,7 +13,7 @@ from tests.faultserver import FaultServer
 from tfgrpo.api import acompletion, completion, use_library
 from tfgrpo.errors import StoreError
 from tfgrpo.llm.litellm_helper import route
-from tfgrpo.llm.types import MemoryCallLog
+from tfgrpo.llm.call_log import MemoryCallLog
 from tfgrpo.prior import Prior
 
 ASK = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}]

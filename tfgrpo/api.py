@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from tfgrpo.errors import StoreError
 from tfgrpo.llm import litellm_helper
-from tfgrpo.llm.types import CallLog, CallRecord
+from tfgrpo_common.chat import CallLog, CallRecord
 
 
 class Library:
@@ -32,7 +32,7 @@ class Library:
                  k: int = 8, token_cap: int | None = 1024, placement: Literal["system", "user"] = "system",
                  db: str | Path | None = None, store=None, call_log: CallLog | None = None) -> None:
         from tfgrpo.prior import Prior
-        from tfgrpo.prior_cli import open_store
+        from experience_store import open_store
 
         self._own_store = store is None
         self.store = store if store is not None else open_store(Path(db) if db else None, read_only=True)

@@ -6,25 +6,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tfgrpo.budget import BudgetConfig
+from tfgrpo.llm.budget import BudgetConfig
+from tfgrpo.llm.config import ModelConfig
+
+__all__ = ["BudgetConfig", "ModelConfig", "SamplingConfig", "TaskOptions", "TrainConfig"]
 
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ModelConfig(_Config):
-    """Which model to call and how."""
-
-    model: str = Field("local", description="`local`, `local:qwen0.5b`, `local:smollm2`, `scripted`, or a "
-                                            "litellm model name such as openai/gpt-4.1-mini.")
-    api_base: str | None = Field(None, description="OpenAI-compatible base URL (vLLM, Ollama, llama.cpp).")
-    api_key: str | None = Field(None, description="API key; default from the provider's env variable.")
-    gguf: str | None = Field(None, description="Serve this GGUF file with the embedded server.")
-    concurrency: int = Field(8, ge=1, description="Max requests in flight to this model.")
-    timeout_s: float = Field(300.0, gt=0, description="Per-call timeout in seconds.")
-    max_attempts: int = Field(4, ge=1, description="Attempts per call on transient faults.")
-    n_ctx: int | None = Field(None, ge=256, description="Context size for the embedded server.")
 
 
 class SamplingConfig(_Config):
@@ -32,17 +21,6 @@ class SamplingConfig(_Config):
 
     temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
     max_tokens: int = Field(512, ge=1, description="Max completion tokens (>= 512 for math).")
-
-
-class EvalConfig(_Config):
-    """`tfgrpo eval`."""
-
-    task: str
-    k: int = Field(1, ge=1, description="Samples per item (mean@k, pass@k).")
-    split: str = "test"
-    limit: int | None = Field(None, ge=1, description="Evaluate only the first N items.")
-    seed: int = 0
-    sampling: SamplingConfig = SamplingConfig()
 
 
 class TaskOptions(_Config):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from tasks.agent.tools import Tool
-from tfgrpo.prompts import render
+from tasks.agent.prompts import render
 
 _ACTION = re.compile(r"^[ \t*]*Action[ \t*]*:[ \t*]*`?([A-Za-z_][\w-]*)`?[ \t*]*$", re.M | re.I)
 _ACTION_INPUT = re.compile(r"^[ \t*]*Action[ \t]*Input[ \t*]*:[ \t*]*", re.M | re.I)
@@ -114,7 +114,7 @@ def input_hint(t: Tool) -> str:
 
 def system_prompt(tools: Sequence[Tool], *, instructions: str = "", answer_format: str = "your answer",
                   max_turns: int = 5, example: str | None = None) -> str:
-    """The ReAct system prompt (template `tfgrpo/prompts/react_system.j2`)."""
+    """The ReAct system prompt (template `tasks/agent/prompts/react_system.j2`)."""
     if example is None and any(t.name == "python" for t in tools):
         example = render("react_python_example")
     listed: list[dict[str, Any]] = [

@@ -23,8 +23,8 @@ from langgraph.graph import END, START, StateGraph
 from tasks.agent.protocol import observation_message, parse_reply
 from tasks.agent.tools import Tool
 from tasks.agent.trajectory import Step, Trajectory, clip
-from tfgrpo.errors import ConfigError, LLMError
-from tfgrpo.llm.types import ChatModel, Message
+from tfgrpo_common.errors import ConfigError, LLMError
+from tfgrpo_common.chat import ChatModel, Message
 
 ApplyPrior = Callable[[list[Message]], list[Message]]
 

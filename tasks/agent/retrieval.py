@@ -22,8 +22,8 @@ from typing import Any
 from tasks.agent.protocol import final_answer, system_prompt
 from tasks.agent.tools import Tool
 from tasks.base import Example, Reward
-from tfgrpo.errors import ConfigError
-from tfgrpo.prompts import render
+from tfgrpo_common.errors import ConfigError
+from tasks.agent.prompts import render
 
 CORPUS_DIR = Path(__file__).with_name("corpus")
 _TOKEN = re.compile(r"[a-z0-9]+")

@@ -15,7 +15,7 @@ from tasks.agent.react import ApplyPrior, run_agent
 from tasks.agent.tools import Tool, get_tool
 from tasks.agent.trajectory import Trajectory
 from tasks.base import Example, Reward
-from tfgrpo.llm.types import ChatModel
+from tfgrpo_common.chat import ChatModel
 
 BOXED_FORMAT = "the final answer inside \\boxed{}, e.g. Final Answer: \\boxed{42}"
 
@@ -25,9 +25,7 @@ class AgentTask:
 
     `answer_format` tells the model how to write its final answer; by default \\boxed{} when the base
     task's prompt asks for it. A base task with its own `tools` (e.g. `docsearch`) keeps them, its
-    messages and its `max_turns`. Implements the `Task` protocol plus `tools` and `rollout`."""
-
-    is_agent = True
+    messages and its `max_turns`. Implements the `ToolTask` protocol (a `Task` with `rollout`)."""
 
     def __init__(self, base: Any, tools: Sequence[Tool] | None = None, *, max_turns: int | None = None,
                  tool_timeout_s: float = 10.0, answer_format: str | None = None) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from tasks.agent.sandbox import SandboxResult, run_python
-from tfgrpo.errors import ConfigError
+from tfgrpo_common.errors import ConfigError
 
 _TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar("tool_timeout_s", default=None)
 _FENCE = re.compile(r"^\s*```[\w+-]*[ \t]*\n(.*?)\n?[ \t]*```\s*$", re.S)

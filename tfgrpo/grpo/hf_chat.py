@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tfgrpo.llm.types import CallLog, CallRecord, Completion, Message
+from tfgrpo_common.chat import CallLog, CallRecord, Completion, Message
 
 
 class HFChatModel:

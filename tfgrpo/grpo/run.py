@@ -42,7 +42,7 @@ def run_metrics(outcome: TrainOutcome) -> dict[str, Any]:
 
 
 def _open(db: Path | None):
-    from tfgrpo.prior_cli import open_store
+    from experience_store import open_store
 
     return open_store(db)
 

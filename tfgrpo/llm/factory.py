@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from tfgrpo.budget import Budget
-from tfgrpo.config import ModelConfig
+from tfgrpo.llm.budget import Budget
+from tfgrpo.llm.config import ModelConfig
 from tfgrpo.errors import ModelNotAvailableError
 from tfgrpo.llm.backends import LiteLLMBackend, OpenAICompatBackend
 from tfgrpo.llm.fetch import resolve_gguf
@@ -14,7 +14,7 @@ from tfgrpo.llm.gateway import Gateway
 from tfgrpo.llm.local import LocalServer
 from tfgrpo.llm.registry import LOCAL_MODELS, is_local
 from tfgrpo.llm.scripted import ScriptedBackend
-from tfgrpo.llm.types import CallLog
+from tfgrpo_common.chat import CallLog
 
 
 def check_model_name(model: str) -> None:

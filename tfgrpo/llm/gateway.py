@@ -11,12 +11,12 @@ from typing import Any, Awaitable, Callable
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from tfgrpo.budget import Budget
+from tfgrpo.llm.budget import Budget
 from tfgrpo.errors import BudgetExceeded, LLMError
 from tfgrpo.llm.backends import Backend, RawResponse
 from tfgrpo.llm.errors import classify, retry_wait
 from tfgrpo.llm.passthrough import PassthroughMixin
-from tfgrpo.llm.types import CallLog, CallRecord, Completion, Message
+from tfgrpo_common.chat import CallLog, CallRecord, Completion, Message
 
 
 class Gateway(PassthroughMixin):

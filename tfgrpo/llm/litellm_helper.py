@@ -23,7 +23,7 @@ def _local_api_base(model: str) -> str:
     if base:
         return base
     global _pool
-    from tfgrpo.config import ModelConfig
+    from tfgrpo.llm.config import ModelConfig
     from tfgrpo.llm.factory import ModelPool
 
     with _pool_lock:

@@ -16,7 +16,7 @@ from tfgrpo.errors import LLMError
 from tfgrpo.llm.backends import LiteLLMBackend, RawResponse, estimate_cost
 from tfgrpo.llm.errors import classify
 from tfgrpo.llm.openai_shapes import merge_responses, replay_as_chunks
-from tfgrpo.llm.types import CallRecord
+from tfgrpo_common.chat import CallRecord
 
 Body = dict[str, Any]
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from tfgrpo_common.paths import tfgrpo_home
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,6 @@ LOCAL_MODELS: dict[str, LocalModelSpec] = {
 
 def is_local(model: str) -> bool:
     return model == "local" or model.startswith("local:")
-
-
-def tfgrpo_home() -> Path:
-    return Path(os.environ.get("TFGRPO_HOME") or Path.home() / ".local" / "share" / "tfgrpo")
 
 
 def models_dir() -> Path:

@@ -1,0 +1,120 @@
+"""Gateway behaviour over real HTTP against a local fault-injecting server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tfgrpo.llm.budget import Budget, BudgetConfig
+from tfgrpo.errors import BudgetExceeded, LLMError
+from tfgrpo.llm.backends import OpenAICompatBackend
+from tfgrpo.llm.gateway import Gateway
+from tfgrpo.llm.scripted import ScriptedBackend
+from tfgrpo.llm.call_log import MemoryCallLog
+from tests.faultserver import FaultServer
+
+MSG = [{"role": "user", "content": "What is 2 + 2?"}]
+
+
+@pytest.fixture()
+def server():
+    with FaultServer() as srv:
+        yield srv
+
+
+def gateway(srv: FaultServer, **kw) -> tuple[Gateway, MemoryCallLog]:
+    log = MemoryCallLog()
+    kw.setdefault("backoff_max_s", 0.2)
+    return Gateway(OpenAICompatBackend("fake", srv.api_base), call_log=log, **kw), log
+
+
+def test_ok_usage_and_log(server):
+    gw, log = gateway(server)
+    [c] = asyncio.run(gw.chat(MSG, stage="rollout"))
+    assert c.text.endswith("\\boxed{4}.")
+    assert (c.prompt_tokens, c.completion_tokens, c.finish_reason) == (11, 7, "stop")
+    assert log.records[0].stage == "rollout" and log.records[0].request == MSG
+    assert log.records[0].response == c.text
+
+
+def test_429_with_retry_after_then_ok(server):
+    server.script(("status", 429, {"retry-after": "0.3"}))
+    gw, log = gateway(server, backoff_max_s=5)
+    start = time.perf_counter()
+    [c] = asyncio.run(gw.chat(MSG))
+    assert time.perf_counter() - start >= 0.28  # Retry-After honoured
+    assert log.records[0].attempts == 2 and c.text
+
+
+def test_500_retried_until_exhausted(server):
+    server.script(*[("status", 500)] * 5)
+    gw, log = gateway(server, max_attempts=3)
+    with pytest.raises(LLMError, match="gave up after 3 attempts"):
+        asyncio.run(gw.chat(MSG))
+    assert len(server.requests) == 3
+    assert log.records[0].error and log.records[0].attempts == 3
+
+
+def test_401_not_retried(server):
+    server.script(("status", 401), ("ok", "never"))
+    gw, _ = gateway(server)
+    with pytest.raises(LLMError, match="authentication"):
+        asyncio.run(gw.chat(MSG))
+    assert len(server.requests) == 1
+
+
+def test_context_overflow_message_has_fix(server):
+    server.script(("status", 400))
+    gw, _ = gateway(server)
+    with pytest.raises(LLMError, match="rejected"):
+        asyncio.run(gw.chat(MSG))
+    assert len(server.requests) == 1
+
+
+def test_slow_response_times_out_then_retries(server):
+    server.script(("sleep", 3.0), ("ok", "fast"))
+    gw, log = gateway(server, timeout_s=0.5)
+    [c] = asyncio.run(gw.chat(MSG))
+    assert c.text == "fast" and log.records[0].attempts == 2
+
+
+def test_truncation_visible(server):
+    server.script(("ok", "cut off", "length"))
+    gw, _ = gateway(server)
+    [c] = asyncio.run(gw.chat(MSG))
+    assert c.truncated
+
+
+def test_n_emulated_with_distinct_seeds(server):
+    gw, log = gateway(server)
+    comps = asyncio.run(gw.chat(MSG, n=3, seed=7))
+    assert len(comps) == 3 and len(server.requests) == 3
+    assert sorted(r["seed"] for r in server.requests) == [7, 8, 9]
+    assert all("n" not in r for r in server.requests)
+
+
+def test_concurrency_limit():
+    active = {"now": 0, "peak": 0}
+
+    class Slow(ScriptedBackend):
+        async def send(self, *a, **kw):
+            active["now"] += 1
+            active["peak"] = max(active["peak"], active["now"])
+            await asyncio.sleep(0.05)
+            active["now"] -= 1
+            return await super().send(*a, **kw)
+
+    gw = Gateway(Slow(), concurrency=3)
+    asyncio.run(gw.chat(MSG, n=10))
+    assert active["peak"] == 3
+
+
+def test_budget_stops_before_exceeding():
+    budget = Budget(BudgetConfig(max_calls=2))
+    gw = Gateway(ScriptedBackend(), budget=budget)
+    asyncio.run(gw.chat(MSG, n=2))
+    with pytest.raises(BudgetExceeded, match="--max-calls"):
+        asyncio.run(gw.chat(MSG))
+    assert budget.calls == 2

@@ -1,0 +1,64 @@
+"""Validation of learner outputs: nothing malformed, truncated or item-specific is ever accepted."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.learning import leaked_numbers
+from tfgrpo.loop.learner_parse import InvalidLearnerOutput, parse_ops, parse_proposals, specific_to
+
+
+def test_proposals_from_fenced_json_with_prose():
+    text = 'Sure!\n```json\n{"experiences": ["Check units before adding.", "Re-read the question."]}\n```'
+    assert parse_proposals(text, "stop", k=2, max_words=10) == ["Check units before adding.", "Re-read the question."]
+
+
+@pytest.mark.parametrize("text,finish,match", [
+    ('{"experiences": ["a b c"]}', "length", "truncated"),
+    ("no json here", "stop", "no JSON"),
+    ('{"experiences": "not a list"}', "stop", "wrong shape"),
+    ('{"experiences": [""]}', "stop", "empty"),
+    ('{"lessons": ["Check the units first."]}', "stop", "wrong shape"),
+    ('{"experiences": ["' + "word " * 40 + '"]}', "stop", "words > limit"),
+])
+def test_bad_proposals_rejected(text, finish, match):
+    with pytest.raises(InvalidLearnerOutput, match=match):
+        parse_proposals(text, finish, k=2, max_words=32)
+
+
+def test_item_specific_lessons_dropped():
+    q = "Tom buys 17 apples at $3 each and 245 pears. How much?"
+    assert specific_to("Multiply 17 by 3 first.", q)
+    assert not specific_to("Multiply the count by the unit price first.", q)
+    text = '{"experiences": ["Multiply 17 by 3.", "Multiply count by unit price."]}'
+    assert parse_proposals(text, "stop", k=2, max_words=10, question=q) == ["Multiply count by unit price."]
+    with pytest.raises(InvalidLearnerOutput, match="own numbers"):
+        parse_proposals('{"experiences": ["Add the 245 pears last."]}', "stop", k=2, max_words=10, question=q)
+
+
+def test_placeholder_and_fragment_lessons_dropped():
+    text = '{"experiences": ["lesson one", "Lesson two.", "Be careful.", "Convert every unit before adding."]}'
+    assert parse_proposals(text, "stop", k=4, max_words=10) == ["Convert every unit before adding."]
+    with pytest.raises(InvalidLearnerOutput, match="placeholder"):
+        parse_proposals('{"experiences": ["lesson one", "lesson two"]}', "stop", k=2, max_words=10)
+
+
+def test_ops_validated_all_or_nothing():
+    good = '{"ops": [{"op": "ADD", "text": "Check units.", "from": [1]}, {"op": "update", "id": 2, "text": "x y"}]}'
+    ops = parse_ops(good, "stop", live_ids={2}, n_proposals=1, max_words=8)
+    assert [o.op for o in ops] == ["ADD", "UPDATE"] and ops[0].from_ == [1]
+    for bad, match in [
+        ('{"ops": [{"op": "DELETE", "id": 9}]}', "unknown"),
+        ('{"ops": [{"op": "MERGE", "ids": [2]}]}', "MERGE"),
+        ('{"ops": [{"op": "ADD", "text": "a", "from": [5]}]}', "outside"),
+        ('{"ops": [{"op": "UPDATE", "id": 2, "text": "a"}, {"op": "DELETE", "id": 2}]}', "twice"),
+        ('{"ops": [{"op": "FROB"}]}', "wrong shape"),
+    ]:
+        with pytest.raises(InvalidLearnerOutput, match=match):
+            parse_ops(bad, "stop", live_ids={2}, n_proposals=1, max_words=8)
+
+
+def test_leak_check_finds_test_numbers():
+    tests = ["A shop sells 1,250 pens and 40 pencils."]
+    assert leaked_numbers(["Remember the 1,250 pens case."], tests) == ["Remember the 1,250 pens case."]
+    assert leaked_numbers(["Add all counts; check 40 is not double counted."], tests) == []

@@ -1,0 +1,163 @@
+"""The Training-Free GRPO loop on the scripted model (control flow) and on the embedded model (real path)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from experience_store import ExperienceStore, HashEmbedder
+from tfgrpo.llm.budget import BudgetConfig
+from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
+from tfgrpo.errors import ConfigError
+from tfgrpo.loop.run import train
+
+SCRIPTED = ModelConfig(model="scripted")
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(task="arith", library="lib", epochs=1, batch_size=2, group_size=2, limit=4,
+                rollout=SamplingConfig(max_tokens=64))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture()
+def store(tmp_db):
+    s = ExperienceStore(tmp_db, embedder=HashEmbedder())
+    yield s
+    s.close()
+
+
+def test_scripted_run_records_rollouts_ops_and_provenance(store, tmp_db):
+    res = train(cfg(), SCRIPTED, None, store=store, db=tmp_db)
+    assert res.status == "completed", res.error
+    run = store.get_run(res.run_id)
+    assert run["status"] == "completed" and run["steps"] == 2
+    rows = store.rollouts(res.run_id)
+    assert len(rows) == 8 and {r.step for r in rows} == {0, 1}
+    exps = store.experiences("lib")
+    assert exps, "the scripted learner proposes an ADD; it must land"
+    [first] = [h for h in store.history("lib", exps[0].id) if h.outcome == "applied"][:1]
+    assert first.provenance.run_id == res.run_id and first.provenance.step == 0
+    assert set(first.provenance.rollout_ids) <= {r.id for r in rows} and first.provenance.rollout_ids
+    calls = store.calls(run_id=res.run_id)
+    stages = {c["stage"] if isinstance(c, dict) else c.stage for c in calls}
+    assert {"rollout", "summarize", "extract", "consolidate"} <= stages
+
+
+def test_group_of_one_refused_with_fix():
+    with pytest.raises(Exception, match="group size must be >= 2"):
+        cfg(group_size=1)
+    assert cfg(group_size=1, allow_group_of_one=True).group_size == 1
+
+
+def test_budget_stops_cleanly_and_resume_finishes(store, tmp_db):
+    res = train(cfg(budget=BudgetConfig(max_calls=5)), SCRIPTED, None, store=store, db=tmp_db)
+    assert res.status == "stopped_budget" and "--max-calls" in res.error
+    assert store.get_run(res.run_id)["llm_calls"] <= 5
+    v_before = store.current_version("lib")
+    res2 = train(cfg(budget=BudgetConfig(max_calls=1000)), SCRIPTED, None, store=store, db=tmp_db, resume=True)
+    assert res2.run_id == res.run_id and res2.status == "completed"
+    assert len(store.rollouts(res.run_id)) == 8
+    assert store.current_version("lib") >= v_before
+
+
+def _responder_factory(consolidate_reply):
+    from tfgrpo.llm.scripted import default_responder
+
+    def responder(stage, messages, index):
+        if stage == "consolidate":
+            return consolidate_reply
+        return default_responder(stage, messages, index)
+
+    return responder
+
+
+@pytest.mark.parametrize("reply", ["not json at all", ('{"ops": [{"op": "ADD", "text": "cut', "length"),
+                                   '{"ops": [{"op": "DELETE", "id": 999}]}', '{"wrong": 1}'])
+def test_malformed_learner_output_never_applied(store, tmp_db, monkeypatch, reply):
+    from tfgrpo.llm import factory
+    from tfgrpo.llm.scripted import ScriptedBackend
+
+    monkeypatch.setattr(factory, "ScriptedBackend", lambda: ScriptedBackend(_responder_factory(reply)))
+    res = train(cfg(fallback_add=False, limit=2), SCRIPTED, None, store=store, db=tmp_db)
+    assert res.status == "completed"
+    assert store.experiences("lib") == [] and store.current_version("lib") == 0
+    rej = store.rejections(res.run_id)
+    assert rej and all(r["stage"] == "consolidate" for r in rej)
+    assert len(rej) == cfg().learner_retries + 1
+
+
+def test_dry_run_estimates_without_calls():
+    from tfgrpo.loop.run import estimate
+
+    est = estimate(cfg(epochs=2), SCRIPTED)
+    assert est["calls"]["rollout"] == 2 * 4 * 2 and est["steps"] == 4 and est["usd"] == 0.0
+
+
+def test_cli_train_and_runs_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from tfgrpo.cli import app
+
+    db = tmp_path / "cli.duckdb"
+    r = CliRunner().invoke(app, ["train", "--task", "arith", "--model", "scripted", "--epochs", "1",
+                                 "--batch-size", "2", "--group-size", "2", "--limit", "4", "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["runs", "--json", "--db", str(db)])
+    assert r.exit_code == 0, r.output
+    runs = json.loads(r.stdout)
+    assert runs[0]["status"] == "completed" and runs[0]["rollouts"] == 8
+
+
+def test_cli_bad_config_is_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from tfgrpo.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--task", "arith", "--model", "scripted", "--group-size", "1",
+                                 "--db", str(tmp_path / "x.duckdb")])
+    assert r.exit_code == 2 and "group size must be >= 2" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.real
+def test_real_embedded_model_one_step(smollm2_server, store, tmp_db):
+    """Policy = real SmolLM2 over HTTP; learner scripted so ops are certain; provenance points at real rollouts."""
+    c = cfg(limit=2, rollout=SamplingConfig(max_tokens=48))
+    res = train(c, ModelConfig(model="local:smollm2"), SCRIPTED, store=store, db=tmp_db)
+    assert res.status == "completed", res.error
+    rows = store.rollouts(res.run_id)
+    assert len(rows) == 4 and all(r.completion or r.error for r in rows)
+    assert sum(r.completion_tokens for r in rows) > 0
+    exps = store.experiences("lib")
+    assert exps
+    prov = [h.provenance for h in store.history("lib") if h.outcome == "applied"][0]
+    assert set(prov.rollout_ids) <= {r.id for r in rows}
+
+
+def test_agent_mode_training_stores_trajectories(store, tmp_db, monkeypatch):
+    """`--agent react`: rollouts are tool-using trajectories (scripted model), stored with each rollout,
+    and the learner's summaries read them."""
+    from tfgrpo.config import TaskOptions
+    from tfgrpo.llm import factory
+    from tfgrpo.llm.scripted import ScriptedBackend, default_responder
+
+    def responder(stage, messages, index):
+        if stage == "rollout" and not any(m["role"] == "user" and "Observation" in str(m["content"])
+                                          for m in messages[1:]):
+            return "Thought: compute it.\nAction: python\nAction Input:\n```python\nprint(6 * 7)\n```"
+        return default_responder(stage, messages, index)
+
+    monkeypatch.setattr(factory, "ScriptedBackend", lambda: ScriptedBackend(responder))
+    res = train(cfg(limit=2, task_options=TaskOptions(agent="react", max_turns=3)), SCRIPTED, None,
+                store=store, db=tmp_db)
+    assert res.status == "completed", res.error
+    rows = store.rollouts(res.run_id)
+    assert len(rows) == 4
+    for r in rows:
+        traj = r.extra["trajectory"]
+        assert r.extra["tool_calls"] >= 1 and traj["steps"][0]["tool"] == "python"
+        assert "42" in traj["steps"][0]["observation"]
+    summaries = [c for c in store.calls(run_id=res.run_id) if c["stage"] == "summarize"]
+    assert summaries and "python" in summaries[0]["request"][0]["content"]

@@ -1,0 +1,5 @@
+"""`python -m tfgrpo.cli ...` runs the command line."""
+
+from tfgrpo.cli import main
+
+main()

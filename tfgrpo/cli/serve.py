@@ -1,0 +1,77 @@
+"""`tfgrpo serve`: run the OpenAI-compatible proxy that injects a learned library's prior."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tfgrpo.cli import options as o
+from tfgrpo.cli.common import console, guard, validated
+from tfgrpo.config import ModelConfig
+from tfgrpo.serve.config import API_KEY_ENV, ProxyConfig, check_bind
+
+
+def build_config(**kw) -> ProxyConfig:
+    return validated(ProxyConfig, flag_style=True, **kw)
+
+
+def _banner(rt) -> str:
+    cfg = rt.cfg
+    if cfg.library is None:
+        lib = "no prior by default"
+    else:
+        version = rt.store.resolve_version(cfg.library, cfg.version)
+        count = len(rt.store.experiences(cfg.library, version))
+        lib = f"library {cfg.library} v{version} ({count} experiences, mode {cfg.mode}"
+        lib += f", k {cfg.k})" if cfg.mode == "topk" else f", cap {cfg.token_cap} tokens)"
+    auth = "Bearer key required" if cfg.api_key else "no key (loopback only)"
+    return (f"tfgrpo proxy on [bold]{rt.base_url}[/] -> {rt.model_cfg.model}; {lib}; {auth}. "
+            "Point any OpenAI client at that base URL. Ctrl-C stops.")
+
+
+@guard
+def cmd(
+    library: str = typer.Option(..., "--library", "-l", help="Library to inject by default, or `none`."),
+    version: Optional[int] = typer.Option(None, "--version", min=0, max=o.MAX_COUNT, help="Library version (default: latest)."),
+    mode: str = typer.Option("all", "--mode", help="all: every live experience up to the cap; topk: the k "
+                                                   "nearest to the last user message."),
+    k: int = typer.Option(8, "--k", min=1, max=o.MAX_COUNT, help="Experiences per call in topk mode."),
+    token_cap: int = typer.Option(1024, "--token-cap", min=1, max=o.MAX_COUNT, help="Max tokens the experience block adds."),
+    placement: str = typer.Option("system", "--placement", help="system (cache-friendly) or user."),
+    model: str = typer.Option("local", "--model", "-m", help="Upstream: local | local:qwen0.5b | local:smollm2 "
+                                                             "| a litellm name (openai/gpt-4.1-mini ...)."),
+    api_base: Optional[str] = typer.Option(None, "--api-base", help="Upstream OpenAI-compatible base URL."),
+    upstream_key: Optional[str] = typer.Option(None, "--upstream-api-key", envvar="TFGRPO_UPSTREAM_API_KEY",
+                                               help="Key for the upstream (default: the provider's env var)."),
+    gguf: Optional[str] = typer.Option(None, "--gguf", help="Serve this GGUF with the embedded server."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (non-loopback needs --api-key)."),
+    port: int = typer.Option(8400, "--port", min=0, max=65535),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar=API_KEY_ENV, show_envvar=True,
+                                          help="Require `Authorization: Bearer KEY` from clients."),
+    max_body_mb: float = typer.Option(4.0, "--max-body-mb", min=0.001, max=4096.0, help="Larger request bodies get 413."),
+    allow_override: bool = typer.Option(True, "--allow-override/--no-allow-override",
+                                        help="Let X-TFGRPO-* request headers pick the library/version or "
+                                             "turn the prior off."),
+    served_name: Optional[str] = typer.Option(None, "--served-model-name", help="Id in /v1/models "
+                                                                                "(default: --model)."),
+    timeout: float = typer.Option(300.0, "--timeout", min=1.0, max=86400.0, help="Per-call upstream timeout (s)."),
+    max_attempts: int = typer.Option(2, "--max-attempts", min=1, max=o.MAX_COUNT, help="Attempts per call on transient faults."),
+    db: Optional[Path] = typer.Option(None, "--db", help="Store file (default $TFGRPO_HOME/tfgrpo.duckdb)."),
+) -> None:
+    """OpenAI-compatible proxy that injects the learned prior (POST /v1/chat/completions, GET /v1/models,
+    GET /health). Every forwarded call goes to the call log with the injected experience ids."""
+    check_bind(host, api_key)  # before anything starts
+    cfg = build_config(
+        library=None if library.lower() == "none" else library, version=version, mode=mode, k=k,
+        token_cap=token_cap, placement=placement, host=host, port=port, api_key=api_key,
+        max_body_bytes=int(max_body_mb * 1024 * 1024), allow_override=allow_override,
+        served_model=served_name or model)
+    model_cfg = ModelConfig(model=model, api_base=api_base, api_key=upstream_key, gguf=gguf, timeout_s=timeout,
+                            max_attempts=max_attempts)
+    from tfgrpo.serve.server import ProxyRuntime
+
+    with ProxyRuntime(cfg, model_cfg, db=db, progress=lambda s: console.print(f"[dim]{s}[/]")) as rt:
+        rt.serve(on_ready=lambda r: console.print(_banner(r), highlight=False))
+    console.print("proxy stopped; calls are in the log (`tfgrpo logs`)")

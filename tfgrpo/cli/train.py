@@ -1,0 +1,121 @@
+"""`tfgrpo train`: learn an experience library with Training-Free GRPO."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from experience_store import default_db_path, open_store
+from tfgrpo.cli import options as o
+from tfgrpo.cli.common import console, data_dir_option, guard, out, validated
+from tfgrpo.cli.eval import task_options
+from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
+from tfgrpo.errors import ConfigError
+from tfgrpo.llm.budget import BudgetConfig
+from tfgrpo.llm.factory import check_model_name
+
+
+def build_config(**kw) -> TrainConfig:
+    return validated(TrainConfig, **kw)
+
+
+def summary_table(store, run_id: str) -> Table:
+    """End-of-run table: per epoch rollouts and mean reward, ops, tokens, USD, wall time."""
+    run = store.get_run(run_id)
+    rows = store.rollouts(run_id)
+    table = Table(title=f"run {run_id} — {run['status']}")
+    for col in ("epoch", "rollouts", "mean reward"):
+        table.add_column(col)
+    for epoch in sorted({r.epoch for r in rows}):
+        rs = [r.reward for r in rows if r.epoch == epoch]
+        table.add_row(str(epoch + 1), str(len(rs)), f"{sum(rs) / len(rs):.3f}")
+    hist = [h for h in store.history(run["library"]) if h.provenance.run_id == run_id]
+    applied = sum(1 for h in hist if h.outcome == "applied")
+    out.print(table)
+    out.print(f"steps {run.get('steps')}  ops applied {applied}, rejected {len(hist) - applied}  "
+              f"learner outputs rejected {len(store.rejections(run_id))}  llm calls {run.get('llm_calls')}  "
+              f"tokens {run.get('tokens')}  USD {float(run.get('cost_usd') or 0):.4f}  "
+              f"wall {float((run.get('metrics') or {}).get('wall_s') or 0):.1f}s")
+    return table
+
+
+@guard
+def train_cmd(
+    task: o.Task,
+    model: Annotated[str, typer.Option("--model", "-m", help="Policy model: local | local:qwen0.5b | "
+                                                             "local:smollm2 | a litellm name.")] = "local",
+    library: Annotated[str, typer.Option("--library", "-l", help="Library to learn into.")] = "default",
+    epochs: o.Epochs = 3,
+    batch_size: o.BatchSize = 4,
+    group_size: o.GroupSize = 5,
+    limit: o.Limit = None,
+    learner_model: Annotated[Optional[str], typer.Option("--learner-model", help="Learner model (default: "
+                                                                                  "--model).")] = None,
+    seed: o.Seed = 0,
+    temperature: o.Temperature = 0.7,
+    max_tokens: o.MaxTokens = 512,
+    budget_usd: o.BudgetUsd = None,
+    max_calls: o.MaxCalls = None,
+    max_total_tokens: o.MaxTokensTotal = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print estimated calls/tokens/USD and exit.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the latest unfinished run of the "
+                                                          "library.")] = False,
+    no_ground_truth: Annotated[bool, typer.Option("--no-ground-truth", help="Majority-vote rewards; no gold "
+                                                                            "labels.")] = False,
+    allow_group_of_one: Annotated[bool, typer.Option("--allow-group-of-one", help="Allow G=1 (an "
+                                                                                  "ablation).")] = False,
+    no_all_wrong: Annotated[bool, typer.Option("--no-all-wrong", help="Skip all-wrong groups.")] = False,
+    agent: o.Agent = None,
+    max_turns: o.MaxTurns = 5,
+    data_file: o.DataFile = None,
+    reward: o.Reward = None,
+    api_base: o.ApiBase = None,
+    gguf: o.Gguf = None,
+    data_dir: o.DataDir = None,
+    db: o.Db = None,
+) -> None:
+    """Learn an experience library (Training-Free GRPO)."""
+    data_dir_option(data_dir)
+    check_model_name(model)
+    cfg = build_config(
+        task=task, library=library, epochs=epochs, batch_size=batch_size, group_size=group_size, limit=limit,
+        seed=seed, rollout=SamplingConfig(temperature=temperature, max_tokens=max_tokens),
+        budget=_budget(budget_usd, max_calls, max_total_tokens), ground_truth=not no_ground_truth,
+        allow_group_of_one=allow_group_of_one, learn_all_wrong=not no_all_wrong,
+        task_options=task_options(agent, max_turns, data_file, reward))
+    policy = ModelConfig(model=model, api_base=api_base, gguf=gguf)
+    learner = ModelConfig(model=learner_model, api_base=api_base) if learner_model else None
+    _run(cfg, policy, learner, db=db, resume=resume, dry_run=dry_run)
+
+
+def _run(cfg: TrainConfig, policy: ModelConfig, learner: ModelConfig | None, *, db: Path | None, resume: bool,
+         dry_run: bool) -> None:
+    from tfgrpo.loop.run import estimate, train
+
+    if dry_run:
+        out.print_json(json.dumps(estimate(cfg, policy)))
+        return
+    db_path = Path(db) if db else default_db_path()
+    store = open_store(db_path)
+    try:
+        res = train(cfg, policy, learner, store=store, db=db_path, resume=resume,
+                    on_stage=lambda st, step, msg: console.print(f"[cyan]step {step + 1}[/] [bold]{st}[/] {msg}"),
+                    progress=lambda s: console.print(f"[dim]{s}[/]"))
+        summary_table(store, res.run_id)
+    finally:
+        store.close()
+    if res.status != "completed":
+        console.print(f"[yellow]run {res.run_id} {res.status}: {res.error}[/]")
+        raise typer.Exit(3 if res.status == "stopped_budget" else 1)
+
+
+def _budget(usd, calls, tokens) -> BudgetConfig:
+    try:
+        return BudgetConfig(max_usd=usd, max_calls=calls, max_tokens=tokens)
+    except ValidationError:
+        raise ConfigError("budgets must be >= 0 (omit the option for no cap)") from None

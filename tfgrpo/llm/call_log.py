@@ -1,0 +1,122 @@
+"""Call logs: where the gateway's `CallRecord`s go. In memory (tests, short scripts), buffered into
+batches (training: one store transaction per batch), or handed to a background writer thread (the proxy:
+a reply never waits for the database)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+from tfgrpo_common.chat import CallLog, CallRecord
+
+
+class MemoryCallLog:
+    """Keeps call records in a list (tests, short scripts)."""
+
+    def __init__(self) -> None:
+        self.records: list[CallRecord] = []
+        self._lock = threading.Lock()
+
+    def record(self, rec: CallRecord) -> None:
+        with self._lock:
+            self.records.append(rec)
+
+
+class BufferedCallLog:
+    """Collects records and writes them in batches (`record_many` when the sink has it): one store
+    transaction per batch instead of one per call. Call `flush()` before anything that must see them."""
+
+    def __init__(self, sink: CallLog, max_buffer: int = 64) -> None:
+        self.sink = sink
+        self.max_buffer = max_buffer
+        self._buf: list[CallRecord] = []
+        self._lock = threading.Lock()
+
+    def record(self, rec: CallRecord) -> None:
+        with self._lock:
+            self._buf.append(rec)
+            full = len(self._buf) >= self.max_buffer
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            recs, self._buf = self._buf, []
+        if not recs:
+            return
+        many = getattr(self.sink, "record_many", None)
+        if many is not None:
+            many(recs)
+        else:
+            for rec in recs:
+                self.sink.record(rec)
+
+
+_STOP = object()
+
+
+class BackgroundCallLog:
+    """A `CallLog` that hands records to one worker thread writing them to `sink` (the store), so a
+    reply never waits for the database. When the sink has `record_many(records)` (one statement for
+    a batch), records arriving within `linger_s` of each other are written together."""
+
+    def __init__(self, sink, *, linger_s: float = 0.05, max_batch: int = 256) -> None:
+        self.sink = sink
+        self.linger_s, self.max_batch = linger_s, max_batch
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="tfgrpo-call-log", daemon=True)
+        self._thread.start()
+
+    def record(self, rec: CallRecord) -> None:
+        self._queue.put(rec)
+
+    def _batch(self) -> list:
+        batch = [self._queue.get()]
+        many = getattr(self.sink, "record_many", None) is not None
+        deadline = time.monotonic() + (self.linger_s if many else 0.0)
+        while batch[-1] is not _STOP and len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())) if many
+                             else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write(self, records: list[CallRecord]) -> None:
+        try:
+            if len(records) > 1 and getattr(self.sink, "record_many", None) is not None:
+                self.sink.record_many(records)
+            else:
+                for rec in records:
+                    self.sink.record(rec)
+        except Exception:  # the CallLog contract: never raise; the store logs its own failures
+            pass
+
+    def _run(self) -> None:
+        while True:
+            batch = self._batch()
+            records = [r for r in batch if r is not _STOP]
+            try:
+                if records:
+                    self._write(records)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+            if len(records) < len(batch):
+                return
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record handed in so far is written; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the worker."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)

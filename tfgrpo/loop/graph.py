@@ -1,0 +1,69 @@
+"""One Training-Free GRPO step as a LangGraph StateGraph, one node per stage, looping until the last
+epoch. Checkpointed after every node (thread id = run id), so a killed run resumes where it stopped."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from tfgrpo.loop.stages import StepContext
+
+
+class StepState(TypedDict, total=False):
+    epoch: int
+    cursor: int
+    step: int
+    batch: list[str]
+    version: int
+    rollouts: dict[str, list[dict[str, Any]]]
+    selected: dict[str, str]
+    summaries: dict[str, str]
+    proposals: list[dict[str, Any]]
+    ops: list[dict[str, Any]]
+    consolidation: dict[str, Any]
+    done: bool
+
+
+def epoch_order(ids: list[str], seed: int, epoch: int) -> list[str]:
+    """The run's question order for one epoch: shuffled with the seed, different each epoch."""
+    order = list(ids)
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return order
+
+
+def build_graph(ctx: StepContext):
+    g = StateGraph(StepState)
+
+    def sample(state: StepState) -> dict:
+        order = epoch_order(list(ctx.examples), ctx.cfg.seed, state["epoch"])
+        batch = order[state["cursor"]: state["cursor"] + ctx.cfg.batch_size]
+        ctx.stage("sample", state["step"], f"epoch {state['epoch'] + 1}, {len(batch)} questions")
+        return {"batch": batch, "version": ctx.store.current_version(ctx.cfg.library), "rollouts": {},
+                "selected": {}, "summaries": {}, "proposals": [], "ops": [], "consolidation": {}}
+
+    def advance(state: StepState) -> dict:
+        cursor, epoch = state["cursor"] + ctx.cfg.batch_size, state["epoch"]
+        if cursor >= len(ctx.examples):
+            cursor, epoch = 0, epoch + 1
+        return {"cursor": cursor, "epoch": epoch, "step": state["step"] + 1, "done": epoch >= ctx.cfg.epochs,
+                "rollouts": {}, "summaries": {}, "proposals": [], "ops": []}
+
+    async def apply_and_advance(state: StepState) -> dict:
+        await ctx.apply(state)
+        return advance(state)
+
+    g.add_node("sample", sample)
+    g.add_node("rollouts", ctx.rollouts)
+    g.add_node("select", ctx.select)
+    g.add_node("summarize", ctx.summarize)
+    g.add_node("extract", ctx.extract)
+    g.add_node("consolidate", ctx.consolidate)
+    g.add_node("apply", apply_and_advance)
+    g.add_edge(START, "sample")
+    for a, b in (("sample", "rollouts"), ("rollouts", "select"), ("select", "summarize"),
+                 ("summarize", "extract"), ("extract", "consolidate"), ("consolidate", "apply")):
+        g.add_edge(a, b)
+    g.add_conditional_edges("apply", lambda s: END if s.get("done") else "sample", ["sample", END])
+    return g

@@ -1,0 +1,154 @@
+"""Run the Training-Free GRPO loop: create or resume a run, wire models, store, checkpoints and budget,
+drive the step graph, and record the final status (completed / stopped_budget / failed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tasks.registry import load_task
+from tfgrpo.llm.budget import Budget
+from tfgrpo.config import ModelConfig, TrainConfig
+from tfgrpo.errors import BudgetExceeded, ConfigError, StoreError
+from tfgrpo.loop.graph import build_graph
+from tfgrpo.llm.factory import ModelPool
+from tfgrpo.llm.call_log import BufferedCallLog
+from tfgrpo.loop.memo import Memo
+from tfgrpo.loop.stages import StepContext
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    status: str
+    wall_s: float
+    error: str | None = None
+
+
+def load_examples(cfg: TrainConfig):
+    o = cfg.task_options
+    task = load_task(cfg.task, agent=o.agent, data_file=o.data_file, reward=o.reward, max_turns=o.max_turns)
+    examples = task.examples(cfg.split)
+    if cfg.limit:
+        examples = examples[: cfg.limit]
+    if not examples:
+        raise ConfigError(f"task {cfg.task} has no {cfg.split!r} items; choose another --split or task")
+    return task, {ex.id: ex for ex in examples}
+
+
+def side_paths(db: Path) -> tuple[Path, Path]:
+    return db.with_name(db.name + ".checkpoints.sqlite"), db.with_name(db.name + ".memo.sqlite")
+
+
+def start_or_resume(store, cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig,
+                    resume: bool) -> tuple[str, TrainConfig, ModelConfig, ModelConfig]:
+    """Return (run_id, cfg, policy model, learner model); on resume everything comes from the stored run."""
+    store.ensure_library(cfg.library)
+    if not resume:
+        config = {"train": cfg.model_dump(mode="json"), "policy": model_cfg.model_dump(mode="json"),
+                  "learner": learner_cfg.model_dump(mode="json")}
+        return store.create_run(cfg.library, "train", config, model_cfg.model), cfg, model_cfg, learner_cfg
+    run = store.latest_unfinished_run(cfg.library, "train")
+    if run is None:
+        raise StoreError(f"library {cfg.library!r} has no unfinished training run to resume; "
+                         "start one without --resume")
+    conf = run["config"]
+    train_cfg = TrainConfig.model_validate(conf["train"])
+    if cfg.budget != TrainConfig(task=cfg.task).budget:  # a new budget given on resume replaces the old
+        train_cfg = train_cfg.model_copy(update={"budget": cfg.budget})
+    return (run["id"], train_cfg, ModelConfig.model_validate(conf["policy"]),
+            ModelConfig.model_validate(conf["learner"]))
+
+
+def run_budget(store, run_id: str, cfg: TrainConfig) -> Budget:
+    run = store.get_run(run_id)
+    return Budget(cfg.budget, usd=float(run.get("cost_usd") or 0.0), calls=int(run.get("llm_calls") or 0),
+                  tokens=int(run.get("tokens") or 0))
+
+
+async def _drive(ctx: StepContext, ckpt: Path) -> None:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(str(ckpt)) as saver:
+        graph = build_graph(ctx).compile(checkpointer=saver)
+        config = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": 1_000_000}
+        try:
+            snap = await graph.aget_state(config)
+            if snap.next:
+                await graph.ainvoke(None, config)
+            elif not snap.values:
+                await graph.ainvoke({"epoch": 0, "cursor": 0, "step": 0, "done": False}, config)
+        finally:  # close HTTP clients inside their event loop
+            for model in {id(ctx.policy): ctx.policy, id(ctx.learner): ctx.learner}.values():
+                if hasattr(model, "aclose"):
+                    await model.aclose()
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | None, *, store, db: Path,
+          resume: bool = False, on_stage: Callable[[str, int, str], None] = lambda *a: None,
+          progress: Callable[[str], None] = lambda s: None, pool: ModelPool | None = None) -> TrainResult:
+    """Run (or resume) training. `pool`: share embedded servers with the caller (left open); by default the
+    servers started here are stopped when training ends."""
+    learner_cfg = learner_cfg or model_cfg
+    run_id, cfg, model_cfg, learner_cfg = start_or_resume(store, cfg, model_cfg, learner_cfg, resume)
+    task, examples = load_examples(cfg)
+    store.update_run(run_id, status="running")
+    ckpt, memo_path = side_paths(db)
+    memo = Memo(memo_path)
+    budget = run_budget(store, run_id, cfg)
+    start = time.perf_counter()
+    status, error = "completed", None
+    call_log = BufferedCallLog(store)
+    own_pool = pool is None
+    pool = pool or ModelPool(progress=progress)
+    try:
+        policy = pool.gateway(model_cfg, call_log=call_log, budget=budget, run_id=run_id)
+        learner = policy if learner_cfg == model_cfg else pool.gateway(learner_cfg, call_log=call_log,
+                                                                          budget=budget, run_id=run_id)
+        ctx = StepContext(cfg, task, examples, policy, learner, store, memo, run_id, on_stage=on_stage,
+                          call_log=call_log)
+        try:
+            asyncio.run(_drive(ctx, ckpt))
+        except BudgetExceeded as exc:
+            status, error = "stopped_budget", str(exc)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            status, error = "interrupted", "interrupted by the user; continue with --resume"
+        except Exception as exc:  # a system-wide fault: recorded, then shown
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            call_log.flush()
+            memo.close()
+    finally:
+        if own_pool:
+            pool.close()
+    wall = time.perf_counter() - start
+    metrics = dict(store.get_run(run_id).get("metrics") or {})
+    metrics["wall_s"] = float(metrics.get("wall_s", 0.0)) + wall
+    fields = {"finished_at": time.time()} if status == "completed" else {}
+    store.update_run(run_id, status=status, error=error, metrics=metrics, **fields)
+    return TrainResult(run_id, status, wall, error)
+
+
+def estimate(cfg: TrainConfig, model_cfg: ModelConfig) -> dict[str, Any]:
+    """`--dry-run`: upper bounds on calls, tokens and USD for the config, without any call."""
+    from tfgrpo.llm.backends import estimate_cost
+
+    task, examples = load_examples(cfg)
+    n = len(examples)
+    steps = cfg.epochs * -(-n // cfg.batch_size)
+    rollouts = cfg.epochs * n * cfg.group_size
+    q_tokens = sum(len(" ".join(m["content"] for m in task.messages(ex)).split()) for ex in examples.values()) * 1.4 / n
+    prompt = q_tokens + (cfg.prior_token_cap or 0)
+    calls = {"rollout": rollouts, "summarize": rollouts, "extract": cfg.epochs * n, "consolidate": steps}
+    tokens = {"rollout": rollouts * (prompt + cfg.rollout.max_tokens),
+              "summarize": rollouts * (q_tokens + cfg.rollout.max_tokens + 300),
+              "extract": cfg.epochs * n * (cfg.group_size * 200 + 600),
+              "consolidate": steps * (cfg.learner_max_tokens + 1200)}
+    total_tokens = int(sum(tokens.values()))
+    usd = 0.0 if model_cfg.model.startswith(("local", "scripted")) else estimate_cost(
+        model_cfg.model, int(total_tokens * 0.6), int(total_tokens * 0.4))
+    return {"questions": n, "steps": steps, "calls": calls, "total_calls": sum(calls.values()),
+            "tokens": {k: int(v) for k, v in tokens.items()}, "total_tokens": total_tokens, "usd": usd}
