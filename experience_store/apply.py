@@ -118,16 +118,17 @@ class BatchPlanner:
         self._precompute(ops)
         return [handlers[op.kind](Step(op=op, seq=n, kind=op.kind)) for n, op in enumerate(ops)]
 
-    def nearest(self, vector: np.ndarray, seq: int | None = None, skip: int | None = None) -> tuple[int, float] | None:
+    def nearest(self, vector: np.ndarray, seq: int | None = None, skip: frozenset[int] | set[int] = frozenset()
+                ) -> tuple[int, float] | None:
         """Most similar live experience as the batch has left the library so far (other than `skip`)."""
-        hidden = self.gone | set(self.pending) | ({skip} if skip is not None else set())
+        hidden = self.gone | set(self.pending) | set(skip)
         if seq in self.candidates:
             hits = [h for h in self.candidates[seq] if h[0] not in hidden][:1]
         else:
             hits = self.index.search(vector, 1, exclude=hidden)
         best = hits[0] if hits else None
         for exp_id, vec in self.pending.items():
-            if exp_id in self.gone or exp_id == skip:
+            if exp_id in self.gone or exp_id in skip:
                 continue
             sim = float(np.dot(vec, vector))
             if best is None or sim > best[1]:
@@ -167,7 +168,7 @@ class BatchPlanner:
             step.outcome, step.note = "noop", "text unchanged"
             return step
         step.vector = self.vectors[step.seq]
-        near = self.nearest(step.vector, skip=exp_id) if self.dedup else None
+        near = self.nearest(step.vector, skip={exp_id}) if self.dedup else None
         if near is not None and near[1] >= self.threshold:  # the rewrite would duplicate another experience
             step.duplicate_of, step.similarity = near[0], round(near[1], 6)
             step.outcome = "rejected"
@@ -191,6 +192,13 @@ class BatchPlanner:
         step.before = "\n".join(self.text(i) for i in ids)
         step.after = clean_text(step.op.text)
         step.vector = self.vectors[step.seq]
+        near = self.nearest(step.vector, skip=set(ids)) if self.dedup else None
+        if near is not None and near[1] >= self.threshold:  # the merged text repeats a lesson kept apart
+            step.duplicate_of, step.similarity = near[0], round(near[1], 6)
+            step.outcome = "rejected"
+            step.note = (f"the merged text duplicates {near[0]} (cosine {near[1]:.3f} >= {self.threshold}), "
+                         f"which the merge leaves out; merge {near[0]} too, or keep the texts apart")
+            return step
         self.pending[ids[0]] = step.vector
         self.texts[ids[0]] = step.after
         self.gone.update(ids[1:])

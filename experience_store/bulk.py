@@ -118,7 +118,8 @@ def _write_bulk(store, library, texts, vecs, params, reason, prov) -> None:
             live = con.execute(
                 "SELECT count(*) FROM experiences WHERE library = ? AND status = 'live'", [library]
             ).fetchone()[0]
-            con.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            con.execute("INSERT INTO versions (library, version, created_at, n_ops, n_live, run_id, step)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
                         [library, params["v"], params["now"], n, live, prov.run_id, prov.step])
             con.execute("UPDATE libraries SET current_version = ?, next_exp_id = ? WHERE name = ?",
                         [params["v"], params["start"] + n, library])

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tfgrpo_common.errors import StoreError
 
-from .models import MAX_TEXT_CHARS, ApplyResult, Op, OpKind, Provenance
+from .models import MAX_TEXT_CHARS, ApplyResult, ExperienceKind, Op, OpKind, Provenance
 from .store import ExperienceStore
 
 FORMATS = ("jsonl", "json", "md")
@@ -26,7 +26,7 @@ _MAX_LISTED = 20
 
 class ImportRow(BaseModel):
     """One experience in an import file. Only `text` is required; the other fields are what
-    `export` writes and are accepted (and ignored except `reason`) so an export re-imports as is."""
+    `export` writes and are accepted (used: `reason`, `kind`, `prior`) so an export re-imports as is."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -44,6 +44,9 @@ class ImportRow(BaseModel):
     times_won: int | None = None
     support: int | None = None
     merged_into: int | None = None
+    kind: ExperienceKind = "lesson"
+    gate_delta: float | None = None
+    prior: dict[str, Any] | None = None  # the prior settings the exported version was meant to be used with
 
 
 def _row_problem(obj: Any, max_chars: int) -> tuple[ImportRow | None, str | None]:
@@ -158,17 +161,20 @@ def import_file(
         Op(
             kind=OpKind.ADD, text=row.text.strip(),
             reason=row.reason or f"imported from {path.name} {where}" + (f" (id {row.id} there)" if row.id else ""),
-            provenance=Provenance(run_id=run_id, group_id=f"import:{path.name}"),
+            provenance=Provenance(run_id=run_id, group_id=f"import:{path.name}"), exp_kind=row.kind,
         )
         for where, row in rows
     ]
-    return store.apply(library, ops, dedup=dedup, merge_duplicates=merge_duplicates)
+    prior = next((row.prior for _, row in rows if row.prior), None)
+    return store.apply(library, ops, dedup=dedup, merge_duplicates=merge_duplicates, prior=prior)
 
 
 def export_rows(store: ExperienceStore, library: str, version: int | None = None) -> list[dict[str, Any]]:
     """Live experiences at `version` as JSON-ready dicts (each with the exported `version`)."""
     version = store.current_version(library) if version is None else version
-    return [{**e.model_dump(mode="json"), "version": version} for e in store.experiences(library, version)]
+    prior = store.prior_settings(library, version)
+    extra = {"version": version, **({"prior": prior} if prior else {})}
+    return [{**e.model_dump(mode="json"), **extra} for e in store.experiences(library, version)]
 
 
 def render_markdown(library: str, version: int, rows: list[dict[str, Any]]) -> str:

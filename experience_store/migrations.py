@@ -166,6 +166,29 @@ CREATE TABLE counter_marks (
 """
 
 
+_KINDS_GATE_PRIOR = """
+ALTER TABLE experiences ADD COLUMN kind VARCHAR DEFAULT 'lesson';
+ALTER TABLE experiences ADD COLUMN gate_delta DOUBLE DEFAULT 0;
+ALTER TABLE versions ADD COLUMN prior VARCHAR;
+CREATE TABLE gate_decisions (
+    id BIGINT PRIMARY KEY,
+    library VARCHAR NOT NULL,
+    run_id VARCHAR,
+    step INTEGER,
+    base_version INTEGER NOT NULL,
+    new_version INTEGER,
+    n_items INTEGER NOT NULL,
+    score_base DOUBLE NOT NULL,
+    score_new DOUBLE NOT NULL,
+    delta DOUBLE NOT NULL,
+    threshold DOUBLE NOT NULL,
+    accepted BOOLEAN NOT NULL,
+    ops VARCHAR,
+    created_at TIMESTAMP NOT NULL
+);
+"""
+
+
 def _sql(script: str) -> Callable[[duckdb.DuckDBPyConnection], None]:
     def run(con: duckdb.DuckDBPyConnection) -> None:
         for statement in script.split(";"):
@@ -180,6 +203,7 @@ MIGRATIONS: list[Migration] = [
     ("0001_core_library_tables", _sql(_CORE)),
     ("0002_runs_rollouts_calls", _sql(_RUNS)),
     ("0003_counter_marks", _sql(_COUNTER_MARKS)),
+    ("0004_kinds_gate_prior", _sql(_KINDS_GATE_PRIOR)),
 ]
 
 _LEDGER = "CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"

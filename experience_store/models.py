@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-#: Longest experience text the store accepts (characters). Experiences are short, reusable lessons.
+#: Longest experience text the store accepts (characters): lessons are a sentence, worked examples a
+#: trimmed solution.
 MAX_TEXT_CHARS = 2000
+
+#: What an experience is: a lesson (one piece of advice, shown to every question) or a worked example
+#: (a winning solution with the problem pattern it fits, shown to the most similar questions).
+ExperienceKind = Literal["lesson", "example"]
 
 
 class OpKind(str, Enum):
@@ -54,6 +59,8 @@ class Op(BaseModel):
     merge_ids: list[int] = Field(default_factory=list, description="MERGE: ids merged into merge_ids[0].")
     reason: str = Field("", description="Why the learner proposed this op.")
     provenance: Provenance = Field(default_factory=Provenance)
+    exp_kind: ExperienceKind = Field("lesson", description="ADD: a `lesson` (advice) or an `example` (a worked "
+                                                           "solution shown to similar questions).")
 
     @model_validator(mode="after")
     def _check_shape(self) -> Op:
@@ -88,6 +95,8 @@ class Experience(BaseModel):
     times_won: int = 0
     support: int = 1
     merged_into: int | None = None
+    kind: ExperienceKind = "lesson"
+    gate_delta: float = 0.0
 
 
 class Version(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -15,7 +16,8 @@ _EXP_FIELDS = list(Experience.model_fields)
 _CURRENT = f"SELECT {', '.join(_EXP_FIELDS)} FROM experiences WHERE library = ?"
 _AT_VERSION = """
 SELECT e.library, e.id, r.text, 'live' AS status, e.created_at, coalesce(v.created_at, e.updated_at),
-       e.created_version, r.valid_from, e.times_injected, e.times_won, e.support, NULL AS merged_into
+       e.created_version, r.valid_from, e.times_injected, e.times_won, e.support, NULL AS merged_into,
+       coalesce(e.kind, 'lesson'), coalesce(e.gate_delta, 0)
 FROM exp_revisions r
 JOIN experiences e ON e.library = r.library AND e.id = r.exp_id
 LEFT JOIN versions v ON v.library = r.library AND v.version = r.valid_from
@@ -89,7 +91,16 @@ class LibraryReadMixin(RunLogMixin):
         """Every version after 0 as a dict with the fields of `Version`: library, version, created_at,
         n_ops, n_live, run_id, step (`Version(**d)` gives the typed form)."""
         self._library(library)
-        return self._dicts("SELECT * FROM versions WHERE library = ? ORDER BY version", [library])
+        return self._dicts("SELECT library, version, created_at, n_ops, n_live, run_id, step FROM versions"
+                           " WHERE library = ? ORDER BY version", [library])
+
+    def prior_settings(self, library: str, version: int | None = None) -> dict[str, Any] | None:
+        """The prior settings recorded with `version` (default current) or, failing that, with the latest
+        earlier version that has some; None when the library's versions carry none (e.g. hand-made)."""
+        version = self.resolve_version(library, version)
+        row = self._one("SELECT prior FROM versions WHERE library = ? AND version <= ? AND prior IS NOT NULL"
+                        " ORDER BY version DESC LIMIT 1", [library, version])
+        return json.loads(row[0]) if row else None
 
     def experiences(self, library: str, version: int | None = None) -> list[Experience]:
         """Live experiences at `version` (default: current), ordered by id. Texts are as of that version."""

@@ -92,8 +92,10 @@ class RetrievalMixin(LibraryReadMixin):
 
     def search(
         self, library: str, query: str, k: int, version: int | None = None, token_cap: int | None = None,
+        kind: str | None = None,
     ) -> list[tuple[Experience, float]]:
-        """Top-`k` live experiences at `version` (default current) by cosine to `query`, best first.
+        """Top-`k` live experiences at `version` (default current) by cosine to `query`, best first;
+        only those of `kind` ("lesson" or "example") when given.
 
         With `token_cap`, walks the ranking and keeps each experience whose text still fits in the
         cap (tokens via `count_tokens`), so the result's texts total at most `token_cap` tokens.
@@ -106,28 +108,32 @@ class RetrievalMixin(LibraryReadMixin):
                 return []  # nothing to rank: no need to load the embedding model
         vector = self.embedder_for(library).embed([query])[0]  # outside the lock: may take a while
         with self._lock:
-            return self._search_at(library, vector, k, version, token_cap, current)
+            return self._search_at(library, vector, k, version, token_cap, current, kind)
 
     def search_vector(
         self, library: str, vector: np.ndarray, k: int, version: int | None = None, token_cap: int | None = None,
+        kind: str | None = None,
     ) -> list[tuple[Experience, float]]:
         """`search` with an already-embedded (unit) query vector."""
         with self._lock:
-            return self._search_at(library, vector, k, version, token_cap, self._live_version(library))
+            return self._search_at(library, vector, k, version, token_cap, self._live_version(library), kind)
 
-    def _search_at(self, library, vector, k: int, version: int | None, token_cap: int | None, current: int):
+    def _search_at(self, library, vector, k: int, version: int | None, token_cap: int | None, current: int,
+                   kind: str | None = None):
         """Search at `version`; `current` is the version read at the start of this call (a newer
-        index, written meanwhile by this process, is used as is)."""
+        index, written meanwhile by this process, is used as is). With `kind`, the whole ranking is
+        filtered before the top `k` are taken (libraries are small; the index is brute force)."""
         version = current if version is None else self.resolve_version(library, version)
         if version == current:
             index = self._index(library, current)
-            hits = index.search(vector, k)
+            hits = index.search(vector, len(index) if kind else k)
             found = self._rows_by_id(library, index, [i for i, _ in hits])
         else:
             found = {e.id: e for e in self.experiences(library, version)}
             ids, matrix = self._vectors_at(library, version)
-            hits = topk_numpy(matrix, ids, vector, k)
-        return _cap([(found[i], score) for i, score in hits], token_cap)
+            hits = topk_numpy(matrix, ids, vector, len(ids) if kind else k)
+        ranked = [(found[i], score) for i, score in hits if kind is None or found[i].kind == kind][:k]
+        return _cap(ranked, token_cap)
 
     def _rows_by_id(self, library: str, index: VectorIndex, ids: list[int]) -> dict[int, Experience]:
         missing = [i for i in ids if i not in index.meta]

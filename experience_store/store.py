@@ -13,6 +13,7 @@ from . import write
 from .apply import BatchPlanner, Step, validate_batch
 from .base import utcnow
 from .embed import Embedder, HashEmbedder, default_embedder
+from .gatelog import GateLogMixin
 from .models import MAX_TEXT_CHARS, ApplyResult, Op, OpKind, Rejection
 from .reads import OP_SELECT, check_library_name, op_record
 from .retrieval import RetrievalMixin
@@ -25,7 +26,7 @@ from .retrieval import RetrievalMixin
 DEFAULT_DEDUP_THRESHOLD = 0.80
 
 
-class ExperienceStore(RetrievalMixin):
+class ExperienceStore(RetrievalMixin, GateLogMixin):
     """The experience library, its versions and op history, plus runs, rollouts and the LLM call log.
 
     `path` is a DuckDB file (created with its parent directory when absent) or ":memory:".
@@ -102,7 +103,8 @@ class ExperienceStore(RetrievalMixin):
             raise StoreError(f"embedder {embedder.name!r} returned shape {vectors.shape}; fix the embedder")
         return {n: vectors[i] for i, (n, _) in enumerate(wanted)}, (embedder.name, embedder.dim)
 
-    def apply(self, library: str, ops: list[Op], *, dedup: bool = True, merge_duplicates: bool = False) -> ApplyResult:
+    def apply(self, library: str, ops: list[Op], *, dedup: bool = True, merge_duplicates: bool = False,
+              prior: dict | None = None) -> ApplyResult:
         """Apply an op batch atomically: one transaction, one new version if anything changed.
 
         All ops are validated first (ids exist and are live at their point of the batch, texts
@@ -110,7 +112,8 @@ class ExperienceStore(RetrievalMixin):
         nothing. With `dedup`, an ADD whose nearest live experience has cosine >=
         `dedup_threshold` is rejected (recorded, with `duplicate_of`), or with `merge_duplicates`
         folded into that experience (support +1, text kept). Any failure while writing rolls the
-        whole batch back: the previous version stays current.
+        whole batch back: the previous version stays current. `prior`: the prior settings (placement,
+        token cap, ...) the new version is meant to be used with, recorded with it (see `prior_settings`).
         """
         self._check_writable("apply ops")
         ops = _as_ops(ops)
@@ -128,11 +131,12 @@ class ExperienceStore(RetrievalMixin):
             steps = planner.plan(ops)
             changed = any(s.changes_library for s in steps)
             version = int(lib["current_version"]) + (1 if changed else 0)
-            first_op = self._write(library, steps, version, changed, planner.next_id, model)
+            first_op = self._write(library, steps, version, changed, planner.next_id, model, prior)
             self._patch_index(library, steps, version, changed)
             return self._result(steps, version, changed, planner.new_ids, first_op)
 
-    def _write(self, library: str, steps: list[Step], version: int, changed: bool, next_id: int, model) -> int:
+    def _write(self, library: str, steps: list[Step], version: int, changed: bool, next_id: int, model,
+               prior: dict | None = None) -> int:
         """Write the planned batch in one transaction; returns the first op row id."""
         now = utcnow()
         with self._tx() as con:
@@ -147,7 +151,7 @@ class ExperienceStore(RetrievalMixin):
             if steps:
                 write.write_op_rows(con, library, steps, version, first_op, now)
             if changed:
-                write.write_version(con, library, version, steps, next_id, now)
+                write.write_version(con, library, version, steps, next_id, now, prior)
         return first_op
 
     def _result(self, steps: list[Step], version: int, changed: bool, new_ids: list[int], first_op: int) -> ApplyResult:

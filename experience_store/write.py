@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import duckdb
@@ -36,8 +37,8 @@ def _open_revision(con, library: str, exp_id: int, version: int, text: str, vect
 def _add(con, library: str, step: Step, version: int, now: datetime) -> None:
     con.execute(
         "INSERT INTO experiences (library, id, text, status, created_at, updated_at, created_version,"
-        " updated_version, embedding) VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?)",
-        [library, step.exp_id, step.after, now, now, version, version, _vec(step.vector)],
+        " updated_version, embedding, kind, gate_delta) VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?, ?, 0)",
+        [library, step.exp_id, step.after, now, now, version, version, _vec(step.vector), step.op.exp_kind],
     )
     _open_revision(con, library, step.exp_id, version, step.after, step.vector)
 
@@ -110,8 +111,10 @@ def write_op_rows(con, library: str, steps: list[Step], version: int, first_id: 
     con.executemany(f"INSERT INTO ops ({_OPS_COLS}) VALUES ({marks})", rows)
 
 
-def write_version(con, library: str, version: int, steps: list[Step], next_exp_id: int, now: datetime) -> None:
-    """Record the new version and move the library's pointer to it."""
+def write_version(con, library: str, version: int, steps: list[Step], next_exp_id: int, now: datetime,
+                  prior: dict | None = None) -> None:
+    """Record the new version (with the prior settings it is meant to be used with, if given) and move the
+    library's pointer to it."""
     # a text written and replaced within the same batch leaves an empty [v, v) revision: drop it
     con.execute("DELETE FROM exp_revisions WHERE library = ? AND valid_from = valid_to", [library])
     live = con.execute(
@@ -119,8 +122,10 @@ def write_version(con, library: str, version: int, steps: list[Step], next_exp_i
     ).fetchone()[0]
     prov = steps[0].op.provenance if steps else None
     con.execute(
-        "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [library, version, now, len(steps), live, prov.run_id if prov else None, prov.step if prov else None],
+        "INSERT INTO versions (library, version, created_at, n_ops, n_live, run_id, step, prior)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [library, version, now, len(steps), live, prov.run_id if prov else None, prov.step if prov else None,
+         json.dumps(prior, sort_keys=True) if prior else None],
     )
     con.execute(
         "UPDATE libraries SET current_version = ?, next_exp_id = ? WHERE name = ?", [version, next_exp_id, library]

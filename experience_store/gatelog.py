@@ -1,0 +1,50 @@
+"""The gate's decisions: for each proposed op batch, the scores of the current and the proposed library on
+the validation slice, the paired difference, and whether the batch became a version. Rejected batches are
+kept here as data (their ops included), so `runs`, `logs` and the report can show what was turned away."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import StoreBase, utcnow
+
+
+class GateLogMixin(StoreBase):
+    def record_gate(self, library: str, *, run_id: str | None, step: int | None, base_version: int,
+                    new_version: int | None, n_items: int, score_base: float, score_new: float, threshold: float,
+                    accepted: bool, ops: list[dict[str, Any]]) -> int:
+        """Record one gate decision; returns its id."""
+        self._check_writable("record a gate decision")
+        with self._tx() as con:
+            gid = self._next_id("gate_decisions")
+            con.execute(
+                "INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [gid, library, run_id, step, base_version, new_version, n_items, score_base, score_new,
+                 score_new - score_base, threshold, accepted, json.dumps(ops, ensure_ascii=False), utcnow()])
+        return gid
+
+    def gate_decisions(self, library: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Gate decisions, oldest first, optionally of one library and/or run (`ops` parsed back)."""
+        where, params = [], []
+        for col, val in (("library", library), ("run_id", run_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                params.append(val)
+        sql = "SELECT * FROM gate_decisions" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        rows = self._dicts(sql, params)
+        for r in rows:
+            r["ops"] = json.loads(r["ops"]) if r.get("ops") else []
+        return rows
+
+    def add_gate_evidence(self, library: str, ids: list[int], delta: float) -> None:
+        """Credit `delta` (a passed batch's paired gain on the slice) to the experiences it added or changed."""
+        self._check_writable("record gate evidence")
+        if not ids:
+            return
+        with self._tx() as con:
+            con.execute("UPDATE experiences SET gate_delta = coalesce(gate_delta, 0) + ? "
+                        "WHERE library = ? AND list_contains(?, id)", [delta, library, sorted(set(ids))])
+        index = getattr(self, "_indexes", {}).get(library)
+        if index is not None:
+            index.forget(sorted(set(ids)))
