@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from tasks.base import Example, Task, ToolTask
 from tfgrpo.evaluation.statistics import bootstrap_ci, mean_at_k, pass_at_k
@@ -128,9 +128,16 @@ async def _agent_item(model, task, ex, res: ItemResult, k: int, seed: int, tempe
 async def run_eval(model: ChatModel, task: Task, examples: list[Example], *, k: int = 1, seed: int = 0,
                    temperature: float = 0.7, max_tokens: int = 512, apply_prior: ApplyPrior | None = None,
                    on_item: Callable[[ItemResult], None] | None = None, library: str | None = None,
-                   version: int | None = None, split: str = "test") -> EvalResult:
-    """Evaluate `examples`; items run concurrently (the gateway bounds concurrency)."""
+                   version: int | None = None, split: str = "test",
+                   indices: Sequence[int] | None = None) -> EvalResult:
+    """Evaluate `examples`; items run concurrently (the gateway bounds concurrency).
+
+    Each item's seed comes from its index: its position in `examples`, or `indices[i]` when given, so a
+    resumed subset of a list keeps every item's original seed."""
+    if indices is not None and len(indices) != len(examples):
+        raise ValueError(f"indices has {len(indices)} entries for {len(examples)} examples")
     start = time.perf_counter()
+    positions = list(indices) if indices is not None else list(range(len(examples)))
 
     async def one(i: int, ex: Example) -> ItemResult:
         r = await _eval_item(model, task, ex, i, k, seed, temperature, max_tokens, apply_prior)
@@ -138,6 +145,6 @@ async def run_eval(model: ChatModel, task: Task, examples: list[Example], *, k: 
             on_item(r)
         return r
 
-    items = await asyncio.gather(*[one(i, ex) for i, ex in enumerate(examples)])
+    items = await asyncio.gather(*[one(i, ex) for i, ex in zip(positions, examples)])
     return EvalResult(task.name, getattr(model, "name", "?"), k, split, library, version, list(items),
                       time.perf_counter() - start, seed)
