@@ -1,10 +1,14 @@
 """GEPA side by side: optimize the system prompt of the same model on the same training items with the
-same number of rollouts (GEPA's metric calls), then evaluate its best prompt on the same test items."""
+same number of rollouts (GEPA's metric calls) as the paper arm; its best prompt is then evaluated on the
+test items by the bench like any other arm (`system_prompt_apply`). GEPA's state lives in `run_dir`, so an
+optimization stopped by the time budget (or killed) resumes there."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any
 
 
 def _sync_chat(model, messages, *, stage: str, max_tokens: int) -> str:
@@ -12,54 +16,66 @@ def _sync_chat(model, messages, *, stage: str, max_tokens: int) -> str:
     return c.text
 
 
-def run_gepa_side(bench, base, *, rollouts: int) -> dict | None:
-    """Returns a results row like `compare_row`, or None when `gepa` is not installed."""
+def system_prompt_apply(prompt: str):
+    """A prompt transform that replaces the system prompt with `prompt`."""
+    def apply(messages: list[dict]) -> list[dict]:
+        return [{"role": "system", "content": prompt}] + [m for m in messages if m.get("role") != "system"]
+    return apply
+
+
+class _Deadline:
+    """A GEPA stop callback: true once the bench's time budget is spent."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self.deadline = deadline
+
+    def __call__(self, gepa_state) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+def _dataset(task, train: list) -> tuple[list[dict], dict[str, Any], str]:
+    by_input, data = {}, []
+    for ex in train:
+        user = task.messages(ex)[-1]["content"]
+        by_input[user] = ex
+        data.append({"input": user, "additional_context": {}, "answer": ex.answer})
+    seed_prompt = next((m["content"] for m in task.messages(train[0]) if m["role"] == "system"), "")
+    return data, by_input, seed_prompt
+
+
+def run_gepa(model, task, train: list, *, max_metric_calls: int, seed: int, max_tokens: int, run_dir: Path,
+             deadline: float | None = None) -> dict[str, Any] | None:
+    """GEPA's best system prompt with {"complete": False} when the deadline stopped it first; None when
+    `gepa` is not installed."""
     try:
         import gepa
         from gepa.adapters.default_adapter.default_adapter import DefaultAdapter, EvaluationResult
     except ImportError:
-        print("gepa is not installed (pip install 'tfgrpo[bench]'); skipping the GEPA comparison", flush=True)
+        print("gepa is not installed (pip install 'tfgrpo[bench]'); skipping the GEPA arm", flush=True)
         return None
-    from bench.learning_rows import compare_row
-
-    a, task = bench.a, bench.task
-    train = task.examples("train")[: a.train]
-    by_input = {}
-    data = []
-    for ex in train:
-        msgs = task.messages(ex)
-        user = msgs[-1]["content"]
-        by_input[user] = ex
-        data.append({"input": user, "additional_context": {}, "answer": ex.answer})
-    seed_prompt = next((m["content"] for m in task.messages(train[0]) if m["role"] == "system"), "")
+    data, by_input, seed_prompt = _dataset(task, train)
 
     def evaluator(inst, response: str):
         r = task.reward(by_input[inst["input"]], response)
         fb = f"{'correct' if r.score >= 1 else 'incorrect'}: {r.reason}. The correct answer is {inst['answer']}."
         return EvaluationResult(score=r.score, feedback=fb)
 
-    adapter = DefaultAdapter(model=lambda m: _sync_chat(bench.model, m, stage="gepa_rollout", max_tokens=a.max_tokens),
+    adapter = DefaultAdapter(model=lambda m: _sync_chat(model, m, stage="gepa_rollout", max_tokens=max_tokens),
                              evaluator=evaluator)
+    run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = gepa.optimize(
         seed_candidate={"system_prompt": seed_prompt}, trainset=data, valset=data, adapter=adapter,
-        reflection_lm=lambda p: _sync_chat(bench.model, [{"role": "user", "content": p}], stage="gepa_reflect",
+        reflection_lm=lambda p: _sync_chat(model, [{"role": "user", "content": p}], stage="gepa_reflect",
                                            max_tokens=1024),
-        max_metric_calls=rollouts, seed=a.seed, display_progress_bar=False, raise_on_exception=False)
+        max_metric_calls=max_metric_calls, seed=seed, display_progress_bar=False, raise_on_exception=False,
+        run_dir=str(run_dir), stop_callbacks=[_Deadline(deadline)])
+    wall = time.perf_counter() - start
+    calls = int(result.total_metric_calls or 0)
+    complete = calls >= max_metric_calls or not _Deadline(deadline)(None)
     best = result.best_candidate["system_prompt"]
-    gepa_wall = time.perf_counter() - start
-    print(f"GEPA finished in {gepa_wall:.0f}s; best prompt:\n{best}\n", flush=True)
-
-    def apply_best(messages):
-        rest = [m for m in messages if m.get("role") != "system"]
-        return [{"role": "system", "content": best}] + rest
-
-    # At temperature 0 the seed prompt reproduces the baseline exactly: reuse it rather than re-run it.
-    res = base if best == seed_prompt and a.k == 1 else bench.evaluate(apply_best)
-    row = compare_row("GEPA (system prompt)", base, res, bench.store.count_tokens(best) -
-                      bench.store.count_tokens(seed_prompt))
-    row["cost"] = {"kind": "gepa", "metric_calls": rollouts, "train_wall_s": gepa_wall}
-    row["gepa"] = {"prompt": best, "wall_s": gepa_wall, "is_seed": best == seed_prompt,
-                   "candidates": len(result.candidates)}
-    return row
-
+    print(f"GEPA {'finished' if complete else 'stopped by the time budget'} after {calls} metric calls "
+          f"in {wall:.0f}s; best prompt:\n{best}\n", flush=True)
+    return {"complete": complete, "prompt": best, "seed_prompt": seed_prompt, "is_seed": best == seed_prompt,
+            "candidates": len(result.candidates), "metric_calls": calls, "max_metric_calls": max_metric_calls,
+            "wall_s": wall}

@@ -1,39 +1,205 @@
-"""The learning bench end to end on the scripted model (control flow only; the real runs are recorded
-in bench/results.md): every row, the compare files, the results section and the last line."""
+"""The learning bench end to end on the scripted model, as real subprocesses on a real DuckDB file (control
+flow only; the real runs are committed under bench/out/learning/): every arm writes its files and the report
+has every row; a run killed mid-arm or stopped by its time budget resumes to the same per-item results as
+an uninterrupted run without recomputing finished items; other settings, overlapping items and an arm whose
+TrainConfig fields are missing are refused at start."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
-import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from bench.learning_arms import ARMS
+from tfgrpo.config import TrainConfig
+
 ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("TFGRPO_DATA", ROOT.parent / "shared" / "data"))
+SMALL = ["--bench", "gsm8k", "--model", "scripted", "--n", "6", "--n-ablation", "3", "--n-train", "4", "--n-gate", "2",
+         "--group", "2", "--batch", "2"]
+OURS_FIELDS = ("gate_items", "learn_lessons", "learn_examples")
+HAVE_OURS = all(f in TrainConfig.model_fields for f in OURS_FIELDS)
+HAVE_GEPA = importlib.util.find_spec("gepa") is not None
+
+pytestmark = pytest.mark.skipif(not (DATA / "gsm8k").is_dir(), reason=f"GSM8K not found under {DATA}")
 
 
-def test_learning_bench_end_to_end_scripted(tmp_path):
-    data = Path(os.environ.get("TFGRPO_DATA", ROOT.parent / "shared" / "data"))
-    if not (data / "gsm8k").is_dir():
-        pytest.skip(f"GSM8K not found under {data} (set TFGRPO_DATA)")
-    results = tmp_path / "results.md"
-    cmd = [sys.executable, "bench/learning.py", "--model", "scripted", "--train", "2", "--test", "3", "--group", "2",
-           "--epochs", "1", "--batch", "2", "--db", str(tmp_path / "out" / "l.duckdb"), "--results", str(results)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TFGRPO_DATA": str(data), "TFGRPO_HOME": str(tmp_path / "home")})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    last = proc.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"delta_mean=[+-]\d\.\d{4} ci=\[[+-]\d\.\d{4},[+-]\d\.\d{4}\] p=\d\.\d{4} gepa_delta=[+-]\d\.\d{4}",
-                        last), last
-    text = results.read_text()
-    for row in ("baseline", "training-free (G=2)", "ablation G=1", "ablation direct", "GEPA (system prompt)"):
-        assert f"| {row} |" in text
-    assert "Experiences containing a test question's number verbatim: 0" in text
-    [js] = (tmp_path / "out").glob("learning-*.json")
-    payload = json.loads(js.read_text())
-    assert payload["n_items"] == 3 and [r["row"] for r in payload["rows"]][0] == "baseline"
-    assert all(len(r["per_item"]) == 3 for r in payload["rows"])
-    assert payload["rows"][1]["cost"]["kind"] == "training-free" and payload["rows"][1]["cost"]["llm_calls"] > 0
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {**os.environ, "TFGRPO_DATA": str(DATA), "TFGRPO_HOME": str(tmp_path / "home"),
+            "TFGRPO_EMBED_MODEL": "hash", "TFGRPO_SCRIPTED_DELAY": "0", **extra}
+
+
+def _cmd(base: Path, *args: str) -> list[str]:
+    return [sys.executable, "bench/learning.py", *SMALL, "--out", str(base / "out"), "--scratch", str(base / "scratch"),
+            *args]
+
+
+def bench(base: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_cmd(base, *args), cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=_env(base, **env))
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(ln) for ln in path.read_text().splitlines()]
+
+
+def results(path: Path) -> list[dict]:
+    """Per-item results without the wall time (the only field that differs between runs)."""
+    return sorted(({k: v for k, v in r.items() if k != "wall_s"} for r in lines(path)), key=lambda r: r["index"])
+
+
+def runnable_arms() -> list[str]:
+    arms = ["none", "paper", "retrieval"] + (["gepa"] if HAVE_GEPA else [])
+    return arms + (["ours", "ours-lessons", "ours-examples"] if HAVE_OURS else [])
+
+
+RESULTS_MD = """# Benchmark results
+
+| bench | figures |
+|---|---|
+| store | `topk=1` |
+
+## Learning effect — 2026-01-01 00:00 UTC (old)
+
+| variant | mean@k |
+|---|---|
+| baseline | 0.100 |
+
+## Output tails
+
+kept
+"""
+
+
+def test_every_arm_writes_its_files_and_the_report_has_every_row(tmp_path):
+    arms = runnable_arms()
+    out = ok(bench(tmp_path, "--arms", ",".join(arms)))
+    assert out.strip().splitlines()[-1].startswith("status=complete arms=none:6/6,paper:6/6")
+    folder = tmp_path / "out" / "gsm8k"
+    for arm in arms:
+        recs = lines(folder / f"{arm}.jsonl")
+        assert len(recs) == (3 if arm.startswith("ours-") else 6) and len({r["id"] for r in recs}) == len(recs)
+        assert {"id", "index", "score", "scores", "extracted", "finish_reasons", "prompt_tokens", "completion_tokens",
+                "wall_s"} <= set(recs[0])
+    meta = json.loads((folder / "paper.train.json").read_text())
+    assert meta["llm_calls"] > 0 and meta["by_stage"]["rollout"] == 8 and meta["train_config"]["limit"] == 4
+    assert {"prior", "prompt_tokens", "completion_tokens", "wall_s", "run_id", "learner_calls"} <= set(meta)
+    assert (folder / "paper.library.jsonl").read_text().strip()
+    settings = json.loads((folder / "settings.json").read_text())
+    assert settings["n"] == 6 and settings["max_tokens"] == 512 and settings["test_ids_sha"]
+
+    res_md, readme = tmp_path / "results.md", tmp_path / "README.md"
+    res_md.write_text(RESULTS_MD)
+    readme.write_text("# T\n<!-- learning-results:start -->\nstale\n<!-- learning-results:end -->\nrest\n")
+    ok(subprocess.run([sys.executable, "bench/learning.py", "--report", "--out", str(tmp_path / "out"),
+                       "--results", str(res_md), "--readme", str(readme)], cwd=ROOT, capture_output=True,
+                      text=True, timeout=120, env=_env(tmp_path)))
+    text, block = res_md.read_text(), readme.read_text()
+    assert "(old)" not in text and "| store | `topk=1` |" in text and text.rstrip().endswith("kept")
+    for arm in arms:
+        assert f"| {arm} | {3 if arm.startswith('ours-') else 6} |" in text and f"| {arm} |" in block
+    assert "stale" not in block and block.endswith("<!-- learning-results:end -->\nrest\n")
+    compare = json.loads((folder / "compare.json").read_text())
+    assert [r["row"] for r in compare["rows"]] == [a for a in ARMS if a in arms]  # the arms table's order
+    assert compare["rows"][1]["cost"]["kind"] == "training-free"
+    assert (folder / "compare.md").read_text().startswith("# tfgrpo compare: gsm8k")
+
+
+def test_rerun_imports_the_exported_library_and_recomputes_nothing(tmp_path):
+    ok(bench(tmp_path, "--arms", "none,paper"))
+    folder = tmp_path / "out" / "gsm8k"
+    first, meta = results(folder / "paper.jsonl"), (folder / "paper.train.json").read_text()
+    again = ok(bench(tmp_path, "--arms", "none,paper"))
+    assert "6/6 items already done, 0 to go" in again and "training train-paper" not in again
+    assert len(lines(folder / "paper.jsonl")) == 6 and (folder / "paper.train.json").read_text() == meta
+    # anyone with the committed files: no scratch DuckDB, the library imported from its export
+    (folder / "paper.jsonl").unlink()
+    import shutil
+
+    shutil.rmtree(tmp_path / "scratch")
+    fresh = ok(bench(tmp_path, "--arms", "paper"))
+    assert "importing" in fresh and "training train-paper" not in fresh
+    assert results(folder / "paper.jsonl") == first
+
+
+def test_killed_run_resumes_to_the_uninterrupted_results(tmp_path):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    ok(bench(ref, "--arms", "none,retrieval"))
+    proc = subprocess.Popen(_cmd(cut, "--arms", "none,retrieval"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=_env(cut, TFGRPO_SCRIPTED_DELAY="0.4"))
+    path = cut / "out" / "gsm8k" / "none.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (path.is_file() and len(path.read_text().splitlines()) >= 2):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = len(path.read_text().splitlines())
+    assert 2 <= done < 6, done
+    out = ok(bench(cut, "--arms", "none,retrieval"))
+    assert f"[none] {done}/6 items already done, {6 - done} to go" in out
+    for arm in ("none", "retrieval"):
+        recs = lines(cut / "out" / "gsm8k" / f"{arm}.jsonl")
+        assert len(recs) == len({r["id"] for r in recs}) == 6  # nothing evaluated twice
+        assert results(cut / "out" / "gsm8k" / f"{arm}.jsonl") == results(ref / "out" / "gsm8k" / f"{arm}.jsonl")
+
+
+def test_time_budget_stops_cleanly_and_the_next_runs_finish_the_same_table(tmp_path):
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    ok(bench(ref, "--arms", "paper,none"))
+    first = ok(bench(cut, "--arms", "paper,none", "--time-budget-min", "0.005", TFGRPO_SCRIPTED_DELAY="0.05"))
+    assert "time budget" in first and first.strip().splitlines()[-1].startswith("status=partial")
+    for _ in range(30):
+        last = ok(bench(cut, "--arms", "paper,none", "--time-budget-min", "0.02", TFGRPO_SCRIPTED_DELAY="0.05"))
+        if last.strip().splitlines()[-1].startswith("status=complete"):
+            break
+    else:
+        pytest.fail("the sliced runs never completed")
+    for arm in ("paper", "none"):
+        assert results(cut / "out" / "gsm8k" / f"{arm}.jsonl") == results(ref / "out" / "gsm8k" / f"{arm}.jsonl")
+    texts = [[r["text"] for r in lines(d / "out" / "gsm8k" / "paper.library.jsonl")] for d in (ref, cut)]
+    assert texts[0] == texts[1]
+    sessions = lines(cut / "out" / "gsm8k" / "sessions.jsonl")
+    assert sessions[0]["status"] == "partial" and sessions[-1]["status"] == "complete"
+
+
+def test_a_rerun_with_other_settings_is_refused_naming_the_key(tmp_path):
+    ok(bench(tmp_path, "--arms", "none"))
+    proc = bench(tmp_path, "--arms", "none", "--max-tokens", "256")
+    assert proc.returncode == 2 and "max_tokens" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "n_train" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bench", "math", "--n-train", "490", "--n-gate", "20"], "gate items overlap the training questions"),
+    (["--train-split", "test"], "training questions overlap the test items"),
+])
+def test_overlapping_items_are_refused_at_start(tmp_path, args, message):
+    if "math" in args and not (DATA / "math500").is_dir():
+        pytest.skip("MATH-500 not found")
+    proc = bench(tmp_path, "--arms", "none", *args)  # the later --bench/--n-train/--n-gate win over SMALL's
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not list((tmp_path / "out").glob("*/settings.json"))
+
+
+def test_ours_refuses_while_train_config_lacks_its_fields_else_runs(tmp_path):
+    proc = bench(tmp_path, "--arms", "none,ours")
+    missing = [f for f in ("gate_items", "learn_examples") if f not in TrainConfig.model_fields]
+    if missing:
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert f"TrainConfig.{missing[0]}" in proc.stderr and "'ours'" in proc.stderr
+        assert not (tmp_path / "out").exists()  # refused before anything ran
+    else:
+        ok(proc)
+        assert len(lines(tmp_path / "out" / "gsm8k" / "ours.jsonl")) == 6

@@ -1,0 +1,140 @@
+"""The learning bench's report, made ONLY from the committed files under bench/out/learning/<bench>/
+(settings.json, <arm>.jsonl, <arm>.train.json, gepa.train.json, sessions.jsonl): one table per benchmark.
+It replaces the `## Learning effect` section of bench/results.md (the other sections are kept), regenerates
+the README block between the markers (bench/readme_results.py), and writes compare.md/.json per benchmark
+(`tfgrpo compare` format, on the items every arm has)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import readme_results
+from bench.learning_arms import ARMS
+from bench.learning_eval import read_items
+from bench.learning_rows import arm_row, table
+
+HEADING = readme_results.HEADING
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def bench_rows(folder: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of every arm that has an item file, in the arms table's order."""
+    recs = {name: read_items(folder / f"{name}.jsonl") for name in ARMS if (folder / f"{name}.jsonl").is_file()}
+    base = recs.get("none")
+    rows = []
+    for name, items in recs.items():
+        arm = ARMS[name]
+        planned = settings["n"] if arm.size == "main" else settings["n_ablation"]
+        meta = _json(folder / ("gepa.train.json" if arm.kind == "gepa" else f"{name}.train.json"))
+        rows.append(arm_row(name, arm.label, items, planned, base, meta, settings["eval_seed"]))
+    return rows
+
+
+def _machines(folder: Path) -> list[str]:
+    path = folder / "sessions.jsonl"
+    if not path.is_file():
+        return []
+    seen: dict[str, int] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            m = json.loads(line).get("machine", "?")
+            seen[re.sub(r", load average [\d.]+ at start", "", m)] = 1
+    return list(seen)
+
+
+def setup_line(s: dict[str, Any]) -> str:
+    sha = f" (GGUF sha256 `{s['model_sha256'][:16]}...`)" if s.get("model_sha256") else ""
+    levels = f" of levels {'-'.join(map(str, [min(s['levels']), max(s['levels'])]))}" if s.get("levels") else ""
+    return (f"Setup: model `{s['model']}`{sha}; test = first {s['n']} {s['test_task']} test items{levels} "
+            f"(ablations: first {s['n_ablation']}); train = {s['n_train']} {s['train_task']} {s['train_split']} "
+            f"questions, gate = the last {s['n_gate']}; G={s['group']}, B={s['batch']}, "
+            f"{s['epochs']} epoch(s); eval greedy, k=1, seed {s['eval_seed']}, max_tokens {s['max_tokens']}.")
+
+
+def _details(folder: Path, rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in rows:
+        meta = _json(folder / f"{r['arm']}.train.json") if ARMS[r["arm"]].kind == "train" else None
+        if meta is not None:
+            out.append(f"- `{r['arm']}`: {meta.get('experiences')} experience(s) in `{r['arm']}.library.jsonl` "
+                       f"({meta.get('leaked_test_numbers', '?')} contain a test question's number verbatim); "
+                       f"training calls {meta.get('by_stage')}, {meta.get('prompt_tokens')} prompt + "
+                       f"{meta.get('completion_tokens')} completion tokens, run `{meta.get('run_id')}`.")
+    gepa = _json(folder / "gepa.train.json")
+    if gepa is not None:
+        out += [f"- `gepa`: {gepa.get('candidates')} candidates, {gepa.get('metric_calls')} metric calls; best system "
+                f"prompt{' (the seed prompt: GEPA found nothing better)' if gepa.get('is_seed') else ''}:", "",
+                *[f"  > {ln}" for ln in str(gepa.get("prompt", "")).splitlines()]]
+    return out
+
+
+def bench_section(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    s = _json(folder / "settings.json")
+    if s is None:
+        return [], []
+    rows = bench_rows(folder, s)
+    lines = [f"### {s['bench']}", "", setup_line(s), ""]
+    machines = _machines(folder)
+    if machines:
+        lines += [f"Machines: {'; '.join(machines)}.", ""]
+    lines += table(rows) if rows else ["No arm has results yet."]
+    if any(r["partial"] for r in rows):
+        lines += ["", "Partial: arms marked `partial` have fewer items than planned (the run goes on); their Δ is "
+                      "on the items they share with `none`."]
+    details = _details(folder, rows)
+    if details:
+        lines += ["", "Libraries and prompts:", "", *details]
+    return lines + [""], rows
+
+
+def write_compare(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """compare.md/.json: the arms as `tfgrpo compare` rows on the items all of them have."""
+    from bench.learning_compare import compare_result
+    from tfgrpo.evaluation.compare import to_markdown
+
+    res = compare_result(folder, [r["arm"] for r in rows])
+    if res is None:
+        return
+    (folder / "compare.md").write_text(to_markdown(res), encoding="utf-8")
+    (folder / "compare.json").write_text(json.dumps(res.to_json(), indent=1, default=str) + "\n", encoding="utf-8")
+
+
+def learning_section(out: Path) -> str:
+    lines = [f"{HEADING} — generated {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC from `{out}`", "",
+             "Generated by `python bench/learning.py --report` from the committed per-item files; every arm is "
+             "evaluated greedily on the same items with the same seeds (paired). Columns: Δ is the paired "
+             "difference vs `none` on the items both have (bootstrap 95% CI), p from a two-sided sign-flip test "
+             "and McNemar; train calls = all LLM calls of training (learner calls in brackets).", ""]
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()) if out.is_dir() else []:
+        section, rows = bench_section(folder)
+        if section:
+            lines += section
+            write_compare(folder, rows)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_section(results: str, section: str) -> str:
+    """`results` with its `## Learning effect` section(s) replaced by `section` (other sections kept)."""
+    parts = re.split(r"(?m)^(?=## )", results)
+    kept = [p for p in parts if not p.startswith(HEADING)]
+    at = next((i for i, p in enumerate(parts) if p.startswith(HEADING)), len(parts))
+    at = len([p for p in parts[:at] if not p.startswith(HEADING)])
+    body = [p if p.endswith("\n\n") else p.rstrip("\n") + "\n\n" for p in kept]
+    body.insert(at, section if at == len(kept) else section + "\n")
+    return "".join(body).rstrip("\n") + "\n"
+
+
+def write_report(out: Path, results: Path, readme: Path) -> int:
+    section = learning_section(out)
+    old = results.read_text(encoding="utf-8") if results.is_file() else "# Benchmark results\n"
+    results.write_text(replace_section(old, section), encoding="utf-8")
+    print(section)
+    print(f"wrote the learning section of {results}", flush=True)
+    return readme_results.main(["--results", str(results), "--readme", str(readme)])

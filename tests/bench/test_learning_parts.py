@@ -1,0 +1,137 @@
+"""The learning bench's parts in process: run_eval's `indices` (a resumed subset keeps each item's seed),
+the item file, the arms table, the retrieval prior, the overlap check, the rows and the results splice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from bench.learning_arms import (ARMS, RetrievalPrior, SettingsError, missing_fields, parse_arms, render_examples,
+                                 train_overrides)
+from bench.learning_eval import ItemFile, read_items, summary_line
+from bench.learning_report import replace_section
+from bench.learning_rows import arm_row, table
+from bench.learning_setup import check_disjoint, check_or_write, resolve_user
+from experience_store.embed import HashEmbedder
+from tasks.base import Example
+from tfgrpo.evaluation.runner import run_eval
+from tfgrpo_common.chat import Completion
+
+
+class Seeds:
+    name = "seeds"
+
+    def __init__(self) -> None:
+        self.seeds: dict[str, int] = {}
+
+    async def chat(self, messages, *, seed=None, meta=None, n=1, **kw):
+        self.seeds[meta["item"]] = seed
+        return [Completion(text="\\boxed{1}", finish_reason="stop", prompt_tokens=3, completion_tokens=2)] * n
+
+
+class OneTask:
+    name = "one"
+
+    def messages(self, ex):
+        return [{"role": "system", "content": "sys"}, {"role": "user", "content": ex.question}]
+
+    def reward(self, ex, text):
+        from tasks.base import Reward
+
+        return Reward(1.0, "ok", "1", True)
+
+
+def ex(i: int, q: str | None = None) -> Example:
+    return Example(id=f"q{i}", question=q or f"question {i}", answer="1", solution=f"step <<1+0=1>>1 for {i}")
+
+
+def test_run_eval_indices_keep_each_items_seed():
+    items = [ex(i) for i in range(5)]
+    full, part = Seeds(), Seeds()
+    asyncio.run(run_eval(full, OneTask(), items, seed=3, temperature=0.0))
+    res = asyncio.run(run_eval(part, OneTask(), items[2:], seed=3, temperature=0.0, indices=[2, 3, 4]))
+    assert part.seeds == {k: v for k, v in full.seeds.items() if k in ("q2", "q3", "q4")}
+    assert full.seeds["q1"] == 3 * 100_003 + 1 * 101 and [it.id for it in res.items] == ["q2", "q3", "q4"]
+    with pytest.raises(ValueError, match="indices"):
+        asyncio.run(run_eval(part, OneTask(), items, indices=[0]))
+
+
+def test_item_file_drops_a_cut_line_and_keeps_one_record_per_id(tmp_path):
+    path = tmp_path / "a.jsonl"
+    rec = {"id": "q0", "index": 0, "score": 1.0, "finish_reasons": ["stop"], "wall_s": 1.0, "completion_tokens": 5}
+    path.write_text(json.dumps(rec) + "\n" + json.dumps({**rec, "score": 0.0}) + "\n" + '{"id": "q1", "ind')
+    f = ItemFile(path)
+    assert list(f.records) == ["q0"] and f.records["q0"]["score"] == 1.0 and path.read_text().endswith("}\n")
+    f.append({**rec, "id": "q1", "index": 1, "finish_reasons": ["length"]})
+    assert [r["id"] for r in read_items(path)] == ["q0", "q1"]
+    assert "2/4 items: mean 1.000, truncated 50.0%" in summary_line("x", read_items(path), 4)
+
+
+def test_arms_table():
+    assert [a.name for a in parse_arms("paper, none,paper")] == ["paper", "none"]
+    with pytest.raises(SettingsError, match="unknown arm.*bogus.*choose from"):
+        parse_arms("none,bogus")
+    assert missing_fields(ARMS["ours"], {"gate_items": 1}) == ["learn_examples"]
+    assert train_overrides(ARMS["paper"], {}) == {}
+    assert train_overrides(ARMS["paper"], {"gate_items": 1}) == {"gate_items": 0}
+    assert train_overrides(ARMS["paper"], {"gate_items": 1, "learn_examples": 1}) == {"gate_items": 0,
+                                                                                      "learn_examples": False}
+    assert train_overrides(ARMS["ours"], {}, {"n_gate": 2}) == {"gate_items": 2, "learn_examples": True}
+    assert train_overrides(ARMS["ours"], {})["gate_items"] == 32
+    assert train_overrides(ARMS["ours-examples"], {})["learn_lessons"] is False
+    assert {a.size for a in ARMS.values() if a.name.startswith("ours-")} == {"ablation"}
+
+
+def test_retrieval_prior_picks_the_nearest_training_solutions():
+    train = [ex(0, "apples and pears in a basket"), ex(1, "trains leave the station at noon"),
+             ex(2, "how many apples fit in a basket")]
+    prior = RetrievalPrior(train, [e.question for e in train], HashEmbedder(), k=2)
+    assert [e.id for e in prior.nearest("how many apples in the basket")] == ["q2", "q0"]
+    msgs = prior.apply([{"role": "system", "content": "sys"}, {"role": "user", "content": "apples basket"}])
+    assert msgs[0]["content"].startswith("sys\n\nWorked examples") and "trains" not in msgs[0]["content"]
+    block = render_examples([train[0]])
+    assert "<<" not in block and "\\boxed{1}" in block
+
+
+def test_overlap_and_settings_refusals(tmp_path):
+    a, b, c = [ex(0)], [ex(1)], [ex(2)]
+    check_disjoint(a, b, c)
+    with pytest.raises(SettingsError, match="gate items overlap the training"):
+        check_disjoint(a, [ex(9, "question 0")], c)  # same question text under another id
+    with pytest.raises(SettingsError, match="training questions overlap the test"):
+        check_disjoint(a, b, a)
+    user = resolve_user("gsm8k", {"n": 10}, None)
+    assert user["n_train"] == 64 and user["n_gate"] == 32 and user["max_tokens"] == 512 and user["n_ablation"] == 10
+    assert resolve_user("math", {}, {"n": 250})["n"] == 250 and resolve_user("math", {}, None)["max_tokens"] == 1024
+    path = tmp_path / "settings.json"
+    check_or_write(path, {"n": 6, "seed": 0})
+    check_or_write(path, {"n": 6, "seed": 0})
+    with pytest.raises(SettingsError, match=r"settings differ .*: seed \(stored 0, now 1\)"):
+        check_or_write(path, {"n": 6, "seed": 1})
+
+
+def _recs(scores, finish="stop"):
+    return [{"id": f"q{i}", "index": i, "score": s, "scores": [s], "finish_reasons": [finish], "calls": 1,
+             "prompt_tokens": 10, "completion_tokens": 4, "wall_s": 2.0} for i, s in enumerate(scores)]
+
+
+def test_rows_pair_on_common_items_and_mark_partial():
+    base = _recs([0, 0, 1, 1, 0, 1])
+    row = arm_row("paper", "p", _recs([1, 1, 1], "length"), 6, base, {"llm_calls": 9, "learner_calls": 5,
+                                                                       "wall_s": 120.0}, 0)
+    assert row["partial"] and row["n"] == 3 and row["paired"]["n"] == 3
+    assert row["paired"]["delta"] == pytest.approx(2 / 3) and row["truncated"] == 1.0
+    assert row["prompt_tokens_per_call"] == 10 and row["tok_s"] == 2.0
+    none = arm_row("none", "n", base, 6, base, None, 0)
+    assert none["paired"] is None and not none["partial"]
+    md = "\n".join(table([none, row]))
+    assert "| paper | 3/6 partial |" in md and "| 9 (5) | 2.0 |" in md and "| none | 6 |" in md
+
+
+def test_replace_section_keeps_the_other_sections():
+    old = "# R\n\nintro\n\n## A\n\na\n\n## Learning effect — old\n\nx\n\n## Learning effect — older\n\ny\n\n## B\n\nb\n"
+    new = replace_section(old, "## Learning effect — new\n\nz\n")
+    assert new == "# R\n\nintro\n\n## A\n\na\n\n## Learning effect — new\n\nz\n\n## B\n\nb\n"
+    assert replace_section("# R\n", "## Learning effect — new\n") == "# R\n\n## Learning effect — new\n"
