@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 TFGRPO_DATA ?= $(abspath ../shared/data)
 export TFGRPO_DATA
 
-.PHONY: demo test fuzz lint-imports install install-dev browser bench bench-learning readme-results clean
+.PHONY: demo test fuzz lint-imports install install-dev browser sandbox bench bench-learning readme-results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,12 +39,22 @@ browser:
 	      || echo "chromium could not be installed; the browser test will be skipped"; \
 	  else echo "no apt/root: the browser test will be skipped"; fi; fi
 
-demo: $(VENV)/.stamp-local
+# bubblewrap for the agent's python tool sandbox (tasks/agent/bwrap.py; Debian package); where apt is absent
+# the python tool refuses to run until it is installed (or --sandbox process opts into the weaker sandbox)
+sandbox:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+	      || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null)) \
+	      || echo "bubblewrap could not be installed; the agent's python tool will refuse to run"; \
+	  else echo "no apt/root: install bubblewrap (bwrap) for the agent's python tool sandbox"; fi; fi
+
+demo: $(VENV)/.stamp-local sandbox
 	$(VENV)/bin/tfgrpo demo
 
 # the layer contracts in pyproject.toml ([tool.importlinter]), then every test; the fuzzers run
 # derandomized here (hypothesis profile "ci"), so a run on any machine tries the same inputs
-test: $(VENV)/.stamp-dev browser lint-imports
+test: $(VENV)/.stamp-dev browser sandbox lint-imports
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -ra
 
 lint-imports: $(VENV)/.stamp-dev

@@ -10,7 +10,8 @@
 | jsonl | train, test (the same file, or a folder's train/test.jsonl) | exact / numeric / math / regex |
 | docsearch | train, test | tool-using retrieval over a shipped corpus (agent mode only), exact match |
 
-`load_task(name, agent="react")` wraps any task in the ReAct agent with tools (python by default).
+`load_task(name, agent="react")` wraps any task in the ReAct agent with tools (python by default, run in
+the bubblewrap sandbox; `sandbox="process"` opts into the weaker process sandbox).
 """
 
 from __future__ import annotations
@@ -77,13 +78,20 @@ def get_task(
 
 def load_task(name: str, *, agent: str | None = None, data_dir: str | Path | None = None,
               data_file: str | Path | None = None, reward: str | None = None, max_turns: int | None = None,
-              tool_timeout_s: float = 10.0) -> Task:
-    """`get_task`, wrapped in the ReAct agent when `agent` is given (tasks that need tools always are)."""
+              tool_timeout_s: float = 10.0, sandbox: str = "bwrap") -> Task:
+    """`get_task`, wrapped in the ReAct agent when `agent` is given (tasks that need tools always are).
+
+    `sandbox`: where the python tool runs (`bwrap`, or `process` for the weaker process sandbox). An
+    agent task whose tools cannot run here is refused with a `ConfigError` that says how to fix it."""
     task = get_task(name, data_dir=data_dir, data_file=data_file, reward=reward)
     if agent is not None and agent not in AGENTS:
         raise ConfigError(f"unknown agent {agent!r}; choose one of: {', '.join(AGENTS)}")
     if agent is None and not getattr(task, "requires_agent", False):
         return task
     from tasks.agent import as_agent_task
+    from tasks.agent.tools import require_tools_runnable
 
-    return as_agent_task(task, agent or "react", max_turns=max_turns, tool_timeout_s=tool_timeout_s)
+    agent_task = as_agent_task(task, agent or "react", max_turns=max_turns, tool_timeout_s=tool_timeout_s,
+                               sandbox=sandbox)
+    require_tools_runnable(agent_task.tools)
+    return agent_task

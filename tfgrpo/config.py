@@ -30,6 +30,15 @@ class TaskOptions(_Config):
     max_turns: int = Field(5, ge=1, description="Agent mode: max model turns per rollout.")
     data_file: str | None = Field(None, description="Task `jsonl`: the user's JSONL file.")
     reward: str | None = Field(None, description="Reward kind (jsonl: exact|numeric|math|regex; hotpotqa: f1|em).")
+    sandbox: Literal["bwrap", "process"] = Field(
+        "bwrap", description="Agent mode: where the python tool runs: bwrap (isolated from the host's files, "
+                             "network and processes; needs bubblewrap) or process (weaker: same filesystem "
+                             "and network).")
+
+    def load_kwargs(self) -> dict:
+        """The keyword arguments of `tasks.registry.load_task` these options stand for."""
+        return {"agent": self.agent, "data_file": self.data_file, "reward": self.reward,
+                "max_turns": self.max_turns, "sandbox": self.sandbox}
 
 
 class TrainConfig(_Config):

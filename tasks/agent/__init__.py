@@ -11,7 +11,7 @@ from __future__ import annotations
 from tasks.agent.protocol import final_answer, parse_reply, system_prompt
 from tasks.agent.react import AgentSettings, build_graph, run_agent
 from tasks.agent.retrieval import DocSearchTask
-from tasks.agent.sandbox import SandboxResult, run_python
+from tasks.agent.sandbox import SANDBOXES, SandboxResult, SandboxUnavailableError, run_python
 from tasks.agent.task import AgentTask, answer_text
 from tasks.agent.tools import (Tool, current_timeout_s, get_tool, python_tool, register_tool, registered_tools,
                                tool)
@@ -28,7 +28,8 @@ def as_agent_task(task, agent: str = "react", **kwargs) -> AgentTask:
 
 
 __all__ = [
-    "AGENTS", "AgentSettings", "AgentTask", "DocSearchTask", "SandboxResult", "Step", "Tool", "Trajectory",
+    "AGENTS", "AgentSettings", "AgentTask", "DocSearchTask", "SANDBOXES", "SandboxResult",
+    "SandboxUnavailableError", "Step", "Tool", "Trajectory",
     "answer_text", "as_agent_task", "build_graph", "current_timeout_s", "final_answer", "get_tool",
     "parse_reply", "python_tool", "register_tool", "registered_tools", "run_agent", "run_python",
     "system_prompt", "tool", "trajectory_text",

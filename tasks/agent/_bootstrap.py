@@ -4,6 +4,10 @@ Usage: python -I _bootstrap.py '<json limits>'. It lowers its own resource limit
 its real uid to a private one and drops CAP_SYS_ADMIN/CAP_SYS_RESOURCE so that the kernel enforces
 RLIMIT_NPROC (root is otherwise exempt), then runs `main.py` from the working directory as __main__.
 Doing this in the child (not in a `preexec_fn`) keeps process creation safe in threaded parents.
+
+Under bubblewrap as root (`become_uid` in the limits) it instead empties the capability bounding set and
+becomes that private uid entirely (real, effective, saved; groups dropped), which clears every capability;
+if any of it fails, it exits (status 70) before the user code runs. `site_dirs` are appended to sys.path.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import traceback
 _CAPS_TO_DROP = (21, 24)  # CAP_SYS_ADMIN, CAP_SYS_RESOURCE: either one exempts a process from RLIMIT_NPROC
 _PR_CAPBSET_DROP = 24
 _CAP_VERSION_3 = 0x20080522
+SETUP_FAILED = 70  # exit status when the sandbox could not drop its privileges
 
 
 def _set_limits(cfg: dict) -> None:
@@ -64,6 +69,38 @@ def _contain_root(uid: int) -> None:
         sys.stderr.write(f"[sandbox] process-count limit not enforced: {exc}\n")
 
 
+def _capset_zero(libc) -> None:
+    import ctypes
+
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: all empty
+    if libc.capset(header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def _become(uid: int) -> None:
+    """Drop every capability for good and run as the private `uid` (no groups); exit if anything fails."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        last = int(open("/proc/sys/kernel/cap_last_cap").read())
+        for cap in range(last + 1):
+            if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), f"cannot drop capability {cap} from the bounding set")
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        _capset_zero(libc)
+        status = open("/proc/self/status").read()
+        caps = {k: v.strip() for k, v in (ln.split(":", 1) for ln in status.splitlines() if ln.startswith("Cap"))}
+        if os.getresuid() != (uid, uid, uid) or any(int(v, 16) for v in caps.values()):
+            raise OSError(0, f"still privileged: uids {os.getresuid()}, {caps}")
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"SandboxError: the sandbox could not drop its privileges: {exc}\n")
+        sys.exit(SETUP_FAILED)
+
+
 def _run_main() -> None:
     sys.argv = ["main.py"]
     with open("main.py", encoding="utf-8") as fh:
@@ -82,7 +119,10 @@ def _run_main() -> None:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    if cfg.get("private_uid") is not None and os.geteuid() == 0:
+    sys.path.extend(cfg.get("site_dirs") or [])
+    if cfg.get("become_uid") is not None:
+        _become(int(cfg["become_uid"]))
+    elif cfg.get("private_uid") is not None and os.geteuid() == 0:
         _contain_root(int(cfg["private_uid"]))
     _set_limits(cfg)
     _run_main()

@@ -1,30 +1,42 @@
-"""A Python tool sandbox: run a code string in a separate, resource-limited process.
+"""The python tool's sandboxes: run a code string in a separate, resource-limited process.
 
-This is a CONVENIENCE sandbox for model-written code that is careless, not a security boundary against
-hostile code: the child runs as the same user (as root it keeps euid 0), sees the same filesystem and
-the network. What it does give:
+Two sandboxes (`sandbox=`, the CLI's `--sandbox`):
 
-- a fresh temporary working directory (deleted afterwards) and an environment with only PATH, LANG,
-  HOME and thread-count variables, so API keys in the parent's environment do not leak;
+- `bwrap` (the default): the process runs under bubblewrap, isolated from the host's filesystem,
+  network, processes and environment (see `tasks.agent.bwrap` for exactly what it sees). Where bwrap is
+  missing or cannot create namespaces, `run_python` (and loading an agent task) refuses with a
+  `SandboxUnavailableError` that says how to fix it; nothing falls back silently.
+- `process`: the weaker sandbox, to opt into explicitly. It is a CONVENIENCE sandbox for careless
+  code, not a security boundary against hostile code: the child runs as the same user (as root it keeps
+  euid 0), sees the same filesystem and the network.
+
+Both give:
+
+- a fresh working directory (deleted afterwards) and an environment with only PATH, LANG, HOME and
+  thread-count variables, so API keys in the parent's environment do not leak;
 - `python -I` (no PYTHON* variables, no user site) running `_bootstrap.py`, which lowers the child's
   own rlimits before the user code runs: RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_CORE=0
   and RLIMIT_NPROC. The limits are set in the child rather than in a `preexec_fn`, which is unsafe in
   threaded parents (the agent runs tools in worker threads);
 - fork-bomb containment: the kernel ignores RLIMIT_NPROC for root, so when the parent is root the
-  child moves its REAL uid to a private, unused uid and drops CAP_SYS_ADMIN/CAP_SYS_RESOURCE; the
-  process count of that uid is then capped. As non-root the cap is the user's current task count
-  plus `nproc`;
+  child runs under a private, unused uid (process: its REAL uid only, dropping CAP_SYS_ADMIN and
+  CAP_SYS_RESOURCE; bwrap: every uid, with no capabilities at all); the process count of that uid is
+  then capped. As non-root the cap is the user's current task count plus `nproc` (bwrap: `nproc` in its
+  own user namespace, on kernels >= 5.14 which count per namespace);
 - a wall-clock timeout, after which the whole process group (and, as root, every process of the
-  private uid, which catches `setsid` escapes) is killed until none survive;
+  private uid, which catches `setsid` escapes; under bwrap, the whole PID namespace) is killed;
 - output read incrementally: the first `max_output` bytes of each stream are kept, later bytes are
   discarded, and a child that floods more than `DRAIN_LIMIT` bytes is stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
-import secrets
+import platform
+import re
 import selectors
 import shutil
 import signal
@@ -34,11 +46,22 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
+
+from tasks.agent import bwrap
+from tasks.agent.procs import NOBODY, kill_tree, own_task_count, private_uid
+from tfgrpo_common.errors import ConfigError
 
 BOOTSTRAP = Path(__file__).with_name("_bootstrap.py")
+SANDBOXES = ("bwrap", "process")
+DEFAULT_SANDBOX = "bwrap"
 DRAIN_LIMIT = 1_000_000  # bytes discarded beyond max_output before the child is stopped
 EXIT_GRACE_S = 0.5  # after the main process exits, how long to wait for pipes held by its children
-_PRIVATE_UID_BASE, _PRIVATE_UID_SPAN = 1_900_000_000, 100_000_000
+TMP_MB = 64  # size of the bwrap sandbox's private /tmp
+
+
+class SandboxUnavailableError(ConfigError):
+    """The chosen sandbox cannot run on this machine; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -69,38 +92,132 @@ class _Output:
     flooded: bool = False
 
 
-def run_python(code: str, *, timeout_s: float = 10, memory_mb: int = 512, cpu_s: float | None = None,
-               max_output: int = 20_000, nproc: int = 64, fsize_mb: int = 16) -> SandboxResult:
-    """Run `code` with `python -I` in a fresh temp dir under resource limits (see the module docstring).
+@dataclass
+class _Launch:
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    fds: tuple[int, ...]
+    uid: int | None  # the private uid whose processes are killed afterwards (None: process group only)
 
-    `cpu_s` defaults to the wall timeout rounded up. Never raises on what the code does: failures come
-    back in `SandboxResult.error`."""
-    workdir = tempfile.mkdtemp(prefix="tfgrpo-sandbox-")
-    try:
-        Path(workdir, "main.py").write_text(code, encoding="utf-8")
-        uid = _private_uid()
-        cfg = {
-            "memory_bytes": int(memory_mb) * 2**20,
-            "cpu_s": int(cpu_s if cpu_s is not None else -(-timeout_s // 1) + 1),
-            "fsize_bytes": int(fsize_mb) * 2**20,
-            "nproc": nproc if uid is not None else _own_task_count() + nproc,
-            "private_uid": uid,
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-I", str(BOOTSTRAP), json.dumps(cfg)], cwd=workdir, env=_child_env(workdir),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, close_fds=True,
-        )
+
+def run_python(code: str, *, sandbox: str = DEFAULT_SANDBOX, timeout_s: float = 10, memory_mb: int = 512,
+               cpu_s: float | None = None, max_output: int = 20_000, nproc: int = 64,
+               fsize_mb: int = 16) -> SandboxResult:
+    """Run `code` with `python -I` in a fresh working dir under resource limits, in `sandbox` (see the
+    module docstring).
+
+    `cpu_s` defaults to the wall timeout rounded up. Raises `SandboxUnavailableError` when `sandbox`
+    cannot run here; never raises on what the code does: failures come back in `SandboxResult.error`."""
+    require_sandbox(sandbox)
+    return _run(code, sandbox, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s, max_output=max_output,
+                nproc=nproc, fsize_mb=fsize_mb)
+
+
+def require_sandbox(sandbox: str) -> None:
+    """Raise `SandboxUnavailableError` (or `ConfigError` for an unknown name) unless `sandbox` can run."""
+    problem = sandbox_problem(sandbox)
+    if problem is not None:
+        fix = bwrap.FIX_MISSING if bwrap.bwrap_path() is None else bwrap.FIX_BROKEN
+        raise SandboxUnavailableError(f"the python tool cannot run: {problem}. Fix: {fix}")
+
+
+def sandbox_problem(sandbox: str) -> str | None:
+    """Why `sandbox` cannot run here (one line), or None when it can."""
+    if sandbox not in SANDBOXES:
+        raise ConfigError(f"unknown sandbox {sandbox!r}; choose one of: {', '.join(SANDBOXES)}")
+    if sandbox == "process":
+        return None
+    path = bwrap.bwrap_path()
+    if path is None:
+        return "its bubblewrap sandbox needs `bwrap`, which is not installed (not on PATH)"
+    return _bwrap_probe(path, os.geteuid())
+
+
+@functools.lru_cache(maxsize=None)
+def _bwrap_probe(path: str, euid: int) -> str | None:
+    """Run a trivial program in the bwrap sandbox once per bwrap binary; None when it worked."""
+    res = _run("print('ok')", "bwrap", timeout_s=30, memory_mb=512, cpu_s=None, max_output=4000, nproc=64,
+               fsize_mb=1)
+    if res.stdout == "ok\n" and res.ok:
+        return None
+    lines = res.stderr.strip().splitlines()
+    why = (lines[-1] if lines else res.error or f"exit status {res.returncode}").strip().rstrip(".")
+    return f"its bubblewrap sandbox ({path}) does not work here (namespaces not allowed?): {why}"
+
+
+def _run(code: str, sandbox: str, *, timeout_s: float, memory_mb: int, cpu_s: float | None, max_output: int,
+         nproc: int, fsize_mb: int) -> SandboxResult:
+    cfg = {"memory_bytes": int(memory_mb) * 2**20, "fsize_bytes": int(fsize_mb) * 2**20,
+           "cpu_s": int(cpu_s if cpu_s is not None else -(-timeout_s // 1) + 1)}
+    launch = _bwrap_launch if sandbox == "bwrap" else _process_launch
+    with launch(code, cfg, nproc) as how:
+        proc = subprocess.Popen(how.argv, cwd=how.cwd, env=how.env, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                close_fds=True, pass_fds=how.fds)
         try:
             out = _collect(proc, timeout_s, max_output)
         finally:
-            kill_tree(proc.pid, uid)
+            kill_tree(proc.pid, how.uid)
             proc.wait()
             proc.stdout.close()
             proc.stderr.close()
-        return _result(out, proc.returncode, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cfg["cpu_s"])
+    rc = proc.returncode
+    if sandbox == "bwrap" and rc is not None and 128 < rc < 128 + signal.NSIG:  # bwrap: 128 + signal
+        rc = -(rc - 128)
+    return _result(out, rc, timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cfg["cpu_s"])
+
+
+@contextlib.contextmanager
+def _process_launch(code: str, cfg: dict, nproc: int) -> Iterator[_Launch]:
+    workdir = tempfile.mkdtemp(prefix="tfgrpo-sandbox-")
+    try:
+        Path(workdir, "main.py").write_text(code, encoding="utf-8")
+        uid = private_uid()
+        cfg = {**cfg, "nproc": nproc if uid is not None else own_task_count() + nproc, "private_uid": uid}
+        yield _Launch([sys.executable, "-I", str(BOOTSTRAP), json.dumps(cfg)], workdir, _child_env(workdir), (), uid)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _bwrap_launch(code: str, cfg: dict, nproc: int) -> Iterator[_Launch]:
+    as_root = os.geteuid() == 0
+    uid = private_uid(fallback_nobody=True) if as_root else None
+    if as_root and uid is None:
+        raise SandboxUnavailableError(f"no unprivileged uid is mapped for the sandbox here. "
+                                      f"Fix: {bwrap.FIX_BROKEN}")
+    counted_apart = as_root or _kernel_at_least(5, 14)  # a fresh uid, or a user namespace counted on its own
+    cfg = {**cfg, "nproc": nproc + 2 if counted_apart else own_task_count() + nproc, "become_uid": uid,
+           "site_dirs": list(bwrap.runtime().site_dirs)}
+    env = _child_env(bwrap.WORKDIR)
+    main_fd, boot_fd = _data_fd(code.encode("utf-8")), _data_fd(BOOTSTRAP.read_bytes())
+    try:
+        argv = bwrap.bwrap_argv(bwrap.bwrap_path() or "bwrap", json.dumps(cfg), main_fd=main_fd, boot_fd=boot_fd,
+                                as_root=as_root, tmp_mb=TMP_MB, env=env)
+        yield _Launch(argv, "/", env, (main_fd, boot_fd), None if uid == NOBODY else uid)
+    finally:
+        os.close(main_fd)
+        os.close(boot_fd)
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    m = re.match(r"(\d+)\.(\d+)", platform.release())
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (major, minor)
+
+
+def _data_fd(data: bytes) -> int:
+    """An anonymous in-memory file holding `data`, positioned at its start."""
+    fd = os.memfd_create("tfgrpo-sandbox", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _child_env(workdir: str) -> dict[str, str]:
@@ -110,29 +227,6 @@ def _child_env(workdir: str) -> dict[str, str]:
         "HOME": workdir, "TMPDIR": workdir,
         "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
     }
-
-
-def _private_uid() -> int | None:
-    """An unused uid for the child's real uid when we are root (None otherwise or when unmapped)."""
-    if os.geteuid() != 0:
-        return None
-    uid = _PRIVATE_UID_BASE + secrets.randbelow(_PRIVATE_UID_SPAN)
-    try:
-        ranges = [tuple(map(int, ln.split())) for ln in Path("/proc/self/uid_map").read_text().splitlines()]
-    except (OSError, ValueError):
-        return None
-    return uid if any(inner <= uid < inner + count for inner, _outer, count in ranges) else None
-
-
-def _own_task_count() -> int:
-    """Tasks (threads count) that our real uid owns now: RLIMIT_NPROC is checked against this."""
-    me, total = os.getuid(), 0
-    for pid in _pids():
-        status = _read(f"/proc/{pid}/status")
-        fields = dict(ln.split(":", 1) for ln in status.splitlines() if ":" in ln)
-        if fields.get("Uid", "").split()[:1] == [str(me)]:
-            total += int(fields.get("Threads", "1").strip() or 1)
-    return total
 
 
 def _collect(proc: subprocess.Popen, timeout_s: float, cap: int) -> _Output:
@@ -170,65 +264,6 @@ def _exited(pid: int) -> bool:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
-
-
-def kill_tree(pgid: int, uid: int | None, *, rounds: int = 200) -> int:
-    """SIGKILL every live process in group `pgid` (and of real uid `uid`) until none is left.
-
-    Returns how many processes were still alive at the end (0 when containment worked)."""
-    try:  # works without /proc too; the scan below also catches members of other groups (setsid)
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    survivors: list[int] = []
-    for _ in range(rounds):
-        survivors = _members(pgid, uid)
-        if not survivors:
-            return 0
-        for pid in survivors:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.002)
-    return len(survivors)
-
-
-def _members(pgid: int, uid: int | None) -> list[int]:
-    """Live (non-zombie) processes in process group `pgid` or, if given, with real uid `uid`."""
-    found = []
-    for pid in _pids():
-        stat = _read(f"/proc/{pid}/stat")
-        if not stat:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) < 3 or fields[0] in ("Z", "X"):
-            continue
-        if int(fields[2]) == pgid or (uid is not None and _real_uid(pid) == uid):
-            found.append(pid)
-    return found
-
-
-def _real_uid(pid: int) -> int | None:
-    for line in _read(f"/proc/{pid}/status").splitlines():
-        if line.startswith("Uid:"):
-            return int(line.split()[1])
-    return None
-
-
-def _pids() -> list[int]:
-    try:
-        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:  # no /proc (macOS): only the process-group kill applies
-        return []
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return ""
 
 
 def _result(out: _Output, rc: int | None, *, timeout_s: float, memory_mb: int, cpu_s: int) -> SandboxResult:

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 from tasks.agent.protocol import final_answer, last_boxed, system_prompt
 from tasks.agent.react import ApplyPrior, run_agent
-from tasks.agent.tools import Tool, get_tool
+from tasks.agent.sandbox import DEFAULT_SANDBOX
+from tasks.agent.tools import Tool, get_tool, python_tool
 from tasks.agent.trajectory import Trajectory
 from tasks.base import Example, Reward
 from tfgrpo_common.chat import ChatModel
@@ -25,12 +26,15 @@ class AgentTask:
 
     `answer_format` tells the model how to write its final answer; by default \\boxed{} when the base
     task's prompt asks for it. A base task with its own `tools` (e.g. `docsearch`) keeps them, its
-    messages and its `max_turns`. Implements the `ToolTask` protocol (a `Task` with `rollout`)."""
+    messages and its `max_turns`. `sandbox` is where the default python tool runs (`bwrap` | `process`).
+    Implements the `ToolTask` protocol (a `Task` with `rollout`)."""
 
     def __init__(self, base: Any, tools: Sequence[Tool] | None = None, *, max_turns: int | None = None,
-                 tool_timeout_s: float = 10.0, answer_format: str | None = None) -> None:
+                 tool_timeout_s: float = 10.0, answer_format: str | None = None,
+                 sandbox: str = DEFAULT_SANDBOX) -> None:
         self.base = base
-        self.tools = list(tools) if tools is not None else list(getattr(base, "tools", None) or [get_tool("python")])
+        default = get_tool("python") if sandbox == DEFAULT_SANDBOX else python_tool(sandbox=sandbox)
+        self.tools = list(tools) if tools is not None else list(getattr(base, "tools", None) or [default])
         self.max_turns = max_turns if max_turns is not None else getattr(base, "max_turns", 5)
         self.tool_timeout_s = tool_timeout_s
         self.answer_format = answer_format

@@ -22,12 +22,12 @@ import contextvars
 import inspect
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from tasks.agent.sandbox import SandboxResult, run_python
+from tasks.agent.sandbox import DEFAULT_SANDBOX, SandboxResult, require_sandbox, run_python
 from tfgrpo_common.errors import ConfigError
 
 _TIMEOUT: contextvars.ContextVar[float | None] = contextvars.ContextVar("tool_timeout_s", default=None)
@@ -206,13 +206,22 @@ def sandbox_observation(res: SandboxResult) -> str:
     return "\n".join(parts)
 
 
-def python_tool(*, memory_mb: int = 512, max_output: int = 20_000, timeout_s: float | None = None) -> Tool:
-    """The `python` tool: runs code in `run_python` with the runner's per-tool timeout."""
+def python_tool(*, sandbox: str = DEFAULT_SANDBOX, memory_mb: int = 512, max_output: int = 20_000,
+                timeout_s: float | None = None) -> Tool:
+    """The `python` tool: runs code in `run_python` in `sandbox` (`bwrap` | `process`, see
+    `tasks.agent.sandbox`) with the runner's per-tool timeout. `meta["sandbox"]` records which."""
     def python(code: str) -> SandboxResult:
         """Run Python 3 code in a fresh sandboxed process and return what it prints (stdout and errors).
         Nothing persists between calls: print() every value you need."""
-        return run_python(code, timeout_s=current_timeout_s(), memory_mb=memory_mb, max_output=max_output)
-    return Tool.from_function(python, timeout_s=timeout_s)
+        return run_python(code, sandbox=sandbox, timeout_s=current_timeout_s(), memory_mb=memory_mb,
+                          max_output=max_output)
+    return replace(Tool.from_function(python, timeout_s=timeout_s), meta={"sandbox": sandbox})
+
+
+def require_tools_runnable(tools: list[Tool]) -> None:
+    """Refuse (`SandboxUnavailableError`, with the fix) when a tool's sandbox cannot run on this machine."""
+    for sandbox in dict.fromkeys(t.meta.get("sandbox") for t in tools if t.meta.get("sandbox")):
+        require_sandbox(sandbox)
 
 
 register_tool(python_tool())

@@ -1,7 +1,11 @@
-"""The Python tool sandbox: limits, containment, output caps, environment isolation."""
+"""The python tool's process sandbox (`--sandbox process`): limits, containment, output caps, environment
+isolation. The default bwrap sandbox has its own tests in test_sandbox_escape.py; the refusal where bwrap
+cannot run is tested here (it needs no bwrap)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import resource
 import time
@@ -9,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.agent.sandbox import run_python
+from tasks.agent import sandbox as sandbox_module
+from tasks.agent.sandbox import SandboxUnavailableError
+
+run_python = functools.partial(sandbox_module.run_python, sandbox="process")
 
 
 def _survivors(pgid: int, uid: int | None) -> list[int]:
@@ -123,10 +130,40 @@ def test_sandbox_file_size_limit():
 
 def test_sandbox_without_private_uid_still_kills_its_process_group(monkeypatch):
     from tasks.agent import sandbox
-    monkeypatch.setattr(sandbox, "_private_uid", lambda: None)  # the non-root path
-    assert sandbox._own_task_count() >= 1
+    monkeypatch.setattr(sandbox, "private_uid", lambda **kw: None)  # the non-root path
+    assert sandbox.own_task_count() >= 1
     code = ("import os, subprocess\nprint(os.getpgrp(), os.getuid(), flush=True)\n"
             "subprocess.Popen(['sleep', '30'])\nprint('started')")
-    res = sandbox.run_python(code, timeout_s=5)
+    res = sandbox.run_python(code, timeout_s=5, sandbox="process")
     assert res.ok and res.stdout.endswith("started\n")
     assert _survivors(int(res.stdout.split()[0]), None) == []
+
+
+def test_without_bwrap_the_default_sandbox_refuses_with_the_fix(tmp_path, monkeypatch):
+    """No bwrap on PATH: running the tool, loading an agent task and calling the tool all say how to fix
+    it; `sandbox="process"` is the explicit opt-in that still works."""
+    from tasks.agent.tools import python_tool
+    from tasks.registry import load_task
+    from tfgrpo_common.errors import ConfigError
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty dir: no bwrap
+    with pytest.raises(SandboxUnavailableError) as err:
+        sandbox_module.run_python("print(1)")
+    assert "apt-get install bubblewrap" in str(err.value) and "--sandbox process" in str(err.value)
+    with pytest.raises(ConfigError, match="apt-get install bubblewrap"):
+        load_task("arith", agent="react")
+    assert load_task("arith", agent="react", sandbox="process").tools[0].meta == {"sandbox": "process"}
+    obs, is_error = asyncio.run(python_tool().call("print(1)", timeout_s=5))
+    assert is_error and obs.startswith("Error: SandboxUnavailableError") and "--sandbox process" in obs
+    assert run_python("print(1)").stdout == "1\n"
+
+
+def test_a_bwrap_that_cannot_create_namespaces_is_refused(tmp_path, monkeypatch):
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    with pytest.raises(SandboxUnavailableError) as err:
+        sandbox_module.run_python("print(1)")
+    msg = str(err.value)
+    assert "No permissions to create new namespace" in msg and "--sandbox process" in msg, msg

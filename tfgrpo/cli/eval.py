@@ -16,6 +16,8 @@ from tfgrpo.config import ModelConfig, TaskOptions
 from tfgrpo.errors import ConfigError
 from tfgrpo.evaluation.runner import EvalResult
 from tfgrpo.evaluation.task_eval import evaluate_task
+from tfgrpo.llm.factory import ModelPool, check_model_name
+from tfgrpo.llm.preflight import preflight
 
 
 def print_metrics(m: dict, title: str = "evaluation") -> None:
@@ -41,11 +43,46 @@ def evaluate(task_name: str, model_cfg: ModelConfig, **kw) -> EvalResult:
                              **kw)
 
 
-def task_options(agent, max_turns, data_file, reward) -> TaskOptions:
+def task_options(agent, max_turns, data_file, reward, sandbox: str = "bwrap") -> TaskOptions:
     if agent is not None and agent != "react":
         raise ConfigError(f"unknown --agent {agent!r}; the only agent is `react`")
+    if sandbox not in ("bwrap", "process"):
+        raise ConfigError(f"unknown --sandbox {sandbox!r}; choose bwrap (isolated, the default) or process "
+                          "(the weaker process sandbox)")
     return TaskOptions(agent=agent, max_turns=max_turns, data_file=str(data_file) if data_file else None,
-                       reward=reward)
+                       reward=reward, sandbox=sandbox)
+
+
+def check_before_eval(task: str, split: str, cfg: ModelConfig, opts: TaskOptions, pool: ModelPool, *,
+                      probe: bool) -> None:
+    """Before any work: the task and its split load (agent mode: its sandbox can run), then the model
+    answers a 1-token probe (hosted: its provider key is set). No probe for --checkpoint models."""
+    from tasks.registry import load_task
+
+    if not load_task(task, **opts.load_kwargs()).examples(split):
+        raise ConfigError(f"task {task} has no items in split {split!r}")
+    check_model_name(cfg.model)
+    if probe:
+        seconds = preflight(cfg, pool=pool)
+        if seconds is not None:
+            console.print(f"[dim]pre-flight: {cfg.model} answered in {seconds:.1f}s[/]")
+
+
+def _evaluate_with_library(task: str, cfg: ModelConfig, opts: TaskOptions, pool: ModelPool, *, library: str,
+                           version: int | None, db: Path | None, checkpoint: Path | None, device: str,
+                           **kw) -> EvalResult:
+    from tfgrpo.evaluation.library import prior_for_eval
+
+    with prior_for_eval(library, version, db) as (apply_prior, lib, ver, call_log, on_done):
+        chat_model = None
+        if checkpoint is not None:
+            from tfgrpo.grpo.hf_chat import HFChatModel
+
+            chat_model = HFChatModel.from_checkpoint(checkpoint, device=device, call_log=call_log)
+        result = evaluate(task, cfg, apply_prior=apply_prior, library=lib, version=ver, call_log=call_log,
+                          task_options=opts, model=chat_model, pool=pool, **kw)
+        on_done(result)
+    return result
 
 
 @guard
@@ -66,6 +103,7 @@ def eval_cmd(
     max_turns: int = typer.Option(5, "--max-turns", min=1, max=o.MAX_COUNT, help="Agent mode: max model turns."),
     data_file: Optional[Path] = typer.Option(None, "--data-file", help="Task jsonl: your JSONL file."),
     reward: Optional[str] = typer.Option(None, "--reward", help="jsonl: exact|numeric|math|regex; hotpotqa: f1|em."),
+    sandbox: o.Sandbox = "bwrap",
     api_base: Optional[str] = typer.Option(None, "--api-base"),
     gguf: Optional[str] = typer.Option(None, "--gguf", help="Serve this GGUF with the embedded server."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Evaluate a `tfgrpo grpo` checkpoint "
@@ -77,19 +115,12 @@ def eval_cmd(
     """Evaluate a model (optionally with a learned library): mean@k, pass@k, 95% bootstrap CI."""
     data_dir_option(data_dir)
     cfg = ModelConfig(model=model, api_base=api_base, gguf=gguf)
-    opts = task_options(agent, max_turns, data_file, reward)
-    from tfgrpo.evaluation.library import prior_for_eval
-
-    with prior_for_eval(library, version, db) as (apply_prior, lib, ver, call_log, on_done):
-        chat_model = None
-        if checkpoint is not None:
-            from tfgrpo.grpo.hf_chat import HFChatModel
-
-            chat_model = HFChatModel.from_checkpoint(checkpoint, device=device, call_log=call_log)
-        result = evaluate(task, cfg, k=k, split=split, limit=limit, seed=seed, temperature=temperature,
-                          max_tokens=max_tokens, apply_prior=apply_prior, library=lib, version=ver,
-                          call_log=call_log, task_options=opts, model=chat_model)
-        on_done(result)
+    opts = task_options(agent, max_turns, data_file, reward, sandbox)
+    with ModelPool(progress=lambda s: console.print(f"[dim]{s}[/]")) as pool:
+        check_before_eval(task, split, cfg, opts, pool, probe=checkpoint is None)
+        result = _evaluate_with_library(task, cfg, opts, pool, library=library, version=version, db=db,
+                                        checkpoint=checkpoint, device=device, k=k, split=split, limit=limit,
+                                        seed=seed, temperature=temperature, max_tokens=max_tokens)
     print_metrics(result.metrics())
     if json_out:
         try:

@@ -64,6 +64,7 @@ Agent = Annotated[Optional[str], field_option(TaskOptions, "agent", "--agent")]
 MaxTurns = Annotated[int, field_option(TaskOptions, "max_turns", "--max-turns", max=1000)]
 DataFile = Annotated[Optional[Path], field_option(TaskOptions, "data_file", "--data-file")]
 Reward = Annotated[Optional[str], field_option(TaskOptions, "reward", "--reward")]
+Sandbox = Annotated[str, field_option(TaskOptions, "sandbox", "--sandbox")]
 
 # -- training (TrainConfig, BudgetConfig) ------------------------------------------------------------
 Epochs = Annotated[int, field_option(TrainConfig, "epochs", "--epochs", help="Passes over the questions.",

@@ -11,13 +11,15 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from experience_store import default_db_path, open_store
+from experience_store.reads import check_library_name
 from tfgrpo.cli import options as o
 from tfgrpo.cli.common import console, data_dir_option, guard, out, validated
 from tfgrpo.cli.eval import task_options
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
-from tfgrpo.errors import ConfigError
+from tfgrpo.errors import ConfigError, StoreError
 from tfgrpo.llm.budget import BudgetConfig
-from tfgrpo.llm.factory import check_model_name
+from tfgrpo.llm.factory import ModelPool, check_model_name
+from tfgrpo.llm.preflight import preflight
 
 
 def build_config(**kw) -> TrainConfig:
@@ -74,6 +76,7 @@ def train_cmd(
     max_turns: o.MaxTurns = 5,
     data_file: o.DataFile = None,
     reward: o.Reward = None,
+    sandbox: o.Sandbox = "bwrap",
     api_base: o.ApiBase = None,
     gguf: o.Gguf = None,
     data_dir: o.DataDir = None,
@@ -87,7 +90,7 @@ def train_cmd(
         seed=seed, rollout=SamplingConfig(temperature=temperature, max_tokens=max_tokens),
         budget=_budget(budget_usd, max_calls, max_total_tokens), ground_truth=not no_ground_truth,
         allow_group_of_one=allow_group_of_one, learn_all_wrong=not no_all_wrong,
-        task_options=task_options(agent, max_turns, data_file, reward))
+        task_options=task_options(agent, max_turns, data_file, reward, sandbox))
     policy = ModelConfig(model=model, api_base=api_base, gguf=gguf)
     learner = ModelConfig(model=learner_model, api_base=api_base) if learner_model else None
     _run(cfg, policy, learner, db=db, resume=resume, dry_run=dry_run)
@@ -100,18 +103,60 @@ def _run(cfg: TrainConfig, policy: ModelConfig, learner: ModelConfig | None, *, 
     if dry_run:
         out.print_json(json.dumps(estimate(cfg, policy)))
         return
-    db_path = Path(db) if db else default_db_path()
-    store = open_store(db_path)
-    try:
-        res = train(cfg, policy, learner, store=store, db=db_path, resume=resume,
-                    on_stage=lambda st, step, msg: console.print(f"[cyan]step {step + 1}[/] [bold]{st}[/] {msg}"),
-                    progress=lambda s: console.print(f"[dim]{s}[/]"))
-        summary_table(store, res.run_id)
-    finally:
-        store.close()
+    db_path = Path(db).expanduser() if db else default_db_path()
+    with ModelPool(progress=lambda s: console.print(f"[dim]{s}[/]")) as pool:
+        if resume:  # the run's own task and models are checked; nothing is written before that
+            policy, learner = _check_resume(cfg, db_path, pool)
+        else:
+            check_before_writing(cfg, policy, learner, pool)
+        store = open_store(db_path)
+        try:
+            res = train(cfg, policy, learner, store=store, db=db_path, resume=resume, pool=pool,
+                        on_stage=lambda st, step, msg: console.print(f"[cyan]step {step + 1}[/] [bold]{st}[/] {msg}"),
+                        progress=lambda s: console.print(f"[dim]{s}[/]"))
+            summary_table(store, res.run_id)
+        finally:
+            store.close()
     if res.status != "completed":
         console.print(f"[yellow]run {res.run_id} {res.status}: {res.error}[/]")
         raise typer.Exit(3 if res.status == "stopped_budget" else 1)
+
+
+def check_before_writing(cfg: TrainConfig, policy: ModelConfig, learner: ModelConfig | None, pool: ModelPool) -> None:
+    """Everything a run needs, checked before the store (or its file) is touched: the library name, the
+    task and its data (and agent mode's sandbox), then the models (provider key, one 1-token probe)."""
+    from tfgrpo.loop.run import load_examples
+
+    check_library_name(cfg.library)
+    load_examples(cfg)
+    preflight_models(policy, learner, pool)
+
+
+def preflight_models(policy: ModelConfig, learner: ModelConfig | None, pool: ModelPool) -> None:
+    seconds = preflight(policy, pool=pool, role="policy model")
+    if learner is not None and learner != policy:
+        preflight(learner, pool=pool, role="learner model")
+    if seconds is not None:
+        console.print(f"[dim]pre-flight: {policy.model} answered in {seconds:.1f}s[/]")
+
+
+def _check_resume(cfg: TrainConfig, db_path: Path, pool: ModelPool) -> tuple[ModelConfig, ModelConfig]:
+    """`--resume`: the store and an unfinished run must exist; its task and models are checked."""
+    from tfgrpo.loop.run import load_examples
+
+    check_library_name(cfg.library)
+    if not db_path.exists():
+        raise StoreError(f"nothing to resume: there is no store at {db_path}; start a run without --resume")
+    with open_store(db_path, read_only=True) as store:
+        run = store.latest_unfinished_run(cfg.library, "train")
+    if run is None:
+        raise StoreError(f"library {cfg.library!r} has no unfinished training run to resume; "
+                         "start one without --resume")
+    conf = run["config"]
+    policy, learner = ModelConfig.model_validate(conf["policy"]), ModelConfig.model_validate(conf["learner"])
+    load_examples(TrainConfig.model_validate(conf["train"]))
+    preflight_models(policy, learner, pool)
+    return policy, learner
 
 
 def _budget(usd, calls, tokens) -> BudgetConfig:

@@ -22,8 +22,7 @@ def evaluate_task(task_name: str, model_cfg: ModelConfig, *, k: int, split: str,
                   progress: Callable[[str], None] = lambda msg: None) -> EvalResult:
     """Run `task_name`'s first `limit` items of `split` through `model` (any ChatModel) or the gateway
     for `model_cfg`. `on_start(n_items)` is called once, `on_item(result)` after each item."""
-    o = task_options or TaskOptions()
-    task = load_task(task_name, agent=o.agent, data_file=o.data_file, reward=o.reward, max_turns=o.max_turns)
+    task = load_task(task_name, **(task_options or TaskOptions()).load_kwargs())
     examples = task.examples(split)
     if limit:
         examples = examples[:limit]

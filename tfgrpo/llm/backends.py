@@ -4,6 +4,7 @@ timeouts, concurrency limits, n-emulation, cost and logging."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
@@ -11,6 +12,20 @@ from typing import Any, AsyncIterator, Protocol
 from tfgrpo.llm.openai_shapes import passthrough_params
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+_LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+
+def import_litellm():
+    """litellm, quieted: no "Give Feedback / Get Help" or provider-list banners and no log
+    lines of its own on the console (the gateway turns each failure into one `LLMError`, which is recorded
+    in the call log). `LITELLM_LOG=DEBUG` in the environment keeps its logging, for debugging."""
+    import litellm
+
+    litellm.suppress_debug_info = True  # cheap: set on every use, in case other code turned it back on
+    if not os.environ.get("LITELLM_LOG"):
+        for name in _LITELLM_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    return litellm
 
 
 @dataclass
@@ -139,7 +154,7 @@ class LiteLLMBackend:
         self.native_n = model.startswith(("openai/", "gpt-")) and api_base is None
 
     async def send(self, messages, *, temperature, max_tokens, n, seed, timeout, extra=None, stage="chat"):
-        import litellm
+        litellm = import_litellm()
 
         kwargs: dict[str, Any] = dict(
             model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens,
@@ -169,9 +184,8 @@ class LiteLLMBackend:
 
     async def send_body(self, body: dict[str, Any], *, timeout: float) -> RawResponse:
         """Forward a chat-completions request body through litellm; the response JSON is in `extra["body"]`."""
-        import litellm
+        litellm = import_litellm()
 
-        litellm.suppress_debug_info = True  # no provider-list banner on a server's stdout
         resp = await litellm.acompletion(**self._body_kwargs(body, timeout))
         try:
             cost = float(litellm.completion_cost(completion_response=resp) or 0.0)
@@ -183,9 +197,8 @@ class LiteLLMBackend:
 
     async def open_stream(self, body: dict[str, Any], *, timeout: float) -> AsyncIterator[dict[str, Any]]:
         """Open a streamed completion through litellm; returns an iterator of chunk dicts."""
-        import litellm
+        litellm = import_litellm()
 
-        litellm.suppress_debug_info = True
         kwargs = self._body_kwargs(body, timeout)
         kwargs["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         stream = await litellm.acompletion(stream=True, **kwargs)
@@ -214,7 +227,7 @@ def response_from_body(data: dict[str, Any], model: str) -> RawResponse:
 
 def estimate_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
     """USD for the given usage from litellm's price table; None when the model has no known price."""
-    import litellm
+    litellm = import_litellm()
 
     try:
         p, c = litellm.cost_per_token(model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)

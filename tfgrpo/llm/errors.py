@@ -10,6 +10,7 @@ import httpx
 from tfgrpo.errors import LLMError
 
 _CONTEXT_HINTS = ("context length", "context_length", "maximum context", "too many tokens", "exceed context")
+_AUTH_HINTS = ("missing credentials", "api_key client option must be set", "incorrect api key", "invalid api key")
 
 
 def _status(exc: BaseException) -> int | None:
@@ -31,7 +32,9 @@ def classify(exc: BaseException, model: str, timeout_s: float) -> LLMError:
         text = str(exc)[:300]
         low = text.lower()
         name = type(exc).__name__
-        if status in (401, 403) or "Authentication" in name or "PermissionDenied" in name:
+        if status in (401, 403) or "Authentication" in name or "PermissionDenied" in name or \
+                any(h in low for h in _AUTH_HINTS):
+            status = status if status in (401, 403) else 401  # a missing key: fatal, like a 401
             err = LLMError(f"{model}: authentication failed ({status}). Set the provider's API key "
                            "(e.g. OPENAI_API_KEY) or pass --api-key.", status=status)
         elif any(h in low for h in _CONTEXT_HINTS) or "ContextWindow" in name:
@@ -41,11 +44,14 @@ def classify(exc: BaseException, model: str, timeout_s: float) -> LLMError:
         elif status == 404 or "NotFound" in name:
             err = LLMError(f"{model}: model or endpoint not found ({text}). Check --model / --api-base.",
                            status=status)
-        elif status in (408, 409, 425, 429) or (status is not None and status >= 500):
-            err = LLMError(f"{model}: transient error {status}: {text}", status=status, retryable=True)
         elif status is None and ("Connection" in name or isinstance(exc, (httpx.TransportError, OSError))):
             err = LLMError(f"{model}: cannot connect ({text}). Is the server at --api-base running?",
                            retryable=True)
+        elif "connection error" in low:  # litellm reports a failed connection as a 500
+            err = LLMError(f"{model}: cannot connect ({text}). Check the network, or the provider's "
+                           "status.", status=status, retryable=True)
+        elif status in (408, 409, 425, 429) or (status is not None and status >= 500):
+            err = LLMError(f"{model}: transient error {status}: {text}", status=status, retryable=True)
         elif status is None and ("RemoteProtocol" in name or "APIError" in name):
             err = LLMError(f"{model}: broken response ({text})", retryable=True)
         else:

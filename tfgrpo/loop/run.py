@@ -30,7 +30,8 @@ class TrainResult:
 
 def load_examples(cfg: TrainConfig):
     o = cfg.task_options
-    task = load_task(cfg.task, agent=o.agent, data_file=o.data_file, reward=o.reward, max_turns=o.max_turns)
+    task = load_task(cfg.task, agent=o.agent, data_file=o.data_file, reward=o.reward, max_turns=o.max_turns,
+                     sandbox=o.sandbox)
     examples = task.examples(cfg.split)
     if cfg.limit:
         examples = examples[: cfg.limit]
