@@ -50,7 +50,8 @@ class Arm:
 
 ARMS: dict[str, Arm] = {a.name: a for a in (
     Arm("none", "none", "no prior"),
-    Arm("paper", "train", "paper loop (lessons, no gate)", optional={"gate_items": 0, "learn_examples": False}),
+    Arm("paper", "train", "paper loop (lessons, no gate)", optional={"gate_items": 0, "learn_examples": False,
+                                                                        "learner_context_tokens": 0}),
     Arm("ours", "train", "ours (gate + lessons + examples)",
         overrides={"gate_items": GATE, "learn_examples": True}, needs=("gate_items", "learn_examples")),
     Arm("retrieval", "retrieval", f"retrieval ({RETRIEVAL_K} nearest train solutions)"),
@@ -85,8 +86,9 @@ def train_overrides(arm: Arm, fields: dict[str, Any], settings: dict[str, Any] |
 
 
 def arm_prior(store, library: str):
-    """THE prior of a trained arm at evaluation (one place to change how a library is injected)."""
-    return Prior(store, library).apply
+    """THE prior of a trained arm at evaluation: the one the library was trained with (its recorded settings),
+    as `tfgrpo eval` and the proxy use it."""
+    return Prior.from_store(store, library).apply
 
 
 def _solution_text(ex) -> str:

@@ -93,7 +93,7 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
     from tfgrpo.loop.run import train
 
     db = workdir / "ours.duckdb"
-    cfg = TrainConfig(task="arith", library="bench", epochs=1, batch_size=batch, group_size=group, limit=batch,
+    cfg = TrainConfig(task="arith", library="bench", epochs=1, batch_size=batch, group_size=group, limit=batch, gate_items=0,
                       rollout=SamplingConfig(max_tokens=256))
     model = ModelConfig(model="openai/fake", api_base=api_base, concurrency=concurrency, timeout_s=120)
     marks: list[tuple[str, float]] = []

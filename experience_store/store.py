@@ -14,7 +14,7 @@ from .apply import BatchPlanner, Step, validate_batch
 from .base import utcnow
 from .embed import Embedder, HashEmbedder, default_embedder
 from .gatelog import GateLogMixin
-from .models import MAX_TEXT_CHARS, ApplyResult, Op, OpKind, Rejection
+from .models import MAX_TEXT_CHARS, ApplyResult, Experience, Op, OpKind, Rejection
 from .reads import OP_SELECT, check_library_name, op_record
 from .retrieval import RetrievalMixin
 
@@ -135,6 +135,24 @@ class ExperienceStore(RetrievalMixin, GateLogMixin):
             self._patch_index(library, steps, version, changed)
             return self._result(steps, version, changed, planner.new_ids, first_op)
 
+    def preview(self, library: str, ops: list[Op], *, dedup: bool = True) -> list[Experience]:
+        """The live experiences `ops` would leave, in id order, planned exactly as `apply` would (the same
+        validation, dedup and merge rules, the same new ids) but with nothing written: a proposed batch can
+        be tried out (the training gate scores it) before it becomes a version."""
+        ops = _as_ops(ops)
+        check_library_name(library)
+        with self._lock:
+            self.require_library(library)
+            self._validate(library, ops)
+            vectors, _ = self._embed_ops(library, ops)
+            live = {e.id: e for e in self.experiences(library)}
+            planner = BatchPlanner(lambda exp_id: live[exp_id].text, self._index(library), vectors,
+                                   int(self._library(library)["next_exp_id"]),
+                                   threshold=self.dedup_threshold, dedup=dedup, merge_duplicates=False)
+            for step in planner.plan(ops):
+                _preview_step(live, step, library)
+            return [live[i] for i in sorted(live)]
+
     def _write(self, library: str, steps: list[Step], version: int, changed: bool, next_id: int, model,
                prior: dict | None = None) -> int:
         """Write the planned batch in one transaction; returns the first op row id."""
@@ -217,3 +235,20 @@ def _as_ops(ops: list) -> list[Op]:
             first = exc.errors()[0]
             raise StoreError(f"op {n} is malformed ({first['msg']}); nothing was written. Fix it and apply again") from None
     return out
+
+
+def _preview_step(live: dict[int, Experience], step: Step, library: str) -> None:
+    """Apply one planned step to an in-memory live set (for `preview`)."""
+    if not step.changes_library:
+        return
+    if step.kind == OpKind.ADD:
+        now = utcnow()
+        live[step.exp_id] = Experience(library=library, id=step.exp_id, text=step.after or "", created_at=now,
+                                       updated_at=now, created_version=-1, updated_version=-1,
+                                       kind=step.op.exp_kind)
+    elif step.kind == OpKind.DELETE:
+        live.pop(step.exp_id, None)
+    else:  # UPDATE, MERGE: the first id takes the text, merged ids leave
+        live[step.exp_id] = live[step.exp_id].model_copy(update={"text": step.after or ""})
+        for other in step.merge_ids[1:]:
+            live.pop(other, None)

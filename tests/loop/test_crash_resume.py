@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ARGS = ["train", "--task", "arith", "--model", "scripted", "--epochs", "2", "--batch-size", "2",
+ARGS = ["train", "--task", "arith", "--model", "scripted", "--gate-items", "0", "--no-examples", "--epochs", "2",
+        "--batch-size", "2",
         "--group-size", "3", "--limit", "4", "--max-tokens", "64", "--library", "lib"]
 
 

@@ -18,6 +18,7 @@ from experience_store import ExperienceStore, HashEmbedder
 from tasks.builtin import ArithTask
 from tests.faultserver import FaultServer
 from tests.storecheck import assert_library_consistent, assert_step_atomic
+from tests.conftest import PAPER_LOOP
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
 from tfgrpo.loop.run import train
 
@@ -36,7 +37,7 @@ def server():
 def run(srv: FaultServer, tmp_path, *, fallback_add: bool = True, timeout_s: float = 1.0, max_attempts: int = 2):
     db = tmp_path / "faults.duckdb"
     store = ExperienceStore(db, embedder=HashEmbedder())
-    cfg = TrainConfig(task="arith", library=LIB, epochs=1, batch_size=2, group_size=2, limit=2,
+    cfg = TrainConfig(task="arith", library=LIB, epochs=1, batch_size=2, group_size=2, limit=2, **PAPER_LOOP,
                       rollout=SamplingConfig(max_tokens=64), learner_retries=RETRIES, fallback_add=fallback_add)
     model = ModelConfig(model="openai/fake", api_base=srv.api_base, timeout_s=timeout_s, max_attempts=max_attempts)
     res = train(cfg, model, None, store=store, db=db)
@@ -48,11 +49,13 @@ def outcome(server, tmp_path):
     """Run the scenario scripted by the test's `faults` marker; yield (store, result, calls)."""
     stores = []
 
-    def go(**kw):
+    def go(expect: str | tuple[str, ...] = "completed", **kw):
+        """`expect`: the run's status; "nothing_learned" when every learner answer is refused."""
         store, res = run(server, tmp_path, **kw)
         stores.append(store)
-        assert res.status == "completed", res.error
-        assert store.get_run(res.run_id)["status"] == "completed"
+        expected = (expect,) if isinstance(expect, str) else expect
+        assert res.status in expected, (res.status, res.error)
+        assert store.get_run(res.run_id)["status"] == res.status
         assert len(store.rollouts(res.run_id)) == 4
         assert_library_consistent(store, LIB)
         assert_step_atomic(store, LIB, res.run_id)
@@ -108,7 +111,8 @@ def test_fault_429_honours_retry_after(server, outcome):
 
 def test_fault_500_persistent_extract(server, outcome):
     server.script_stage("extract", *[("status", 500)] * 4)  # 2 groups x 2 attempts
-    store, res, calls = outcome(max_attempts=2)
+    store, res, calls = outcome("nothing_learned", max_attempts=2)
+    assert "the learner wrote nothing usable" in res.error
     ext = by_stage(calls, "extract")
     assert len(ext) == 2 and all("500" in c["error"] and "gave up after 2" in c["error"] for c in ext)
     rej = store.rejections(res.run_id)
@@ -129,7 +133,7 @@ def test_fault_connection_reset(server, outcome):
 
 def test_fault_empty_content(server, outcome):
     server.script_stage("extract", *[("ok", "")] * (2 * (RETRIES + 1)))
-    store, res, calls = outcome()
+    store, res, calls = outcome("nothing_learned")
     ext = by_stage(calls, "extract")
     assert len(ext) == 6 and all(c["response"] == "" and c["error"] is None for c in ext)
     rej = store.rejections(res.run_id)
@@ -166,22 +170,33 @@ def test_fault_non_json_where_json_asked(server, outcome):
 def test_fault_json_of_wrong_shape(server, outcome, stage, reply):
     n = (2 if stage == "extract" else 1) * (RETRIES + 1)
     server.script_stage(stage, *[("ok", reply)] * n)
-    store, res, calls = outcome(fallback_add=False)
+    store, res, calls = outcome("nothing_learned" if stage == "extract" else "completed", fallback_add=False)
     rej = store.rejections(res.run_id)
     assert len(rej) == n and all(r["stage"] == stage and "wrong shape" in r["reason"] for r in rej)
     assert all(c["response"] == reply for c in by_stage(calls, stage))
     assert store.current_version(LIB) == 0
 
 
-def test_fault_op_naming_unknown_id_rejects_whole_batch(server, outcome):
+def test_fault_op_naming_unknown_id_is_refused_alone(server, outcome):
+    """Ops are validated one by one: the valid ADD is applied, the DELETE of an unknown id is refused and
+    recorded with its reason (once: the output as a whole was usable, so it is not retried)."""
     reply = json.dumps({"ops": [{"op": "ADD", "text": "Write each intermediate result.", "from": [1]},
                                 {"op": "DELETE", "id": 999, "reason": "obsolete"}]})
     server.script_stage("consolidate", *[("ok", reply)] * (RETRIES + 1))
     store, res, calls = outcome(fallback_add=False)
+    [rej] = store.rejections(res.run_id)
+    assert rej["stage"] == "consolidate" and "op refused" in rej["reason"] and "unknown or deleted id 999" in rej["reason"]
+    assert [e.text for e in store.experiences(LIB)] == ["Write each intermediate result."]
+    assert len(by_stage(calls, "consolidate")) == 1
+
+
+def test_fault_only_invalid_ops_reject_the_whole_output(server, outcome):
+    reply = json.dumps({"ops": [{"op": "DELETE", "id": 999, "reason": "obsolete"}]})
+    server.script_stage("consolidate", *[("ok", reply)] * (RETRIES + 1))
+    store, res, calls = outcome(fallback_add=False)
     rej = store.rejections(res.run_id)
-    assert len(rej) == 3 and all("unknown or deleted id 999" in r["reason"] for r in rej)
-    assert store.current_version(LIB) == 0 and store.experiences(LIB) == []  # the valid ADD is not applied alone
-    assert store.history(LIB) == []
+    assert len(rej) == 3 and all("no valid op" in r["reason"] and "999" in r["reason"] for r in rej)
+    assert store.current_version(LIB) == 0 and store.history(LIB) == []
 
 
 def test_fault_one_megabyte_answers(server, outcome):
@@ -216,7 +231,7 @@ def test_fault_refusal(server, outcome):
     server.script_stage("rollout", ("refusal", "I can't help with that request."))
     sorry = "I'm sorry, but I can't help with that."
     server.script_stage("extract", *[("ok", sorry)] * (2 * (RETRIES + 1)))
-    store, res, calls = outcome()
+    store, res, calls = outcome(("completed", "nothing_learned"))
     [refused] = [c for c in by_stage(calls, "rollout") if c["meta"].get("refusal")]
     assert refused["meta"]["refusal"] == "I can't help with that request." and refused["response"] == ""
     assert min(r.reward for r in store.rollouts(res.run_id)) == 0.0

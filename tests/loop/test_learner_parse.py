@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.learning import leaked_numbers
-from tfgrpo.loop.learner_parse import InvalidLearnerOutput, parse_ops, parse_proposals, specific_to
+from bench.learning_train import leaked_numbers
+from tfgrpo.loop.learner_parse import InvalidLearnerOutput, parse_extraction, parse_ops, parse_proposals, specific_to
 
 
 def test_proposals_from_fenced_json_with_prose():
@@ -43,19 +43,33 @@ def test_placeholder_and_fragment_lessons_dropped():
         parse_proposals('{"experiences": ["lesson one", "lesson two"]}', "stop", k=2, max_words=10)
 
 
-def test_ops_validated_all_or_nothing():
+def test_ops_validated_one_by_one():
     good = '{"ops": [{"op": "ADD", "text": "Check units.", "from": [1]}, {"op": "update", "id": 2, "text": "x y"}]}'
-    ops = parse_ops(good, "stop", live_ids={2}, n_proposals=1, max_words=8)
-    assert [o.op for o in ops] == ["ADD", "UPDATE"] and ops[0].from_ == [1]
-    for bad, match in [
+    parsed = parse_ops(good, "stop", live_ids={2}, n_proposals=1, max_words=8)
+    assert [o.op for o in parsed.ops] == ["ADD", "UPDATE"] and parsed.ops[0].from_ == [1] and not parsed.refused
+    mixed = '{"ops": [{"op": "ADD", "text": "Check units twice.", "from": [1]}, {"op": "DELETE", "id": 9}]}'
+    parsed = parse_ops(mixed, "stop", live_ids={2}, n_proposals=1, max_words=8)
+    assert [o.op for o in parsed.ops] == ["ADD"] and "unknown" in parsed.refused[0][1]
+    twice = parse_ops('{"ops": [{"op": "UPDATE", "id": 2, "text": "a"}, {"op": "DELETE", "id": 2}]}', "stop",
+                      live_ids={2}, n_proposals=1, max_words=8)
+    assert [o.op for o in twice.ops] == ["UPDATE"] and "twice" in twice.refused[0][1]
+    for bad, match in [  # nothing valid, or not the expected JSON: the output as a whole is refused
         ('{"ops": [{"op": "DELETE", "id": 9}]}', "unknown"),
         ('{"ops": [{"op": "MERGE", "ids": [2]}]}', "MERGE"),
         ('{"ops": [{"op": "ADD", "text": "a", "from": [5]}]}', "outside"),
-        ('{"ops": [{"op": "UPDATE", "id": 2, "text": "a"}, {"op": "DELETE", "id": 2}]}', "twice"),
         ('{"ops": [{"op": "FROB"}]}', "wrong shape"),
     ]:
         with pytest.raises(InvalidLearnerOutput, match=match):
             parse_ops(bad, "stop", live_ids={2}, n_proposals=1, max_words=8)
+
+
+def test_extraction_after_reasoning_with_braces_and_a_pattern():
+    text = ("Assessment: attempt 1 computed \\frac{1}{2} of the total. Comparison: {units}. Pattern: rates.\n"
+            '{"pattern": "rate problems with mixed units", "experiences": ["When a rate mixes units, convert first."]}')
+    lessons, pattern = parse_extraction(text, "stop", k=2, max_words=16)
+    assert lessons == ["When a rate mixes units, convert first."] and pattern == "rate problems with mixed units"
+    copied = '{"pattern": "kind of problem", "experiences": ["When ..., ....", "When stuck, re-read the question."]}'
+    assert parse_extraction(copied, "stop", k=2, max_words=16) == (["When stuck, re-read the question."], "")
 
 
 def test_leak_check_finds_test_numbers():

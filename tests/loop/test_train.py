@@ -7,6 +7,7 @@ import json
 import pytest
 
 from experience_store import ExperienceStore, HashEmbedder
+from tests.conftest import PAPER_LOOP
 from tfgrpo.llm.budget import BudgetConfig
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
 from tfgrpo.errors import ConfigError
@@ -16,7 +17,7 @@ SCRIPTED = ModelConfig(model="scripted")
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(task="arith", library="lib", epochs=1, batch_size=2, group_size=2, limit=4,
+    base = dict(task="arith", library="lib", epochs=1, batch_size=2, group_size=2, limit=4, **PAPER_LOOP,
                 rollout=SamplingConfig(max_tokens=64))
     base.update(kw)
     return TrainConfig(**base)
@@ -123,8 +124,9 @@ def test_cli_bad_config_is_one_line(tmp_path):
 
 @pytest.mark.real
 def test_real_embedded_model_one_step(smollm2_server, store, tmp_db):
-    """Policy = real SmolLM2 over HTTP; learner scripted so ops are certain; provenance points at real rollouts."""
-    c = cfg(limit=2, rollout=SamplingConfig(max_tokens=48))
+    """Policy = real SmolLM2 over HTTP; learner scripted so ops are certain; provenance points at real rollouts.
+    (Room enough for complete answers: truncated rollouts are kept out of the groups the learner compares.)"""
+    c = cfg(limit=2, rollout=SamplingConfig(max_tokens=256))
     res = train(c, ModelConfig(model="local:smollm2"), SCRIPTED, store=store, db=tmp_db)
     assert res.status == "completed", res.error
     rows = store.rollouts(res.run_id)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind
+from tests.conftest import PAPER_LOOP
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
 from tfgrpo.errors import ConfigError, StoreError
 from tfgrpo.report.build import PLOT_NAMES, collect, render, word_diff, write_report
@@ -93,7 +94,7 @@ def fill_store(db: Path) -> str:
     from tfgrpo.llm.scripted import ScriptedBackend
     from tfgrpo.loop.run import train
 
-    cfg = TrainConfig(task="arith", library="lib", epochs=2, batch_size=2, group_size=3, limit=6,
+    cfg = TrainConfig(task="arith", library="lib", epochs=2, batch_size=2, group_size=3, limit=6, **PAPER_LOOP,
                       rollout=SamplingConfig(max_tokens=64), fallback_add=False)
     with pytest.MonkeyPatch.context() as mp, ExperienceStore(db, embedder=HashEmbedder()) as store:
         responder = make_responder()

@@ -11,6 +11,7 @@ import openai
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind
 from tasks.registry import get_task
 from tests.faultserver import FaultServer
+from tests.conftest import PAPER_LOOP
 from tfgrpo.config import ModelConfig, TrainConfig
 from tfgrpo.llm.backends import OpenAICompatBackend
 from tfgrpo.llm.gateway import Gateway
@@ -24,7 +25,7 @@ LESSONS = ["Add the ones digits first, then the tens.", "Re-read the question fo
 
 
 def training_rollout_messages(store, upstream: FaultServer, tmp_path, version: int) -> tuple[list[dict], object]:
-    cfg = TrainConfig(task="arith", library="lib", group_size=2, batch_size=1)
+    cfg = TrainConfig(task="arith", library="lib", group_size=2, batch_size=1, **PAPER_LOOP)
     task = get_task("arith")
     ex = task.examples("train")[0]
     policy = Gateway(OpenAICompatBackend("fake", upstream.api_base), call_log=store)

@@ -41,7 +41,7 @@ def _library_row(stack: ExitStack, model, library: str, version: int | None, db:
     store = open_store(db)
     stack.callback(store.close)
     store.require_library(library)
-    prior = Prior(store, library, version)
+    prior = Prior.from_store(store, library, version)
     return RowSpec("training-free", model, prior.apply, training_free_cost(store, library),
                    label=f"{library}@v{prior.version}")
 

@@ -72,7 +72,7 @@ def run_demo(model: str = "local", quick: bool = False, db: Path | None = None) 
         console.print(f"[bold]2/3 evaluating[/] baseline vs library on {n_test} held-out questions")
         common = dict(k=1, split="test", limit=n_test, seed=1, temperature=0.0, max_tokens=512, pool=pool)
         base = evaluate(task, policy, **common)
-        prior = Prior(store, library)
+        prior = Prior.from_store(store, library)
         learned = evaluate(task, policy, apply_prior=prior.apply, library=library, version=prior.version,
                            **common)
         for r in (base, learned):

@@ -243,15 +243,21 @@ def runs_cmd(
     db: DbOpt = None, json_out: JsonOpt = False,
     library: Annotated[str | None, typer.Option("--library", "-l", help="Only runs on this library.")] = None,
 ) -> None:
-    """Runs: id, library, status, steps, rollouts, llm_calls, tokens, cost_usd."""
+    """Runs: id, library, status, steps, rollouts, llm_calls, tokens, cost_usd, and the gate's decisions
+    (batches accepted / proposed; `tfgrpo runs --json` lists every decision with its scores and ops)."""
     with open_store(db, read_only=True) as store:
         runs = store.list_runs(library)
+        decisions = {r["id"]: store.gate_decisions(run_id=r["id"]) for r in runs}
     keys = ("id", "library", "kind", "status", "steps", "rollouts", "llm_calls", "tokens", "cost_usd")
     if json_out:
-        return _echo_json([{k: r[k] for k in (*keys, "model", "created_at", "finished_at", "error")} for r in runs])
+        return _echo_json([{**{k: r[k] for k in (*keys, "model", "created_at", "finished_at", "error")},
+                            "gate": decisions[r["id"]]} for r in runs])
     table = Table(title=f"{len(runs)} runs")
-    for col in keys:
+    for col in (*keys, "gate"):
         table.add_column(col)
     for r in runs:
-        table.add_row(*(f"{r[k]:.4f}" if k == "cost_usd" else str(r[k] if r[k] is not None else "-") for k in keys))
+        gate = decisions[r["id"]]
+        passed = f"{sum(d['accepted'] for d in gate)}/{len(gate)} passed" if gate else "-"
+        table.add_row(*(f"{r[k]:.4f}" if k == "cost_usd" else str(r[k] if r[k] is not None else "-") for k in keys),
+                      passed)
     _out().print(table)

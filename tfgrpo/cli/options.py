@@ -75,3 +75,24 @@ BudgetUsd = Annotated[Optional[float], field_option(BudgetConfig, "max_usd", "--
 MaxCalls = Annotated[Optional[int], field_option(BudgetConfig, "max_calls", "--max-calls", min=0, max=MAX_COUNT)]
 MaxTokensTotal = Annotated[Optional[int], field_option(BudgetConfig, "max_tokens", "--max-tokens-total", min=0,
                                                        max=10**15)]
+
+# -- learning what helps (TrainConfig) ---------------------------------------------------------------
+GateItems = Annotated[int, field_option(TrainConfig, "gate_items", "--gate-items")]
+GateThreshold = Annotated[float, field_option(TrainConfig, "gate_threshold", "--gate-threshold")]
+PriorExamples = Annotated[int, field_option(TrainConfig, "prior_examples", "--prior-examples")]
+LearnerApiBase = Annotated[Optional[str], typer.Option("--learner-api-base", help="OpenAI-compatible base URL of "
+                                                       "the learner model (default: its provider's own endpoint).")]
+
+# -- `tfgrpo train` only -------------------------------------------------------------------------------
+PolicyModel = Annotated[str, typer.Option("--model", "-m", help="Policy model: local | local:qwen0.5b | "
+                                                                "local:smollm2 | a litellm name.")]
+TrainLibrary = Annotated[str, typer.Option("--library", "-l", help="Library to learn into.")]
+LearnerModel = Annotated[Optional[str], typer.Option("--learner-model", help="Learner model (default: --model).")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print estimated calls/tokens/USD and exit.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the latest unfinished run of the library.")]
+NoGroundTruth = Annotated[bool, typer.Option("--no-ground-truth", help="Majority-vote rewards; no gold labels.")]
+AllowGroupOfOne = Annotated[bool, typer.Option("--allow-group-of-one", help="Allow G=1 (an ablation).")]
+NoAllWrong = Annotated[bool, typer.Option("--no-all-wrong", help="Skip all-wrong groups.")]
+Lessons = Annotated[bool, typer.Option("--lessons/--no-lessons", help="Learn lessons (advice).")]
+Examples = Annotated[bool, typer.Option("--examples/--no-examples", help="Keep winning solutions of mixed groups "
+                                                                         "as worked examples.")]

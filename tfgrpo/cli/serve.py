@@ -22,10 +22,14 @@ def _banner(rt) -> str:
     if cfg.library is None:
         lib = "no prior by default"
     else:
-        version = rt.store.resolve_version(cfg.library, cfg.version)
-        count = len(rt.store.experiences(cfg.library, version))
-        lib = f"library {cfg.library} v{version} ({count} experiences, mode {cfg.mode}"
-        lib += f", k {cfg.k})" if cfg.mode == "topk" else f", cap {cfg.token_cap} tokens)"
+        from tfgrpo.prior import Prior
+
+        p = Prior.from_store(rt.store, cfg.library, cfg.version, mode=cfg.mode, k=cfg.k, token_cap=cfg.token_cap,
+                             placement=cfg.placement)
+        count = len(rt.store.experiences(cfg.library, p.version))
+        lib = f"library {cfg.library} v{p.version} ({count} experiences, mode {p.mode}"
+        lib += f", k {p.k}" if p.mode == "topk" else ""
+        lib += f", {p.n_examples} worked examples per call, cap {p.token_cap} tokens)"
     auth = "Bearer key required" if cfg.api_key else "no key (loopback only)"
     return (f"tfgrpo proxy on [bold]{rt.base_url}[/] -> {rt.model_cfg.model}; {lib}; {auth}. "
             "Point any OpenAI client at that base URL. Ctrl-C stops.")
@@ -35,11 +39,14 @@ def _banner(rt) -> str:
 def cmd(
     library: str = typer.Option(..., "--library", "-l", help="Library to inject by default, or `none`."),
     version: Optional[int] = typer.Option(None, "--version", min=0, max=o.MAX_COUNT, help="Library version (default: latest)."),
-    mode: str = typer.Option("all", "--mode", help="all: every live experience up to the cap; topk: the k "
-                                                   "nearest to the last user message."),
-    k: int = typer.Option(8, "--k", min=1, max=o.MAX_COUNT, help="Experiences per call in topk mode."),
-    token_cap: int = typer.Option(1024, "--token-cap", min=1, max=o.MAX_COUNT, help="Max tokens the experience block adds."),
-    placement: str = typer.Option("system", "--placement", help="system (cache-friendly) or user."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="all: every live lesson up to the cap; topk: the k "
+                                                            "nearest to the last user message (default: as trained)."),
+    k: Optional[int] = typer.Option(None, "--k", min=1, max=256, help="Lessons per call in topk mode (default: as "
+                                                                      "trained)."),
+    token_cap: Optional[int] = typer.Option(None, "--token-cap", min=1, max=o.MAX_COUNT, help="Max tokens the "
+                                            "experience block adds (default: as trained)."),
+    placement: Optional[str] = typer.Option(None, "--placement", help="system (cache-friendly) or user "
+                                                                      "(default: as trained)."),
     model: str = typer.Option("local", "--model", "-m", help="Upstream: local | local:qwen0.5b | local:smollm2 "
                                                              "| a litellm name (openai/gpt-4.1-mini ...)."),
     api_base: Optional[str] = typer.Option(None, "--api-base", help="Upstream OpenAI-compatible base URL."),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 from pydantic import ValidationError
@@ -49,29 +48,30 @@ def summary_table(store, run_id: str) -> Table:
 @guard
 def train_cmd(
     task: o.Task,
-    model: Annotated[str, typer.Option("--model", "-m", help="Policy model: local | local:qwen0.5b | "
-                                                             "local:smollm2 | a litellm name.")] = "local",
-    library: Annotated[str, typer.Option("--library", "-l", help="Library to learn into.")] = "default",
+    model: o.PolicyModel = "local",
+    library: o.TrainLibrary = "default",
     epochs: o.Epochs = 3,
     batch_size: o.BatchSize = 4,
     group_size: o.GroupSize = 5,
     limit: o.Limit = None,
-    learner_model: Annotated[Optional[str], typer.Option("--learner-model", help="Learner model (default: "
-                                                                                  "--model).")] = None,
+    learner_model: o.LearnerModel = None,
     seed: o.Seed = 0,
     temperature: o.Temperature = 0.7,
     max_tokens: o.MaxTokens = 512,
     budget_usd: o.BudgetUsd = None,
     max_calls: o.MaxCalls = None,
     max_total_tokens: o.MaxTokensTotal = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print estimated calls/tokens/USD and exit.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the latest unfinished run of the "
-                                                          "library.")] = False,
-    no_ground_truth: Annotated[bool, typer.Option("--no-ground-truth", help="Majority-vote rewards; no gold "
-                                                                            "labels.")] = False,
-    allow_group_of_one: Annotated[bool, typer.Option("--allow-group-of-one", help="Allow G=1 (an "
-                                                                                  "ablation).")] = False,
-    no_all_wrong: Annotated[bool, typer.Option("--no-all-wrong", help="Skip all-wrong groups.")] = False,
+    dry_run: o.DryRun = False,
+    resume: o.Resume = False,
+    no_ground_truth: o.NoGroundTruth = False,
+    allow_group_of_one: o.AllowGroupOfOne = False,
+    no_all_wrong: o.NoAllWrong = False,
+    gate_items: o.GateItems = 32,
+    gate_threshold: o.GateThreshold = 0.0,
+    lessons: o.Lessons = True,
+    examples: o.Examples = True,
+    prior_examples: o.PriorExamples = 2,
+    learner_api_base: o.LearnerApiBase = None,
     agent: o.Agent = None,
     max_turns: o.MaxTurns = 5,
     data_file: o.DataFile = None,
@@ -89,10 +89,12 @@ def train_cmd(
         task=task, library=library, epochs=epochs, batch_size=batch_size, group_size=group_size, limit=limit,
         seed=seed, rollout=SamplingConfig(temperature=temperature, max_tokens=max_tokens),
         budget=_budget(budget_usd, max_calls, max_total_tokens), ground_truth=not no_ground_truth,
-        allow_group_of_one=allow_group_of_one, learn_all_wrong=not no_all_wrong,
-        task_options=task_options(agent, max_turns, data_file, reward, sandbox))
+        allow_group_of_one=allow_group_of_one, learn_all_wrong=not no_all_wrong, gate_items=gate_items,
+        gate_threshold=gate_threshold, learn_lessons=lessons, learn_examples=examples,
+        prior_examples=prior_examples, task_options=task_options(agent, max_turns, data_file, reward, sandbox))
     policy = ModelConfig(model=model, api_base=api_base, gguf=gguf)
-    learner = ModelConfig(model=learner_model, api_base=api_base) if learner_model else None
+    # the learner has its own endpoint: a local policy's --api-base is not where a hosted learner lives
+    learner = ModelConfig(model=learner_model, api_base=learner_api_base) if learner_model else None
     _run(cfg, policy, learner, db=db, resume=resume, dry_run=dry_run)
 
 

@@ -11,9 +11,9 @@ from tfgrpo.llm.call_log import MemoryCallLog
 
 
 @contextmanager
-def prior_for_eval(library: str, version: int | None, db: Path | None, *, mode: str = "all", k: int = 8,
-                   token_cap: int | None = 1024) -> Iterator[tuple]:
-    """Yield (apply_prior, library, version, call_log, on_done). `library == "none"` = no prior."""
+def prior_for_eval(library: str, version: int | None, db: Path | None, **overrides) -> Iterator[tuple]:
+    """Yield (apply_prior, library, version, call_log, on_done). `library == "none"` = no prior. The prior is
+    the one the library version was trained with (`Prior.from_store`); `overrides` (not None) replace parts."""
     if library.lower() == "none":
         if db is None:  # a bare baseline run leaves no file behind
             yield None, None, None, MemoryCallLog(), lambda result: None
@@ -30,7 +30,7 @@ def prior_for_eval(library: str, version: int | None, db: Path | None, *, mode: 
     store = open_store(db)
     try:
         store.require_library(library)
-        prior = Prior(store, library, version, mode=mode, k=k, token_cap=token_cap)
+        prior = Prior.from_store(store, library, version, **overrides)
 
         def on_done(result) -> None:
             store.record_eval(None, library, prior.version, result.task, result.model, result.metrics())

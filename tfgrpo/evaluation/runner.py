@@ -77,7 +77,7 @@ class EvalResult:
 
 
 async def _eval_item(model: ChatModel, task: Task, ex: Example, idx: int, k: int, seed: int, temperature: float,
-                     max_tokens: int, apply_prior: ApplyPrior | None) -> ItemResult:
+                     max_tokens: int, apply_prior: ApplyPrior | None, stage: str = "eval") -> ItemResult:
     messages = task.messages(ex)
     if apply_prior is not None:
         messages = apply_prior(messages)
@@ -85,8 +85,8 @@ async def _eval_item(model: ChatModel, task: Task, ex: Example, idx: int, k: int
     try:
         if isinstance(task, ToolTask):
             return await _agent_item(model, task, ex, res, k, seed * 100_003 + idx * 101, temperature, max_tokens,
-                                     apply_prior)
-        comps = await model.chat(messages, temperature=temperature, max_tokens=max_tokens, n=k, stage="eval",
+                                     apply_prior, stage)
+        comps = await model.chat(messages, temperature=temperature, max_tokens=max_tokens, n=k, stage=stage,
                                  seed=seed * 100_003 + idx * 101, meta={"item": ex.id})
     except Exception as exc:  # a failed item scores 0 with the error kept
         res.error = str(exc)
@@ -106,10 +106,10 @@ async def _eval_item(model: ChatModel, task: Task, ex: Example, idx: int, k: int
 
 
 async def _agent_item(model, task, ex, res: ItemResult, k: int, seed: int, temperature: float, max_tokens: int,
-                      apply_prior) -> ItemResult:
+                      apply_prior, stage: str = "eval") -> ItemResult:
     trajs = await asyncio.gather(*[
         task.rollout(model, ex, apply_prior=apply_prior, temperature=temperature, max_tokens=max_tokens,
-                     seed=seed + i * 37, stage="eval", meta={"item": ex.id}) for i in range(k)])
+                     seed=seed + i * 37, stage=stage, meta={"item": ex.id}) for i in range(k)])
     for t in trajs:
         r = task.reward(ex, t.final_text or "")
         score = 0.0 if t.error else r.score
@@ -129,18 +129,19 @@ async def run_eval(model: ChatModel, task: Task, examples: list[Example], *, k: 
                    temperature: float = 0.7, max_tokens: int = 512, apply_prior: ApplyPrior | None = None,
                    on_item: Callable[[ItemResult], None] | None = None, library: str | None = None,
                    version: int | None = None, split: str = "test",
-                   indices: Sequence[int] | None = None) -> EvalResult:
+                   indices: Sequence[int] | None = None, stage: str = "eval") -> EvalResult:
     """Evaluate `examples`; items run concurrently (the gateway bounds concurrency).
 
     Each item's seed comes from its index: its position in `examples`, or `indices[i]` when given, so a
-    resumed subset of a list keeps every item's original seed."""
+    resumed subset of a list keeps every item's original seed. `stage` labels the calls in the call log
+    ("gate" for the training gate's scoring)."""
     if indices is not None and len(indices) != len(examples):
         raise ValueError(f"indices has {len(indices)} entries for {len(examples)} examples")
     start = time.perf_counter()
     positions = list(indices) if indices is not None else list(range(len(examples)))
 
     async def one(i: int, ex: Example) -> ItemResult:
-        r = await _eval_item(model, task, ex, i, k, seed, temperature, max_tokens, apply_prior)
+        r = await _eval_item(model, task, ex, i, k, seed, temperature, max_tokens, apply_prior, stage)
         if on_item:
             on_item(r)
         return r

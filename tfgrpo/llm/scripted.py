@@ -25,7 +25,7 @@ def _words(messages: list[dict]) -> int:
 def default_responder(stage: str, messages: list[dict], index: int) -> Reply:
     """Echo-style replies: answers math with the first number it sees, learner stages with valid JSON."""
     last = str(messages[-1].get("content", "")) if messages else ""
-    if stage in ("rollout", "eval", "chat", "proxy"):
+    if stage in ("rollout", "eval", "gate", "chat", "proxy"):
         nums = re.findall(r"-?\d+", last)
         return f"Thinking step by step. The answer is \\boxed{{{nums[0] if nums else 0}}}."
     if stage == "summarize":

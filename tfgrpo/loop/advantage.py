@@ -7,12 +7,13 @@ from typing import Any
 
 from tfgrpo.errors import LLMError
 from tfgrpo.loop.learner_call import Reject, ask_learner
-from tfgrpo.loop.learner_parse import parse_proposals
+from tfgrpo.loop.learner_parse import parse_extraction
 from tfgrpo_common.chat import ChatModel
 from tfgrpo.loop.memo import Memo
 from tfgrpo.loop.prompts import render
 
 SUMMARY_WORDS = 80
+SUMMARY_MAX_TOKENS = 320  # room for 80 words of any tokenizer; a cut summary is marked as such
 
 
 def rollout_text(row: dict[str, Any], max_chars: int = 3000) -> str:
@@ -34,9 +35,11 @@ async def summarize(model: ChatModel, row: dict[str, Any], *, reference: str | N
                     result=result, attempt=rollout_text(row), max_words=SUMMARY_WORDS)
     try:
         [c] = await model.chat([{"role": "user", "content": prompt}], temperature=temperature,
-                               max_tokens=SUMMARY_WORDS * 2, stage="summarize", seed=seed,
+                               max_tokens=SUMMARY_MAX_TOKENS, stage="summarize", seed=seed,
                                meta={"rollout_id": row["id"]})
         text = c.text.strip() or rollout_text(row, 600)
+        if c.finish_reason == "length":  # say so rather than pass a cut sentence off as the whole summary
+            text += " (summary cut off)"
     except LLMError as exc:  # fall back to the raw attempt; the failure is in the call log
         if exc.fatal:
             raise
@@ -47,21 +50,24 @@ async def summarize(model: ChatModel, row: dict[str, Any], *, reference: str | N
 
 async def extract(model: ChatModel, question: str, rows: list[dict], summaries: dict[str, str], kind: str, *,
                   reference: str | None, solution: str | None, library: list[str], k: int, max_words: int,
-                  retries: int, temperature: float, memo: Memo, key: str, seed: int,
+                  retries: int, temperature: float, max_tokens: int, memo: Memo, key: str, seed: int,
                   reject: Reject) -> dict[str, Any]:
-    """Proposals for one group: {"proposals": [...], "call_id": str|None, "error": str|None}."""
+    """Proposals for one group: {"proposals": [...], "pattern": str, "call_id": str|None, "error": str|None}.
+    Each attempt is shown as it is, or as its summary where one was made (the group did not fit)."""
     cached = memo.get(key)
     if cached is not None:
         return cached
-    attempts = [{"reward": r["reward"], "summary": summaries[r["id"]]} for r in rows]
+    attempts = [{"reward": r["reward"], "summary": r["id"] in summaries,
+                 "text": summaries.get(r["id"]) or rollout_text(r, 4000)} for r in rows]
     attempts.sort(key=lambda a: -a["reward"])
     template = "extract_all_wrong" if kind == "all_wrong" else "extract"
     prompt = render(template, question=question, reference=reference, solution=solution, attempts=attempts,
                     library=library, k=k, max_words=max_words)
     ans = await ask_learner(
-        model, prompt, lambda text, finish: parse_proposals(text, finish, k=k, max_words=max_words, question=question),
-        stage="extract", retries=retries, temperature=temperature, max_tokens=max(256, k * max_words * 3),
+        model, prompt, lambda text, finish: parse_extraction(text, finish, k=k, max_words=max_words, question=question),
+        stage="extract", retries=retries, temperature=temperature, max_tokens=max_tokens,
         seed=seed, reject=reject, meta={"group": key})
-    out = {"proposals": ans.value or [], "call_id": ans.call_id, "error": ans.error}
+    lessons, pattern = ans.value if ans.value is not None else ([], "")
+    out = {"proposals": lessons, "pattern": pattern, "call_id": ans.call_id, "error": ans.error}
     memo.put(key, out)
     return out

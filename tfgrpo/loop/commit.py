@@ -1,16 +1,30 @@
-"""Apply a step's ops to the store exactly once (resume-safe), update counters and the run row."""
+"""Commit a step: apply its ops to the store exactly once (resume-safe) with the prior settings they are
+meant for, credit the gate's gain to what the batch added or changed, update the attribution counters and
+the run row (per-step figures, totals for `runs`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from experience_store import Op
+from tfgrpo.loop.rollout import usable
 
 
 def _already_applied(store, library: str, run_id: str, step: int) -> int | None:
     hits = [h.version for h in store.history(library)
             if h.provenance.run_id == run_id and h.provenance.step == step]
     return max(hits) if hits else None
+
+
+def _apply(ctx, state: dict[str, Any], ops: list[Op]) -> tuple[int, int, int]:
+    """(version, ops applied, ops rejected by the store); the gate's delta goes to the changed ids."""
+    lib = ctx.cfg.library
+    res = ctx.store.apply(lib, ops, dedup=True, prior=ctx.cfg.prior_settings())
+    gate = state.get("gate") or {}
+    if gate.get("status") == "accepted":
+        ids = [r.exp_id for r in res.applied if r.exp_id is not None and r.kind.value != "DELETE"]
+        ctx.store.add_gate_evidence(lib, ids, float(gate["delta"]))
+    return res.version, len(res.applied), len(res.rejected)
 
 
 def apply_step(ctx, state: dict[str, Any]) -> None:
@@ -20,29 +34,51 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     version = _already_applied(ctx.store, lib, ctx.run_id, step)
     applied = rejected = 0
     if version is None and ops:
-        res = ctx.store.apply(lib, ops, dedup=True)
-        version, applied, rejected = res.version, len(res.applied), len(res.rejected)
+        version, applied, rejected = _apply(ctx, state, ops)
     elif version is None:
         version = ctx.store.current_version(lib)
     _bump(ctx, state)  # every step, ops or not; once per step even when a resumed step runs this again
-    rewards = [r["reward"] for rows in state["rollouts"].values() for r in rows]
-    stat = {"step": step, "epoch": state["epoch"], "rollouts": len(rewards),
-            "mean_reward": sum(rewards) / max(1, len(rewards)), "groups": len(state["selected"]),
-            "proposals": len(state.get("proposals", [])), "ops_applied": applied, "ops_rejected": rejected,
-            "consolidation": state.get("consolidation", {}).get("status"), "version": version}
+    stat = _step_stat(state, version, applied, rejected)
     ctx.step_stats.append(stat)
-    ctx.stage("apply", step, f"v{version}: {applied} ops applied, {rejected} rejected")
+    gate = stat["gate"]
+    ctx.stage("apply", step, f"v{version}: {applied} ops applied, {rejected} rejected"
+                             + (f"; gate {gate}" if gate not in (None, "off", "no ops") else ""))
     metrics = dict(ctx.store.get_run(ctx.run_id).get("metrics") or {})
     metrics["last_step"] = stat
+    totals = metrics.setdefault("totals", {})
+    for k in ("rollouts_failed", "rollouts_truncated", "ops_applied", "proposals", "examples"):
+        totals[k] = totals.get(k, 0) + stat[k]
+    if gate in ("accepted", "rejected"):
+        totals[f"gate_{gate}"] = totals.get(f"gate_{gate}", 0) + 1
     ctx.store.update_run(ctx.run_id, steps=step + 1, metrics=metrics)
 
 
+def _step_stat(state: dict[str, Any], version: int, applied: int, rejected: int) -> dict[str, Any]:
+    rows = [r for group in state["rollouts"].values() for r in group]
+    rewards = [r["reward"] for r in rows if usable(r)]
+    gate = state.get("gate") or {}
+    return {"step": state["step"], "epoch": state["epoch"], "rollouts": len(rows),
+            "rollouts_failed": sum(1 for r in rows if r.get("error")),
+            "rollouts_truncated": sum(1 for r in rows if not r.get("error") and r.get("finish_reason") == "length"),
+            "mean_reward": sum(rewards) / max(1, len(rewards)), "groups": len(state["selected"]),
+            "proposals": len(state.get("proposals", [])), "examples": len(state.get("examples", [])),
+            "ops_applied": applied, "ops_rejected": rejected,
+            "consolidation": state.get("consolidation", {}).get("status"), "gate": gate.get("status"),
+            "gate_delta": gate.get("delta"), "version": version}
+
+
 def _bump(ctx, state: dict[str, Any]) -> None:
-    """Attribution counters: every injection, and injections into winning rollouts."""
+    """Evidence counters, from mixed groups only (where some rollouts won and some lost): how often each
+    experience was in the prompt of a rollout, and of a winning one. Elsewhere an experience's presence
+    says nothing about its use, and counting there would only measure its age."""
     injected: dict[int, int] = {}
     wins: dict[int, int] = {}
-    for rows in state["rollouts"].values():
+    for qid, rows in state["rollouts"].items():
+        if state["selected"].get(qid) != "mixed":
+            continue
         for r in rows:
+            if not usable(r):
+                continue
             for eid in r.get("extra", {}).get("injected", []):
                 injected[eid] = injected.get(eid, 0) + 1
                 if r["reward"] >= 1.0:

@@ -21,8 +21,10 @@ class StepState(TypedDict, total=False):
     selected: dict[str, str]
     summaries: dict[str, str]
     proposals: list[dict[str, Any]]
+    examples: list[dict[str, Any]]
     ops: list[dict[str, Any]]
     consolidation: dict[str, Any]
+    gate: dict[str, Any]
     done: bool
 
 
@@ -41,14 +43,15 @@ def build_graph(ctx: StepContext):
         batch = order[state["cursor"]: state["cursor"] + ctx.cfg.batch_size]
         ctx.stage("sample", state["step"], f"epoch {state['epoch'] + 1}, {len(batch)} questions")
         return {"batch": batch, "version": ctx.store.current_version(ctx.cfg.library), "rollouts": {},
-                "selected": {}, "summaries": {}, "proposals": [], "ops": [], "consolidation": {}}
+                "selected": {}, "summaries": {}, "proposals": [], "examples": [], "ops": [], "consolidation": {},
+                "gate": {}}
 
     def advance(state: StepState) -> dict:
         cursor, epoch = state["cursor"] + ctx.cfg.batch_size, state["epoch"]
         if cursor >= len(ctx.examples):
             cursor, epoch = 0, epoch + 1
         return {"cursor": cursor, "epoch": epoch, "step": state["step"] + 1, "done": epoch >= ctx.cfg.epochs,
-                "rollouts": {}, "summaries": {}, "proposals": [], "ops": []}
+                "rollouts": {}, "summaries": {}, "proposals": [], "examples": [], "ops": [], "gate": {}}
 
     async def apply_and_advance(state: StepState) -> dict:
         await ctx.apply(state)
@@ -60,10 +63,11 @@ def build_graph(ctx: StepContext):
     g.add_node("summarize", ctx.summarize)
     g.add_node("extract", ctx.extract)
     g.add_node("consolidate", ctx.consolidate)
+    g.add_node("gate", ctx.gate)
     g.add_node("apply", apply_and_advance)
     g.add_edge(START, "sample")
     for a, b in (("sample", "rollouts"), ("rollouts", "select"), ("select", "summarize"),
-                 ("summarize", "extract"), ("extract", "consolidate"), ("consolidate", "apply")):
+                 ("summarize", "extract"), ("extract", "consolidate"), ("consolidate", "gate"), ("gate", "apply")):
         g.add_edge(a, b)
     g.add_conditional_edges("apply", lambda s: END if s.get("done") else "sample", ["sample", END])
     return g

@@ -3,6 +3,7 @@ and hand back store ops with full provenance. Invalid output is retried, then re
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from experience_store import Op, OpKind, Provenance
@@ -47,7 +48,9 @@ def fallback_adds(props: list[dict], run_id: str, step: int) -> list[Op]:
 async def consolidate(model: ChatModel, library: list[Any], props: list[dict], *, run_id: str, step: int,
                       max_words: int, max_size: int, retries: int, temperature: float, max_tokens: int,
                       memo: Memo, seed: int, reject: Reject, fallback: bool = True) -> dict[str, Any]:
-    """Return {"ops": [Op...], "status": "ok"|"fallback"|"rejected"|"empty", "error": str|None}."""
+    """Return {"ops": [Op...], "status": "ok"|"fallback"|"rejected"|"empty", "error": str|None}. Ops are
+    validated one by one (the valid ones kept, the others recorded as refused); only when the whole output
+    stays unusable after the retries, and `fallback` is on, are the proposals added as they are."""
     key = f"{run_id}:{step}:consolidate"
     cached = memo.get(key)
     if cached is None:
@@ -79,5 +82,7 @@ async def _consolidate_call(model, library, props, *, run_id, step, max_words, m
         reject=reject, meta={"step": step})
     if ans.value is None:
         return {"ops": [], "status": "rejected", "call_id": None, "error": ans.error}
-    return {"ops": [o.model_dump(by_alias=True) for o in ans.value], "status": "ok", "call_id": ans.call_id,
-            "error": None}
+    for op, reason in ans.value.refused:  # the valid ops stand; each refused one is recorded with its reason
+        reject("consolidate", f"op refused: {reason}", json.dumps(op.model_dump(by_alias=True), ensure_ascii=False))
+    return {"ops": [o.model_dump(by_alias=True) for o in ans.value.ops], "status": "ok", "call_id": ans.call_id,
+            "error": None, "refused": len(ans.value.refused)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -14,13 +15,16 @@ class InvalidLearnerOutput(ValueError):
     """The learner's output failed validation; `str(exc)` says why."""
 
 
-def _first_balanced(text: str) -> str | None:
-    """The balanced `{...}` span that starts first in `text` (braces inside JSON strings ignored).
+def _balanced_spans(text: str) -> list[str]:
+    """Every top-level balanced `{...}` span of `text`, in order (braces inside JSON strings ignored).
 
     One pass with a stack, so the time is linear in the text: a degenerate output such as 20 kB of
-    `{` must not stall the run (rescanning from every `{` was quadratic: ~47 s for 20 kB)."""
+    `{` must not stall the run (rescanning from every `{` was quadratic: ~47 s for 20 kB). A learner that
+    reasons before its JSON may write braces in its prose (LaTeX: `\\frac{1}{2}`), so every span is a
+    candidate, not just the first."""
+    spans: list[str] = []
+    inner: list[tuple[int, str]] = []  # objects closed inside an outer brace (used if that one never closes)
     stack: list[int] = []
-    best: tuple[int, int] | None = None
     in_str = esc = False
     for i, ch in enumerate(text):
         if in_str:
@@ -36,11 +40,10 @@ def _first_balanced(text: str) -> str | None:
             stack.append(i)
         elif ch == "}" and stack:
             start = stack.pop()
-            if not stack:
-                return text[start:i + 1]
-            if best is None or start < best[0]:
-                best = (start, i + 1)
-    return text[best[0]:best[1]] if best else None
+            (inner.append((start, text[start:i + 1])) if stack else spans.append(text[start:i + 1]))
+    if stack:  # an outer brace never closed (truncated or stray): the objects complete inside it count too
+        spans += [span for start, span in sorted(inner) if start > stack[0]]
+    return spans
 
 
 def _fenced(text: str) -> list[str]:
@@ -53,19 +56,22 @@ def _fenced(text: str) -> list[str]:
     return []
 
 
-def _first_json_object(text: str) -> dict:
-    """Return the first JSON object in `text` (tolerates ```json fences and prose around it)."""
-    candidates = _fenced(text)
-    span = _first_balanced(text)
-    if span is not None:
-        candidates.append(span)
+def _first_json_object(text: str, key: str | None = None) -> dict:
+    """Return the first JSON object in `text` (tolerates ```json fences and prose around it); with `key`,
+    the first one that has that key (a learner that reasons first may quote small objects before it)."""
+    candidates = _fenced(text) + _balanced_spans(text)
+    first = None
     for cand in candidates:
         try:
             obj = json.loads(cand)
         except (json.JSONDecodeError, RecursionError):
             continue
         if isinstance(obj, dict):
-            return obj
+            if key is None or key in obj:
+                return obj
+            first = first if first is not None else obj
+    if first is not None:
+        return first
     raise InvalidLearnerOutput("no JSON object found in the learner output")
 
 
@@ -76,6 +82,7 @@ def word_count(text: str) -> int:
 class Proposals(BaseModel):
     model_config = ConfigDict(extra="ignore")
     experiences: list[str]  # required: {"lessons": [...]} is a wrong shape, not "nothing learned"
+    pattern: str = ""  # the kind of problem, in a few words (labels a worked example)
 
 
 class OpIn(BaseModel):
@@ -123,24 +130,24 @@ def specific_to(lesson: str, question: str | None, min_digits: int = 2) -> bool:
 
 
 # The schema examples in the learner prompts; a small model sometimes copies them back as its answer.
-PLACEHOLDERS = {"lesson one", "lesson two", "lesson three"}
+PLACEHOLDERS = {"lessonone", "lessontwo", "lessonthree", "when"}  # compared without spaces and punctuation
 MIN_LESSON_WORDS = 3
 
 
 def too_thin(lesson: str) -> bool:
     """True for a lesson that teaches nothing: a copied schema placeholder or a fragment of a few words."""
-    return lesson.strip().strip(".").lower() in PLACEHOLDERS or word_count(lesson) < MIN_LESSON_WORDS
+    return re.sub(r"[\W_]+", "", lesson.lower()) in PLACEHOLDERS or word_count(lesson) < MIN_LESSON_WORDS
 
 
-def parse_proposals(text: str, finish_reason: str | None, *, k: int, max_words: int,
-                    question: str | None = None) -> list[str]:
-    """Validate an extraction output; returns at most k lesson texts. Lessons that repeat the question's
-    numbers, copy the prompt's placeholder or are mere fragments are dropped; if every lesson is dropped,
-    the output is invalid (so the learner call is retried)."""
+def parse_extraction(text: str, finish_reason: str | None, *, k: int, max_words: int,
+                     question: str | None = None) -> tuple[list[str], str]:
+    """Validate an extraction output: (at most k lesson texts, the problem pattern it names). Lessons that
+    repeat the question's numbers, copy the prompt's placeholder or are mere fragments are dropped; if every
+    lesson is dropped, the output is invalid (so the learner call is retried)."""
     if finish_reason == "length":
         raise InvalidLearnerOutput("output truncated (finish_reason=length)")
     try:
-        props = Proposals.model_validate(_first_json_object(text))
+        props = Proposals.model_validate(_first_json_object(text, "experiences"))
     except ValidationError as exc:
         raise InvalidLearnerOutput(f"wrong shape: {exc.errors()[0]['msg']}") from None
     out = [_check_text(p, max_words, f"experience {i + 1}") for i, p in enumerate(props.experiences[:k])]
@@ -148,36 +155,66 @@ def parse_proposals(text: str, finish_reason: str | None, *, k: int, max_words: 
     if out and not kept:
         raise InvalidLearnerOutput("no usable lesson: each one repeats the problem's own numbers, copies the "
                                    "placeholder or is a fragment")
-    return list(dict.fromkeys(kept))
+    pattern = " ".join(props.pattern.split())[:200]
+    copied = pattern.lower().strip(".") in ("kind of problem", "")
+    return list(dict.fromkeys(kept)), ("" if copied or specific_to(pattern, question) else pattern)
+
+
+def parse_proposals(text: str, finish_reason: str | None, *, k: int, max_words: int,
+                    question: str | None = None) -> list[str]:
+    """The lessons of `parse_extraction`."""
+    return parse_extraction(text, finish_reason, k=k, max_words=max_words, question=question)[0]
+
+
+@dataclass
+class ParsedOps:
+    """A consolidation output validated op by op: the ops kept and the ones refused, each with its reason."""
+
+    ops: list[OpIn] = field(default_factory=list)
+    refused: list[tuple[OpIn, str]] = field(default_factory=list)
+
+
+def _check_op(op: OpIn, where: str, *, live_ids: set[int], n_proposals: int, max_words: int,
+              touched: set[int]) -> list[int]:
+    """The ids `op` changes; raises InvalidLearnerOutput naming what is wrong with it."""
+    if any(not 1 <= f <= n_proposals for f in op.from_):
+        raise InvalidLearnerOutput(f"{where}: cites a candidate number outside 1..{n_proposals}")
+    if op.op in ("ADD", "UPDATE", "MERGE"):
+        op.text = _check_text(op.text, max_words, where)
+    if op.op in ("UPDATE", "DELETE"):
+        if op.id is None or op.id not in live_ids:
+            raise InvalidLearnerOutput(f"{where}: unknown or deleted id {op.id}")
+        ids = [op.id]
+    elif op.op == "MERGE":
+        if len(set(op.ids)) < 2 or any(x not in live_ids for x in op.ids):
+            raise InvalidLearnerOutput(f"{where}: MERGE needs >= 2 live ids, got {op.ids}")
+        ids = op.ids
+    else:
+        ids = []
+    if touched & set(ids):
+        raise InvalidLearnerOutput(f"{where}: id {sorted(touched & set(ids))} changed twice in one batch")
+    return ids
 
 
 def parse_ops(text: str, finish_reason: str | None, *, live_ids: set[int], n_proposals: int,
-              max_words: int) -> list[OpIn]:
-    """Validate a consolidation output against the live library; all ops valid or none."""
+              max_words: int) -> ParsedOps:
+    """Validate a consolidation output against the live library, op by op: valid ops are kept, the others
+    refused with their reasons. The output as a whole is invalid (retried) when it is truncated, not the
+    expected JSON, or when it has ops and none of them is valid."""
     if finish_reason == "length":
         raise InvalidLearnerOutput("output truncated (finish_reason=length)")
     try:
-        ops = OpsOut.model_validate(_first_json_object(text)).ops
+        ops = OpsOut.model_validate(_first_json_object(text, "ops")).ops
     except ValidationError as exc:
         raise InvalidLearnerOutput(f"wrong shape: {exc.errors()[0]['msg']}") from None
-    touched: set[int] = set()
+    out, touched = ParsedOps(), set()
     for i, op in enumerate(ops):
-        where = f"op {i + 1} ({op.op})"
-        if any(not 1 <= f <= n_proposals for f in op.from_):
-            raise InvalidLearnerOutput(f"{where}: cites a candidate number outside 1..{n_proposals}")
-        if op.op in ("ADD", "UPDATE", "MERGE"):
-            op.text = _check_text(op.text, max_words, where)
-        if op.op in ("UPDATE", "DELETE"):
-            if op.id is None or op.id not in live_ids:
-                raise InvalidLearnerOutput(f"{where}: unknown or deleted id {op.id}")
-            ids = [op.id]
-        elif op.op == "MERGE":
-            if len(op.ids) < 2 or any(x not in live_ids for x in op.ids):
-                raise InvalidLearnerOutput(f"{where}: MERGE needs >= 2 live ids, got {op.ids}")
-            ids = op.ids
-        else:
-            ids = []
-        if touched & set(ids):
-            raise InvalidLearnerOutput(f"{where}: id {sorted(touched & set(ids))} changed twice in one batch")
-        touched |= set(ids)
-    return ops
+        try:
+            touched |= set(_check_op(op, f"op {i + 1} ({op.op})", live_ids=live_ids, n_proposals=n_proposals,
+                                     max_words=max_words, touched=touched))
+            out.ops.append(op)
+        except InvalidLearnerOutput as exc:
+            out.refused.append((op, str(exc)))
+    if ops and not out.ops:
+        raise InvalidLearnerOutput("no valid op: " + "; ".join(reason for _, reason in out.refused))
+    return out

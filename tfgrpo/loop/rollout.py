@@ -100,12 +100,21 @@ def majority_vote(rows: list[dict[str, Any]]) -> None:
         row["reward_reason"] = f"majority answer {winner!r}" + ("" if ok else f", got {ans!r}")
 
 
+def usable(row: dict[str, Any]) -> bool:
+    """A rollout the learner may compare: its call succeeded and its answer was not cut off. Failed and
+    truncated rollouts stay recorded (and counted) but never enter a group as losers."""
+    return not row.get("error") and row.get("finish_reason") != "length"
+
+
 def select_groups(groups: dict[str, list[dict]], *, learn_all_wrong: bool, learn_all_right: bool,
                   has_reference: bool) -> dict[str, str]:
-    """Map question id -> why the group is learned from ("mixed", "all_wrong", "all_right")."""
+    """Map question id -> why the group is learned from ("mixed", "all_wrong", "all_right"), judged on its
+    usable rollouts only: a group whose calls all failed teaches nothing."""
     chosen: dict[str, str] = {}
     for qid, rows in groups.items():
-        rewards = [r["reward"] for r in rows]
+        rewards = [r["reward"] for r in rows if usable(r)]
+        if not rewards:
+            continue
         best, worst = max(rewards), min(rewards)
         if best > worst:
             chosen[qid] = "mixed"

@@ -29,15 +29,38 @@ class TrainResult:
 
 
 def load_examples(cfg: TrainConfig):
+    """(task, training questions by id, the gate's validation slice). The slice is the last `gate_items`
+    questions of the split, so it never overlaps the training questions (the first `limit` of the rest);
+    a slice that shares a question with the task's test split is refused."""
     o = cfg.task_options
     task = load_task(cfg.task, agent=o.agent, data_file=o.data_file, reward=o.reward, max_turns=o.max_turns,
                      sandbox=o.sandbox)
     examples = task.examples(cfg.split)
+    gate: list = []
+    if cfg.gate_items:
+        if len(examples) <= cfg.gate_items:
+            raise ConfigError(f"the gate needs {cfg.gate_items} {cfg.split!r} questions held out from learning, but "
+                              f"task {cfg.task} has {len(examples)}; pass a smaller --gate-items or --gate-items 0")
+        examples, gate = examples[: -cfg.gate_items], examples[-cfg.gate_items:]
+        _check_disjoint_from_test(task, cfg, gate)
     if cfg.limit:
         examples = examples[: cfg.limit]
     if not examples:
         raise ConfigError(f"task {cfg.task} has no {cfg.split!r} items; choose another --split or task")
-    return task, {ex.id: ex for ex in examples}
+    return task, {ex.id: ex for ex in examples}, gate
+
+
+def _check_disjoint_from_test(task, cfg: TrainConfig, gate: list) -> None:
+    if cfg.split == "test":
+        raise ConfigError("the gate's slice would come from the test split; train on --split train "
+                          "(or pass --gate-items 0)")
+    if "test" not in getattr(task, "splits", ()):
+        return
+    test = {" ".join(ex.question.split()) for ex in task.examples("test")}
+    shared = [ex.id for ex in gate if " ".join(ex.question.split()) in test]
+    if shared:
+        raise ConfigError(f"{len(shared)} of the gate's questions also appear in {cfg.task}'s test split "
+                          f"(e.g. {shared[0]}); the gate must not see test items: remove them from the train split")
 
 
 def side_paths(db: Path) -> tuple[Path, Path]:
@@ -95,7 +118,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
     servers started here are stopped when training ends."""
     learner_cfg = learner_cfg or model_cfg
     run_id, cfg, model_cfg, learner_cfg = start_or_resume(store, cfg, model_cfg, learner_cfg, resume)
-    task, examples = load_examples(cfg)
+    task, examples, gate = load_examples(cfg)
     store.update_run(run_id, status="running")
     ckpt, memo_path = side_paths(db)
     memo = Memo(memo_path)
@@ -110,7 +133,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
         learner = policy if learner_cfg == model_cfg else pool.gateway(learner_cfg, call_log=call_log,
                                                                           budget=budget, run_id=run_id)
         ctx = StepContext(cfg, task, examples, policy, learner, store, memo, run_id, on_stage=on_stage,
-                          call_log=call_log)
+                          call_log=call_log, gate_examples=gate)
         try:
             asyncio.run(_drive(ctx, ckpt))
         except BudgetExceeded as exc:
@@ -127,27 +150,43 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
             pool.close()
     wall = time.perf_counter() - start
     metrics = dict(store.get_run(run_id).get("metrics") or {})
+    if status == "completed":
+        status, error = _learned_something(store, run_id, metrics)
     metrics["wall_s"] = float(metrics.get("wall_s", 0.0)) + wall
     fields = {"finished_at": time.time()} if status == "completed" else {}
     store.update_run(run_id, status=status, error=error, metrics=metrics, **fields)
     return TrainResult(run_id, status, wall, error)
 
 
+def _learned_something(store, run_id: str, metrics: dict) -> tuple[str, str | None]:
+    """("completed", None), or ("nothing_learned", why) when the learner was asked and every answer it gave
+    was refused, so the run changed nothing (a gate that turned batches away is not this: it is data)."""
+    totals = metrics.get("totals") or {}
+    refused = len(store.rejections(run_id))
+    if totals.get("proposals", 0) or totals.get("examples", 0) or totals.get("ops_applied", 0) or not refused:
+        return "completed", None
+    return "nothing_learned", (f"the learner wrote nothing usable in {metrics.get('last_step', {}).get('step', 0) + 1} "
+                               f"step(s) ({refused} outputs refused: `tfgrpo logs --stage extract` shows them); "
+                               "the library is unchanged. Try a stronger --learner-model")
+
+
 def estimate(cfg: TrainConfig, model_cfg: ModelConfig) -> dict[str, Any]:
     """`--dry-run`: upper bounds on calls, tokens and USD for the config, without any call."""
     from tfgrpo.llm.backends import estimate_cost
 
-    task, examples = load_examples(cfg)
+    task, examples, gate = load_examples(cfg)
     n = len(examples)
     steps = cfg.epochs * -(-n // cfg.batch_size)
     rollouts = cfg.epochs * n * cfg.group_size
     q_tokens = sum(len(" ".join(m["content"] for m in task.messages(ex)).split()) for ex in examples.values()) * 1.4 / n
     prompt = q_tokens + (cfg.prior_token_cap or 0)
-    calls = {"rollout": rollouts, "summarize": rollouts, "extract": cfg.epochs * n, "consolidate": steps}
+    calls = {"rollout": rollouts, "summarize": rollouts, "extract": cfg.epochs * n, "consolidate": steps,
+             "gate": len(gate) * (steps + 1)}
     tokens = {"rollout": rollouts * (prompt + cfg.rollout.max_tokens),
               "summarize": rollouts * (q_tokens + cfg.rollout.max_tokens + 300),
               "extract": cfg.epochs * n * (cfg.group_size * 200 + 600),
-              "consolidate": steps * (cfg.learner_max_tokens + 1200)}
+              "consolidate": steps * (cfg.learner_max_tokens + 1200),
+              "gate": len(gate) * (steps + 1) * (prompt + cfg.rollout.max_tokens)}
     total_tokens = int(sum(tokens.values()))
     usd = 0.0 if model_cfg.model.startswith(("local", "scripted")) else estimate_cost(
         model_cfg.model, int(total_tokens * 0.6), int(total_tokens * 0.4))

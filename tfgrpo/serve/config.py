@@ -30,12 +30,13 @@ class ProxyConfig(BaseModel):
 
     library: str | None = Field(None, description="Library whose prior is applied by default; None = no prior.")
     version: int | None = Field(None, ge=0, description="Library version (None = the latest).")
-    mode: Literal["all", "topk"] = Field("all", description="all = every live experience up to the cap; "
-                                                            "topk = the k nearest to the last user message.")
-    k: int = Field(8, ge=1, le=256, description="Experiences per call in topk mode.")
-    token_cap: int | None = Field(1024, ge=1, description="Max tokens the experience block adds to a prompt.")
-    placement: Literal["system", "user"] = Field("system", description="Where the block goes (system keeps "
-                                                                       "the prompt prefix cacheable).")
+    mode: Literal["all", "topk"] | None = Field(None, description="all = every live lesson up to the cap; topk = "
+                                                "the k nearest to the last user message (None: as trained).")
+    k: int | None = Field(None, ge=1, le=256, description="Lessons per call in topk mode (None: as trained).")
+    token_cap: int | None = Field(None, ge=1, description="Max tokens the experience block adds to a prompt "
+                                                          "(None: as trained).")
+    placement: Literal["system", "user"] | None = Field(None, description="Where the block goes (system keeps the "
+                                                        "prompt prefix cacheable; None: as trained).")
     host: str = Field("127.0.0.1", description="Bind address; non-loopback needs an API key.")
     port: int = Field(8400, ge=0, le=65535, description="TCP port (0 = pick a free one).")
     api_key: SecretStr | None = Field(None, description="Clients must send `Authorization: Bearer KEY`.")
@@ -75,12 +76,13 @@ class RequestError(Exception):
 
 @dataclass(frozen=True)
 class PriorChoice:
-    """The prior for one request: library (None = off), version (None = latest), mode and k."""
+    """The prior for one request: library (None = off), version (None = latest), mode and k (None: as the
+    library was trained)."""
 
     library: str | None
     version: int | None
-    mode: str
-    k: int
+    mode: str | None
+    k: int | None
 
 
 def _int_header(name: str, value: str, low: int, high: int) -> int:

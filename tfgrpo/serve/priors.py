@@ -19,7 +19,7 @@ class ReadOnlyLibrary:
     changes experiences, so the proxy cannot write them (not even the injection counters)."""
 
     READS = frozenset({"libraries", "current_version", "resolve_version", "experiences", "search",
-                       "search_vector", "count_tokens", "get", "calls"})
+                       "search_vector", "count_tokens", "get", "calls", "prior_settings", "require_library"})
 
     def __init__(self, store) -> None:
         self._store = store
@@ -69,7 +69,7 @@ class PriorCache:
             if prior is None:
                 if len(self._priors) >= self.max_entries:
                     self._priors.pop(next(iter(self._priors)))
-                prior = Prior(self.store, choice.library, version, mode=choice.mode, k=choice.k,
-                              token_cap=self.cfg.token_cap, placement=self.cfg.placement)
+                prior = Prior.from_store(self.store, choice.library, version, mode=choice.mode, k=choice.k,
+                                         token_cap=self.cfg.token_cap, placement=self.cfg.placement)
                 self._priors[key] = prior
         return prior

@@ -1,0 +1,119 @@
+"""The gate and worked examples, through the real loop (LangGraph, DuckDB, the gateway) with a scripted model
+that follows advice: it answers correctly when a helpful lesson is in its prompt and only sometimes otherwise.
+A batch that adds the helpful lesson must clear the gate; a batch of useless advice must not."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from experience_store import ExperienceStore, HashEmbedder
+from tasks.registry import load_task
+from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
+from tfgrpo.errors import ConfigError
+from tfgrpo.llm import factory
+from tfgrpo.llm.scripted import ScriptedBackend
+from tfgrpo.loop.run import load_examples, train
+from tfgrpo.prior import Prior
+
+HELPFUL = "When a question has several steps, write each intermediate result before the final answer."
+USELESS = "When a question mentions a house number, admire the house before answering anything."
+ANSWERS = {ex.question: ex.answer for ex in load_task("arith").examples("train")}
+
+
+def advice_follower(lesson: str):
+    """A scripted model: rollouts/gate answers are right when HELPFUL is in the prompt, else right on odd
+    seeds only; the learner proposes `lesson` and consolidation adds it."""
+
+    def responder(stage, messages, index):
+        text = " ".join(str(m.get("content", "")) for m in messages)
+        if stage in ("rollout", "gate", "eval"):
+            asked = str(messages[-1].get("content", ""))  # the question itself, not the examples' questions
+            question = next((q for q in ANSWERS if q in asked), None)
+            gold = ANSWERS.get(question, "0")
+            seed = index  # replies alternate right/wrong by call order when no lesson helps
+            right = HELPFUL in text or seed % 2 == 1
+            return f"Step by step: I work it out. The answer is \\boxed{{{gold if right else int(gold) + 1}}}."
+        if stage == "extract":
+            return ('Assessment: the winner wrote its steps. Comparison: steps. Pattern: word problems.\n'
+                    f'{{"pattern": "multi-step word problems", "experiences": ["{lesson}"]}}')
+        if stage == "consolidate":
+            return f'{{"ops": [{{"op": "ADD", "text": "{lesson}", "from": [1], "reason": "winners did"}}]}}'
+        return "The attempt worked step by step."
+
+    return responder
+
+
+def run(tmp_path, monkeypatch, lesson: str, **kw):
+    monkeypatch.setattr(factory, "ScriptedBackend", lambda: ScriptedBackend(advice_follower(lesson)))
+    db = tmp_path / "gate.duckdb"
+    store = ExperienceStore(db, embedder=HashEmbedder())
+    base = dict(task="arith", library="lib", epochs=1, batch_size=2, group_size=4, limit=4, gate_items=6,
+                rollout=SamplingConfig(max_tokens=64))
+    cfg = TrainConfig(**{**base, **kw})
+    res = train(cfg, ModelConfig(model="scripted"), None, store=store, db=db)
+    return store, res
+
+
+def test_gate_accepts_a_batch_that_helps_and_credits_it(tmp_path, monkeypatch):
+    store, res = run(tmp_path, monkeypatch, HELPFUL)
+    try:
+        assert res.status == "completed", res.error
+        decisions = store.gate_decisions("lib", res.run_id)
+        assert decisions and decisions[0]["accepted"] and decisions[0]["delta"] > 0
+        assert decisions[0]["n_items"] == 6 and decisions[0]["new_version"] == 1
+        exps = store.experiences("lib")
+        lesson = next(e for e in exps if e.kind == "lesson")
+        assert lesson.text == HELPFUL and lesson.gate_delta == pytest.approx(decisions[0]["delta"])
+        assert store.prior_settings("lib") == TrainConfig(task="arith").prior_settings()
+        # gate calls are in the call log, labelled; a version's slice score is computed once
+        gate_calls = [c for c in store.calls(run_id=res.run_id) if c["stage"] == "gate"]
+        assert len(gate_calls) == 6 * (1 + len(decisions))  # the base once, then each proposal once
+        totals = store.get_run(res.run_id)["metrics"]["totals"]
+        assert totals["gate_accepted"] >= 1
+    finally:
+        store.close()
+
+
+def test_gate_rejects_useless_advice_and_keeps_the_batch_as_data(tmp_path, monkeypatch):
+    store, res = run(tmp_path, monkeypatch, USELESS, learn_examples=False)
+    try:
+        assert res.status == "completed", res.error
+        decisions = store.gate_decisions("lib", res.run_id)
+        assert decisions and not any(d["accepted"] for d in decisions)
+        assert all(d["new_version"] is None and d["delta"] <= 0 for d in decisions)
+        assert any(op["text"] == USELESS for d in decisions for op in d["ops"])
+        assert store.current_version("lib") == 0 and store.experiences("lib") == []
+        assert store.get_run(res.run_id)["metrics"]["totals"]["gate_rejected"] == len(decisions)
+    finally:
+        store.close()
+
+
+def test_worked_examples_are_winning_rollouts_retrieved_by_similarity(tmp_path, monkeypatch):
+    store, res = run(tmp_path, monkeypatch, HELPFUL, gate_items=0, learn_lessons=False)
+    try:
+        assert res.status == "completed", res.error
+        examples = [e for e in store.experiences("lib") if e.kind == "example"]
+        assert examples and all(e.text.startswith("Problem") and "Solution: Step by step" in e.text for e in examples)
+        rows = {r.id: r for r in store.rollouts(res.run_id)}
+        for h in store.history("lib"):
+            if h.outcome == "applied":
+                [rid] = h.provenance.rollout_ids
+                assert rows[rid].reward == 1.0 and rows[rid].completion in h.after
+        question = re.search(r"Problem: (.*)\n", examples[0].text).group(1)
+        msgs = Prior.from_store(store, "lib").apply([{"role": "system", "content": "Solve."},
+                                                     {"role": "user", "content": question}])
+        assert "Worked examples of similar problems" in msgs[0]["content"] and question in msgs[0]["content"]
+    finally:
+        store.close()
+
+
+def test_gate_slice_is_held_out_and_refused_when_too_small():
+    cfg = TrainConfig(task="arith", gate_items=8, limit=None)
+    _, train_items, gate = load_examples(cfg)
+    assert len(gate) == 8 and not set(train_items) & {ex.id for ex in gate}
+    with pytest.raises(ConfigError, match="the gate needs"):
+        load_examples(TrainConfig(task="arith", gate_items=100_000))
+    with pytest.raises(ConfigError, match="test split"):
+        load_examples(TrainConfig(task="arith", split="test", gate_items=4))
