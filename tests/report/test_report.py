@@ -254,3 +254,14 @@ def test_plot_text_is_escaped_by_matplotlib():
     svg = eval_plot([{"label": HOSTILE + " $x$", "baseline": True, "task": "t", "k": 1, "n": 2, "mean": 0.5,
                       "lo": 0.4, "hi": 0.6}])
     assert svg.startswith("<svg") and "<script" not in svg and "&lt;script&gt;" in svg and "$x$" in svg
+
+
+def test_gate_decisions_are_shown_with_their_ops(tmp_path):
+    with ExperienceStore(tmp_path / "g.duckdb", embedder=HashEmbedder()) as store:
+        store.apply("g", [Op(kind=OpKind.ADD, text="When a rate is per hour, convert minutes first.")])
+        store.record_gate("g", run_id="r1", step=0, base_version=1, new_version=None, n_items=8, score_base=0.5,
+                          score_new=0.375, threshold=0.0, accepted=False,
+                          ops=[{"kind": "ADD", "text": "When <script>, admire the house."}])
+        html = render(collect(store, "g"))
+    assert "Gate decisions (0 of 1 batches kept)" in html and "-0.125" in html and "(n=8)" in html
+    assert "When &lt;script&gt;, admire the house." in html and "<script>, admire" not in html

@@ -34,7 +34,7 @@ def demo_task() -> str:
 
 def show_library(store, library: str) -> None:
     table = Table(title=f"what was learned — library {library!r}")
-    for col in ("id", "experience", "came from"):
+    for col in ("id", "kind", "experience", "came from"):
         table.add_column(col, overflow="fold")
     for exp in store.experiences(library):
         ops = [h for h in store.history(library, exp.id) if h.outcome == "applied"]
@@ -43,7 +43,8 @@ def show_library(store, library: str) -> None:
         if first is not None:
             p = first.provenance
             src = f"run {p.run_id} step {(p.step or 0) + 1}, question(s) {p.group_id}, {len(p.rollout_ids)} rollouts"
-        table.add_row(str(exp.id), exp.text, src)
+        text = exp.text if exp.kind == "lesson" else exp.text[:300] + ("…" if len(exp.text) > 300 else "")
+        table.add_row(str(exp.id), exp.kind, text, src + (f"; gate {exp.gate_delta:+.2f}" if exp.gate_delta else ""))
     out.print(table)
 
 
@@ -51,19 +52,20 @@ def run_demo(model: str = "local", quick: bool = False, db: Path | None = None) 
     start = time.perf_counter()
     library = time.strftime("demo-%Y%m%d-%H%M%S")
     task = demo_task()
-    n_train, n_test, g = (4, 6, 2) if quick else (4, 10, 3)
+    n_train, n_test, g, n_gate = (4, 6, 2, 4) if quick else (4, 10, 3, 8)
     cfg = TrainConfig(task=task, library=library, epochs=1, batch_size=4, group_size=g, limit=n_train,
-                      rollout=SamplingConfig(temperature=0.7, max_tokens=512), seed=0)
+                      rollout=SamplingConfig(temperature=0.7, max_tokens=512), seed=0, gate_items=n_gate)
     policy = ModelConfig(model=model)
     db_path = Path(db) if db else default_db_path()
     store = open_store(db_path)
     pool = ModelPool(progress=lambda s: console.print(f"[dim]{s}[/]"))
     try:
-        console.print(f"[bold]1/3 learning[/] on {n_train} {task} questions (B=4, G={g}) with {model}")
+        console.print(f"[bold]1/3 learning[/] on {n_train} {task} questions (B=4, G={g}) with {model}; lessons and "
+                      f"worked examples; a batch is kept only if it helps on {n_gate} held-out train questions")
         res = train(cfg, policy, None, store=store, db=db_path,
                     on_stage=lambda st, step, msg: console.print(f"  step {step + 1} [bold]{st}[/] {msg}"),
                     progress=lambda s: console.print(f"[dim]{s}[/]"), pool=pool)
-        if res.status != "completed":
+        if res.status not in ("completed", "nothing_learned"):
             console.print(f"[red]training {res.status}: {res.error}[/]")
             return
         run = store.get_run(res.run_id)

@@ -87,6 +87,7 @@ def collect(store: ExperienceStore, library: str, run_id: str | None = None, v_f
         "plots": {k: Markup(v) if v else None for k, v in plots.items()},  # matplotlib escapes its SVG text
         "experiences": live, "retired": retired, "diff": diff_view(store, library, v_from, v_to),
         "rejections": rejections_view(store, run_ids, history, max_chars), "max_chars": max_chars,
+        "gate": store.gate_decisions(library),
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "db": str(store.path),
     }
 
