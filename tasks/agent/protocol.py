@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from tasks.agent.tools import Tool
+from tasks.extract import last_boxed
 from tasks.agent.prompts import render
 
 _ACTION = re.compile(r"^[ \t*]*Action[ \t*]*:[ \t*]*`?([A-Za-z_][\w-]*)`?[ \t*]*$", re.M | re.I)
@@ -87,19 +88,6 @@ def final_answer(text: str) -> str | None:
         boxed = last_boxed(span)
         return boxed if boxed is not None else span.strip(" *`.")
     return last_boxed(text)
-
-
-def last_boxed(text: str) -> str | None:
-    """Contents of the last \\boxed{...} (nested braces allowed), or None."""
-    starts = [m.end() for m in _BOXED.finditer(text)]
-    if not starts:
-        return None
-    i, depth = starts[-1], 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j].strip()
-    return None
 
 
 def input_hint(t: Tool) -> str:

@@ -14,7 +14,6 @@ import functools
 import json
 import math
 import re
-import string
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 from tasks.agent.protocol import final_answer, system_prompt
 from tasks.agent.tools import Tool
 from tasks.base import Example, Reward
+from tasks.qa import exact_match, normalize_answer
 from tfgrpo_common.errors import ConfigError
 from tasks.agent.prompts import render
 
@@ -98,17 +98,10 @@ def search_tool() -> Tool:
     return Tool.from_function(search)
 
 
-def normalize_answer(text: str) -> str:
-    """Lowercase; drop punctuation, articles, thousands separators and extra spaces."""
-    text = re.sub(r"(?<=\d),(?=\d{3})", "", text.lower())
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    return " ".join(w for w in text.split() if w not in ("a", "an", "the"))
-
-
-def exact_match(predicted: str, gold: str) -> bool:
-    """Normalized exact match; for a numeric gold answer a unit after the number is allowed ("825 km")."""
+def answer_matches(predicted: str, gold: str) -> bool:
+    """The QA tasks' normalized exact match, and for a numeric gold answer a unit after the number ("825 km")."""
     p, g = normalize_answer(predicted), normalize_answer(gold)
-    if p == g:
+    if exact_match(predicted, gold):
         return True
     return g.isdigit() and re.findall(r"\d+", p) == [g] and p.startswith(g)
 
@@ -144,6 +137,6 @@ class DocSearchTask:
         predicted = final_answer(completion)
         if predicted is None:
             return Reward(0.0, "no 'Final Answer:' or \\boxed{} found", None, format_ok=False)
-        if exact_match(predicted, example.answer):
+        if answer_matches(predicted, example.answer):
             return Reward(1.0, "exact match", predicted)
         return Reward(0.0, f"expected {example.answer!r}, got {predicted!r}", predicted)

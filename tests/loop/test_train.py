@@ -10,7 +10,6 @@ from experience_store import ExperienceStore, HashEmbedder
 from tests.conftest import PAPER_LOOP
 from tfgrpo.llm.budget import BudgetConfig
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
-from tfgrpo.errors import ConfigError
 from tfgrpo.loop.run import train
 
 SCRIPTED = ModelConfig(model="scripted")

@@ -8,7 +8,7 @@ import sys
 import duckdb
 import pytest
 
-from experience_store import ExperienceStore, HashEmbedder, Op, OpKind, Provenance
+from experience_store import ExperienceStore, HashEmbedder, Op, OpKind
 from experience_store.migrations import MIGRATIONS, applied_migrations, migrate
 from tests.storecheck import LESSONS, add
 from tfgrpo.errors import StoreError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from tasks.agent import DocSearchTask, run_agent
-from tasks.agent.retrieval import corpus, exact_match, normalize_answer, search
+from tasks.agent.retrieval import answer_matches, corpus, normalize_answer, search
 from tasks.base import Task
 from tfgrpo.llm.gateway import Gateway
 from tfgrpo.llm.scripted import ScriptedBackend
@@ -44,8 +44,8 @@ def test_docsearch_rewards():
     assert wrong.score == 0.0 and wrong.extracted == "Brenholt" and wrong.format_ok
     missing = task.reward(ex, "I think it is Talmere")
     assert missing.score == 0.0 and not missing.format_ok and missing.extracted is None
-    assert exact_match("825 km", "825") and exact_match("316,000", "316000") and not exact_match("8250", "825")
-    assert not exact_match("825 or 900", "825")
+    assert answer_matches("825 km", "825") and answer_matches("316,000", "316000") and not answer_matches("8250", "825")
+    assert not answer_matches("825 or 900", "825")
 
 
 async def test_docsearch_agent_run_with_scripted_model():

@@ -15,7 +15,7 @@ from tfgrpo.cli import options as o
 from tfgrpo.cli.common import console, data_dir_option, guard, out
 from tfgrpo.evaluation.compare import HEADERS, CompareResult, RowSpec, run_compare, table_rows, to_markdown, training_free_cost
 from tfgrpo.config import ModelConfig
-from tfgrpo.errors import ConfigError, StoreError
+from tfgrpo.errors import ConfigError
 
 
 def _say(msg: str) -> None:

@@ -7,9 +7,7 @@ read-only. User mistakes print one red line and exit with code 2.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
 from datetime import datetime
 from pathlib import Path

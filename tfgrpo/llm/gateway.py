@@ -12,7 +12,7 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from tfgrpo.llm.budget import Budget
-from tfgrpo.errors import BudgetExceeded, LLMError
+from tfgrpo.errors import LLMError
 from tfgrpo.llm.backends import Backend, RawResponse
 from tfgrpo.llm.errors import classify, retry_wait
 from tfgrpo.llm.passthrough import PassthroughMixin
@@ -69,10 +69,7 @@ class Gateway(PassthroughMixin):
         rec = CallRecord(model=self.name, stage=stage, request=messages, run_id=self.run_id,
                          meta=dict(meta or {}))
         if self.budget is not None:
-            try:
-                self.budget.reserve()
-            except BudgetExceeded:
-                raise
+            self.budget.reserve()  # raises BudgetExceeded: the run stops cleanly between calls
         start = time.perf_counter()
         try:
             async with self._sem():

@@ -3,7 +3,6 @@ library/version/mode/k), and a call log that writes in the background so logging
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from typing import Any
