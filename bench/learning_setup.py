@@ -27,7 +27,8 @@ class BenchSpec:
     defaults: dict[str, Any]
 
 
-_COMMON = {"model": "local", "n_ablation": 150, "n_train": 64, "n_gate": 32, "train_split": "train", "seed": 0, "group": 4, "epochs": 1, "batch": 4}
+# B=8: 8 steps over the 64 questions, so the gate scores 8 proposals (not 16) and sees more in each
+_COMMON = {"model": "local", "n_ablation": 150, "n_train": 64, "n_gate": 32, "train_split": "train", "seed": 0, "group": 4, "epochs": 1, "batch": 8}
 BENCHES: dict[str, BenchSpec] = {
     "gsm8k": BenchSpec("gsm8k", "gsm8k", None, {**_COMMON, "n": 300, "max_tokens": 512}),
     "math": BenchSpec("math500", "dapo", (3, 4, 5), {**_COMMON, "n": 200, "max_tokens": 1024}),
@@ -123,13 +124,24 @@ def select_items(bench: str, s: dict[str, Any]) -> Items:
 def full_settings(bench: str, user: dict[str, Any], items: Items) -> dict[str, Any]:
     """Everything that decides the per-item results: a rerun must match it."""
     spec = BENCHES[bench]
-    return {"bench": bench, **user, "model_sha256": model_sha256(user["model"]),
+    return {"bench": bench, **user, "model_sha256": model_sha256(user["model"]), "engine": engine(user["model"]),
             "test_task": spec.test_task, "levels": list(spec.levels) if spec.levels else None,
             "train_task": spec.train_task, "k": 1, "temperature": 0.0, "eval_seed": user["seed"],
             "rollout_temperature": 0.7, "test_ids_sha": ids_hash([e.id for e in items.test]),
             "train_ids_sha": ids_hash([e.id for e in items.train]),
             "gate_ids_sha": ids_hash([e.id for e in items.gate]), "prior": dict(PRIOR_SETTINGS),
             "retrieval_k": RETRIEVAL_K}
+
+
+def engine(model: str) -> str | None:
+    """The embedded server that decodes (batched slots can change greedy outputs slightly, so a table is
+    filled with one engine); None for hosted models."""
+    from tfgrpo.llm.llama_server import find_llama_server
+    from tfgrpo.llm.registry import is_local
+
+    if not is_local(model):
+        return None
+    return "llama-server" if find_llama_server() else "llama_cpp.server"
 
 
 def read_settings(path: Path) -> dict[str, Any] | None:
