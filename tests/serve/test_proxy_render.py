@@ -18,7 +18,8 @@ from tfgrpo.llm.gateway import Gateway
 from tfgrpo.loop.memo import Memo
 from tfgrpo.serve.config import ProxyConfig
 from tfgrpo.serve.server import ProxyRuntime
-from tfgrpo.loop.stages import StepContext
+from tfgrpo.loop.context import StepContext
+from tfgrpo.loop.stages import rollouts_stage
 
 LESSONS = ["Add the ones digits first, then the tens.", "Re-read the question for the exact operation.",
            "Write the final number inside \\boxed{}."]
@@ -33,7 +34,7 @@ def training_rollout_messages(store, upstream: FaultServer, tmp_path, version: i
     memo = Memo(tmp_path / "memo.sqlite")
     ctx = StepContext(cfg, task, {ex.id: ex}, policy, policy, store, memo, run_id)
     try:
-        asyncio.run(ctx.rollouts({"step": 0, "epoch": 0, "version": version, "batch": [ex.id]}))
+        asyncio.run(rollouts_stage(ctx, {"step": 0, "epoch": 0, "version": version, "batch": [ex.id]}))
     finally:
         memo.close()
     rollouts = list(upstream.requests)

@@ -9,16 +9,14 @@ Rejected batches are recorded with their ops and scores (`store.gate_decisions`)
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from experience_store import Experience, Op
+from tfgrpo.loop.context import StepContext
 from tfgrpo.evaluation.runner import run_eval
 from tfgrpo.prior import Prior
-
-if TYPE_CHECKING:
-    from tfgrpo.loop.stages import StepContext
 
 GATE_SEED = 7_777
 

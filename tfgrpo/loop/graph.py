@@ -8,7 +8,11 @@ from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from tfgrpo.loop.stages import StepContext
+from tfgrpo.loop.commit import apply_step
+from tfgrpo.loop.context import StepContext
+from tfgrpo.loop.gate import gate_stage
+from tfgrpo.loop.learn_stages import extract_stage, summarize_stage
+from tfgrpo.loop.stages import consolidate_stage, rollouts_stage, select_stage
 
 
 class StepState(TypedDict, total=False):
@@ -53,17 +57,19 @@ def build_graph(ctx: StepContext):
         return {"cursor": cursor, "epoch": epoch, "step": state["step"] + 1, "done": epoch >= ctx.cfg.epochs,
                 "rollouts": {}, "summaries": {}, "proposals": [], "examples": [], "ops": [], "gate": {}}
 
-    async def apply_and_advance(state: StepState) -> dict:
-        await ctx.apply(state)
+    def apply_and_advance(state: StepState) -> dict:
+        apply_step(ctx, state)
         return advance(state)
 
+    def node(stage):  # a stage function bound to this run's context
+        async def run(state: StepState) -> dict:
+            return await stage(ctx, state)
+        return run
+
     g.add_node("sample", sample)
-    g.add_node("rollouts", ctx.rollouts)
-    g.add_node("select", ctx.select)
-    g.add_node("summarize", ctx.summarize)
-    g.add_node("extract", ctx.extract)
-    g.add_node("consolidate", ctx.consolidate)
-    g.add_node("gate", ctx.gate)
+    for name, stage in (("rollouts", rollouts_stage), ("select", select_stage), ("summarize", summarize_stage),
+                        ("extract", extract_stage), ("consolidate", consolidate_stage), ("gate", gate_stage)):
+        g.add_node(name, node(stage))
     g.add_node("apply", apply_and_advance)
     g.add_edge(START, "sample")
     for a, b in (("sample", "rollouts"), ("rollouts", "select"), ("select", "summarize"),

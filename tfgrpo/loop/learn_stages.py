@@ -5,14 +5,12 @@ and the worked examples of mixed groups. Every stage reads only the usable rollo
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tfgrpo.loop.advantage import extract, summarize
+from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.examples import example_op
 from tfgrpo.loop.rollout import usable
-
-if TYPE_CHECKING:
-    from tfgrpo.loop.stages import StepContext
 
 
 def _tokens(row: dict[str, Any]) -> int:

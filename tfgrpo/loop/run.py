@@ -17,7 +17,7 @@ from tfgrpo.loop.graph import build_graph
 from tfgrpo.llm.factory import ModelPool
 from tfgrpo.llm.call_log import BufferedCallLog
 from tfgrpo.loop.memo import Memo
-from tfgrpo.loop.stages import StepContext
+from tfgrpo.loop.context import StepContext
 
 
 @dataclass
