@@ -17,8 +17,30 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -U pip wheel setuptools
 
+# llama.cpp's own `llama-server` (parallel slots: concurrent requests decode in one batch), built from
+# the llama.cpp sources vendored in the llama-cpp-python sdist and installed as $(VENV)/bin/llama-server;
+# tfgrpo/llm/local.py prefers it. Stamped even when the build fails (make then says so in one line and
+# the embedded model falls back to llama_cpp.server); `rm $(LLAMA_SERVER_STAMP)` to try again.
+LLAMA_CPP_PY := 0.3.36
+LLAMA_SERVER_STAMP := $(VENV)/.stamp-llama-server-$(LLAMA_CPP_PY)
+LLAMA_SERVER_TMP := $(VENV)/llama-server-build
+LLAMA_CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
+$(LLAMA_SERVER_STAMP): | $(PY)
+	@d=$(LLAMA_SERVER_TMP); src=$$d/llama_cpp_python-$(LLAMA_CPP_PY)/vendor/llama.cpp; rm -rf $$d; mkdir -p $$d; \
+	echo "building llama.cpp's llama-server from the llama-cpp-python $(LLAMA_CPP_PY) sdist (several minutes)"; \
+	start=$$(date +%s); \
+	if ( $(PIP) download -q --no-binary :all: --no-deps llama-cpp-python==$(LLAMA_CPP_PY) -d $$d \
+	     && tar xzf $$d/llama_cpp_python-$(LLAMA_CPP_PY).tar.gz -C $$d \
+	     && cmake -S $$src -B $$d/build $(LLAMA_CMAKE_FLAGS) \
+	     && cmake --build $$d/build -j$$(nproc 2>/dev/null || echo 2) --target llama-server \
+	     && install -m 755 $$d/build/bin/llama-server $(VENV)/bin/llama-server ) > $$d.log 2>&1; then \
+	  echo "llama-server built in $$(( $$(date +%s) - start ))s: $(VENV)/bin/llama-server"; \
+	else echo "llama-server did not build (log: $$d.log); embedded model falls back to llama_cpp.server (slower)"; fi; \
+	rm -rf $$d; touch $@
+
 # runtime + embedded model server
-$(VENV)/.stamp-local: pyproject.toml | $(PY)
+$(VENV)/.stamp-local: pyproject.toml | $(PY) $(LLAMA_SERVER_STAMP)
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[local]'
 	touch $@

@@ -27,11 +27,13 @@ def check_model_name(model: str) -> None:
 
 
 class ModelPool:
-    """Owns the embedded servers of one process."""
+    """Owns the embedded servers of one process. `slots`: requests an embedded llama-server decodes at once
+    (default `$TFGRPO_LLAMA_SLOTS`, else 4)."""
 
-    def __init__(self, progress=lambda s: None) -> None:
+    def __init__(self, progress=lambda s: None, slots: int | None = None) -> None:
         self._servers: dict[str, LocalServer] = {}
         self.progress = progress
+        self.slots = slots
 
     def server_for(self, cfg: ModelConfig) -> LocalServer:
         path = resolve_gguf(cfg.model, cfg.gguf, progress=self.progress)
@@ -40,27 +42,33 @@ class ModelPool:
             spec = LOCAL_MODELS.get(cfg.model)
             n_ctx = cfg.n_ctx or (spec.n_ctx if spec else 4096)
             self.progress(f"starting embedded llama.cpp server for {path.name}")
-            self._servers[key] = LocalServer(path, n_ctx=n_ctx, alias=cfg.model).start()
+            server = LocalServer(path, n_ctx=n_ctx, alias=cfg.model, slots=self.slots).start()
+            self.progress(f"embedded model served by {server.engine} with {server.slots} slot(s)")
+            self._servers[key] = server
         return self._servers[key]
 
     def gateway(self, cfg: ModelConfig, *, call_log: CallLog | None = None, budget: Budget | None = None,
                 run_id: str | None = None) -> Gateway:
         check_model_name(cfg.model)
-        local = False
+        local, slots = False, 2
         if cfg.model == "scripted":
             backend = ScriptedBackend()
             local = True
         elif is_local(cfg.model) or cfg.gguf:
             local = True
             base = os.environ.get("TFGRPO_LOCAL_API_BASE") if not cfg.gguf else None
-            base = base or self.server_for(cfg).api_base
+            if not base:
+                server = self.server_for(cfg)
+                base, slots = server.api_base, max(slots, server.slots)
             backend = OpenAICompatBackend(cfg.model, base)
         elif cfg.api_base:
             name = cfg.model.split("/", 1)[1] if cfg.model.startswith("openai/") else cfg.model
             backend = OpenAICompatBackend(name, cfg.api_base, cfg.api_key)
         else:
             backend = LiteLLMBackend(cfg.model, None, cfg.api_key)
-        conc = min(cfg.concurrency, 2) if local and cfg.model != "scripted" else cfg.concurrency
+        # an embedded server decodes `slots` requests at once (one on llama_cpp.server, where a second in
+        # flight only queues): keep every slot busy, but no more than the configured concurrency
+        conc = min(cfg.concurrency, slots) if local and cfg.model != "scripted" else cfg.concurrency
         return Gateway(backend, name=cfg.model, concurrency=conc, timeout_s=cfg.timeout_s,
                        max_attempts=cfg.max_attempts, call_log=call_log, budget=budget, run_id=run_id,
                        is_local=local)
