@@ -134,14 +134,14 @@ def full_settings(bench: str, user: dict[str, Any], items: Items) -> dict[str, A
 
 
 def engine(model: str) -> str | None:
-    """The embedded server that decodes (batched slots can change greedy outputs slightly, so a table is
-    filled with one engine); None for hosted models."""
-    from tfgrpo.llm.llama_server import find_llama_server
+    """The embedded server that decodes and its parallel slots (sharing slots changes greedy outputs of the
+    1.5B slightly, so a table is filled with one engine and one slot count); None for hosted models."""
+    from tfgrpo.llm.llama_server import find_llama_server, slots_from_env
     from tfgrpo.llm.registry import is_local
 
     if not is_local(model):
         return None
-    return "llama-server" if find_llama_server() else "llama_cpp.server"
+    return f"llama-server/{slots_from_env()}-slots" if find_llama_server() else "llama_cpp.server"
 
 
 def read_settings(path: Path) -> dict[str, Any] | None:
