@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from experience_store import ExperienceStore, HashEmbedder
@@ -126,8 +126,10 @@ def test_fuzz_import_store_stays_consistent(store):
                       st.lists(st.sampled_from(['{', '}', '"', '\\', '```', 'json', '{"ops": [', '{"experiences": [',
                                                 '"ADD"', ',', ']', ':', ' ', 'x']), max_size=60).map("".join)),
        finish=st.sampled_from(["stop", "length", None, "content_filter"]))
+@example(text='{"ops":[]}', finish="stop")
+@example(text='Pattern: \\frac{1}{2} then {"experiences": ["When in doubt, re-read the question."]}', finish="stop")
 def test_fuzz_learner_outputs(text, finish):
-    from tfgrpo.loop.learner_parse import InvalidLearnerOutput, parse_ops, parse_proposals
+    from tfgrpo.loop.learner_parse import InvalidLearnerOutput, ParsedOps, parse_ops, parse_proposals
 
     for parse in (lambda: parse_proposals(text, finish, k=2, max_words=32),
                   lambda: parse_ops(text, finish, live_ids={1, 2, 3}, n_proposals=2, max_words=32)):
@@ -136,4 +138,5 @@ def test_fuzz_learner_outputs(text, finish):
         except InvalidLearnerOutput as exc:
             assert str(exc)
             continue
-        assert finish != "length" and isinstance(out, list)
+        items = out.ops if isinstance(out, ParsedOps) else out  # ops are validated one by one
+        assert finish != "length" and isinstance(items, list)
