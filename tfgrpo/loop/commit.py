@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from experience_store import Op
-from tfgrpo.loop.rollout import usable
+from tfgrpo.loop.rollout import tally, usable
 
 
 def _already_applied(store, library: str, run_id: str, step: int) -> int | None:
@@ -54,13 +54,8 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
 
 
 def _step_stat(state: dict[str, Any], version: int, applied: int, rejected: int) -> dict[str, Any]:
-    rows = [r for group in state["rollouts"].values() for r in group]
-    rewards = [r["reward"] for r in rows if usable(r)]
     gate = state.get("gate") or {}
-    return {"step": state["step"], "epoch": state["epoch"], "rollouts": len(rows),
-            "rollouts_failed": sum(1 for r in rows if r.get("error")),
-            "rollouts_truncated": sum(1 for r in rows if not r.get("error") and r.get("finish_reason") == "length"),
-            "mean_reward": sum(rewards) / max(1, len(rewards)), "groups": len(state["selected"]),
+    return {"step": state["step"], "epoch": state["epoch"], **tally(state["rollouts"]), "groups": len(state["selected"]),
             "proposals": len(state.get("proposals", [])), "examples": len(state.get("examples", [])),
             "ops_applied": applied, "ops_rejected": rejected,
             "consolidation": state.get("consolidation", {}).get("status"), "gate": gate.get("status"),

@@ -106,6 +106,16 @@ def usable(row: dict[str, Any]) -> bool:
     return not row.get("error") and row.get("finish_reason") != "length"
 
 
+def tally(groups: dict[str, list[dict]]) -> dict[str, Any]:
+    """A step's rollouts counted once for every report: all, failed, truncated, and the mean reward of the
+    usable ones (the rollouts groups are judged on)."""
+    rows = [r for group in groups.values() for r in group]
+    rewards = [r["reward"] for r in rows if usable(r)]
+    return {"rollouts": len(rows), "rollouts_failed": sum(1 for r in rows if r.get("error")),
+            "rollouts_truncated": sum(1 for r in rows if not r.get("error") and r.get("finish_reason") == "length"),
+            "mean_reward": sum(rewards) / max(1, len(rewards))}
+
+
 def select_groups(groups: dict[str, list[dict]], *, learn_all_wrong: bool, learn_all_right: bool,
                   has_reference: bool) -> dict[str, str]:
     """Map question id -> why the group is learned from ("mixed", "all_wrong", "all_right"), judged on its

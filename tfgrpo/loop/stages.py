@@ -10,7 +10,7 @@ import asyncio
 from experience_store import RolloutRow
 from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.learner import consolidate
-from tfgrpo.loop.rollout import sample_group, score_group, select_groups, usable
+from tfgrpo.loop.rollout import sample_group, score_group, select_groups, tally
 from tfgrpo.prior import Prior
 
 MAX_LIBRARY = 40
@@ -45,13 +45,10 @@ async def select_stage(ctx: StepContext, state: dict) -> dict:
     has_ref = ctx.task.has_reference and ctx.cfg.ground_truth
     chosen = select_groups(state["rollouts"], learn_all_wrong=ctx.cfg.learn_all_wrong,
                            learn_all_right=ctx.cfg.learn_all_right, has_reference=has_ref)
-    rows = [r for group in state["rollouts"].values() for r in group]
-    rewards = [r["reward"] for r in rows if usable(r)]
-    failed = sum(1 for r in rows if r.get("error"))
-    cut = sum(1 for r in rows if not r.get("error") and r.get("finish_reason") == "length")
-    mean = sum(rewards) / max(1, len(rewards))
+    t = tally(state["rollouts"])
+    failed, cut = t["rollouts_failed"], t["rollouts_truncated"]
     left_out = f"; {failed} failed and {cut} truncated rollouts left out of the groups" if failed or cut else ""
-    ctx.stage("select", state["step"], f"mean reward {mean:.2f}; learning from {len(chosen)} groups "
+    ctx.stage("select", state["step"], f"mean reward {t['mean_reward']:.2f}; learning from {len(chosen)} groups "
                                         f"({', '.join(sorted(set(chosen.values()))) or 'none'}){left_out}")
     return {"selected": chosen}
 
