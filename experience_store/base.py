@@ -1,4 +1,4 @@
-"""Connection handling shared by the store's parts: locking, transactions, read-only guard."""
+"""Connection handling shared by the store's parts: units of work, transactions, read-only guard."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import duckdb
 from tfgrpo_common.errors import StoreError
 
 from . import shared
-from .db import connect, prepare_schema
+from .db import prepare_schema
 
 
 def utcnow() -> datetime:
@@ -22,35 +22,34 @@ def utcnow() -> datetime:
 
 
 class StoreBase:
-    """One DuckDB connection guarded by a re-entrant lock (the gateway may log from other threads).
+    """A store's handle on its file. Every use of the connection is one unit of work (`with self._lock:`,
+    re-entrant): the file is open only during units (see `session`), so other processes can use it between.
 
-    Stores on the same file in one process share the lock and the indexes (see `shared`).
+    Stores on the same file in one process share the session and the indexes (see `shared`).
     """
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
         self.read_only = read_only
         self._in_tx = False
-        self._con: duckdb.DuckDBPyConnection | None = connect(self.path, read_only)
+        self._open = True
         self._key = shared.key_for(self.path, self)
-        state = shared.acquire(self._key)
-        self._lock = state.lock
+        state = shared.acquire(self._key, self.path, not read_only)
+        self._lock = state.session
         self._indexes = state.indexes
         try:
-            with self._lock:
-                prepare_schema(self._con, self.path, read_only)
+            with self._lock as con:
+                prepare_schema(con, self.path, read_only)
         except BaseException:
             self.close()
             raise
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
-        """Close the file (idempotent). Later calls raise `StoreError`."""
-        with self._lock:
-            if self._con is not None:
-                self._con.close()
-                self._con = None
-                shared.release(self._key)
+        """Close the store (idempotent). Later calls raise `StoreError`."""
+        if self._open:
+            self._open = False
+            shared.release(self._key, not self.read_only)
 
     def __enter__(self):
         return self
@@ -60,10 +59,20 @@ class StoreBase:
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
-        """The open connection (raises when closed)."""
-        if self._con is None:
+        """The connection of the current unit of work (`with self._lock:`); raises when closed."""
+        if not self._open:
             raise StoreError(f"the store {self.path} is closed; open a new ExperienceStore")
-        return self._con
+        if not self._lock.active:
+            raise StoreError(f"internal error: the store {self.path} was used outside a unit of work "
+                             "(`with store._lock:`)")
+        return self._lock.con  # type: ignore[return-value]
+
+    def training_lease(self, library: str):
+        """Context manager: hold `library`'s training lease (one trainer per library, see `lease`)."""
+        from .lease import training_lease
+
+        memory = str(self.path) == ":memory:"
+        return training_lease(self.path, library, self if memory else None)
 
     # -- helpers ---------------------------------------------------------------------------------
     @contextmanager

@@ -23,23 +23,24 @@ def _process_command(pid: int) -> str | None:
     return cmd[:200] or None
 
 
-def lock_message(path: Path, error: str, read_only: bool) -> str:
-    """The message for a file held by another process, naming it when DuckDB says which."""
+def is_lock_error(text: str) -> bool:
+    """True for DuckDB's "another process holds this file" error."""
+    return "lock" in text.lower()
+
+
+def lock_message(path: Path, error: str, read_only: bool, waited: float | None = None) -> str:
+    """The message for a file held by another process past the wait bound, naming it when DuckDB says which."""
     match = _PID.search(error)
     holder = "another process"
     if match:
         pid = int(match.group(1))
         cmd = _process_command(pid)
         holder = f"process {pid}" + (f" ({cmd})" if cmd else "")
-    readers = (
-        "DuckDB lets no other process open a file while one process has it open for writing, "
-        "not even read-only, so `list`/`show`/`history`/`logs`/`runs`/`report` must wait for it"
-        if read_only
-        else "DuckDB allows one writing process per file; readers can use read_only once no writer holds it"
-    )
+    waited_text = f" for {waited:.1f} s" if waited is not None else ""
     return (
-        f"the store {path} is locked by {holder}. {readers}. "
-        "Stop that process (or wait for it to finish), or use --db another file"
+        f"the store {path} stayed locked by {holder}{waited_text}. tfgrpo processes hold the file only for one "
+        "unit of work (a read, an op batch, a batch of log rows), so that process is stuck in a long write or is "
+        "not tfgrpo. Wait and retry, raise TFGRPO_LOCK_WAIT_S, stop that process, or use --db another file"
     )
 
 
@@ -49,10 +50,11 @@ def _looks_like_duckdb(path: Path) -> bool:
     return len(header) >= 12 and header[8:12] == b"DUCK"
 
 
-def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+def connect(path: Path, read_only: bool, *, raw_lock_errors: bool = False) -> duckdb.DuckDBPyConnection:
     """Open `path` (":memory:" allowed), translating DuckDB failures into `StoreError`s with fixes.
 
     The file is checked before DuckDB touches it, so a non-DuckDB file is left byte-for-byte intact.
+    With `raw_lock_errors`, a file held by another process raises DuckDB's IOException (the caller waits).
     """
     if str(path) == ":memory:":
         return duckdb.connect(":memory:")
@@ -61,7 +63,9 @@ def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
         text = str(exc)
-        if "lock" in text.lower():
+        if is_lock_error(text):
+            if raw_lock_errors:
+                raise
             raise StoreError(lock_message(path, text, read_only)) from None
         if "not a valid DuckDB" in text or "database file" in text:
             raise StoreError(f"{path} is not a readable DuckDB database ({text}); pass --db another file") from None

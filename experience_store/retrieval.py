@@ -1,10 +1,10 @@
 """Retrieval: the in-memory vector index per library, top-k search, token cap, time-travel search.
 
 The index of a library is built from the table on first use and then patched by every commit made
-through a store on the same file in this process (they share it, see `shared`). No other process
-can write while this one has the file open (DuckDB's file lock), so a cached index is current and a
-search at the current version needs no query at all. Writes that bypass the store API (raw SQL on
-`store.con`) are not seen by the index: close and reopen the store after such writes.
+through a store on the same file in this process (they share it, see `shared`). Other processes write
+the same file between this process's units of work, so each search first reads the library's current
+version (one small query) and rebuilds the index when the table has moved past it. Writes that bypass
+the store API (raw SQL on `store.con`) without a new version are not seen by the index.
 """
 
 from __future__ import annotations
@@ -33,10 +33,9 @@ class RetrievalMixin(LibraryReadMixin):
 
     # -- the in-memory index ---------------------------------------------------------------------
     def _live_version(self, library: str) -> int:
-        """The current version: the cached index's stamp when there is one (kept current by every
-        commit in this process), else read from the table."""
-        index = self._indexes.get(library)
-        return index.version if index is not None else self.current_version(library)
+        """The current version, read from the table: another process may have committed since the
+        index was built (one indexed query)."""
+        return self.current_version(library)
 
     def _index(self, library: str, current: int | None = None) -> VectorIndex:
         """The index of live vectors at the current version, rebuilt when the table moved past it."""

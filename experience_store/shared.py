@@ -1,9 +1,9 @@
 """State shared by every ExperienceStore open on the same file in one process.
 
 DuckDB gives all connections to one file in a process the same database, so two stores on one
-path see each other's writes. They must also share the in-memory indexes (and their row caches)
-and one lock, or one store would serve rows another has changed. The entry is dropped when the
-last store on the path closes, so a later open starts from the file again.
+path see each other's writes. They share one `FileSession` (the connection, opened per unit of work,
+and the lock serializing use of the file) and the in-memory indexes (and their row caches). The entry
+is dropped when the last store on the path closes, so a later open starts from the file again.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .session import FileSession
+
 
 @dataclass
 class Shared:
-    """Per-file state: indexes by library, the lock serializing use of the file, open store count."""
+    """Per-file state: indexes by library, the session (connection and lock), open store count."""
 
+    session: FileSession
     indexes: dict[str, Any] = field(default_factory=dict)
-    lock: threading.RLock = field(default_factory=threading.RLock)
     users: int = 0
 
 
@@ -34,20 +36,25 @@ def key_for(path: Path, owner: object) -> str:
     return str(path.expanduser().resolve())
 
 
-def acquire(key: str) -> Shared:
-    """The shared state for `key`, created on first use; counts one more user."""
+def acquire(key: str, path: Path, writable: bool) -> Shared:
+    """The shared state for `key`, created on first use; counts one more user (and writer)."""
     with _GUARD:
-        entry = _REGISTRY.setdefault(key, Shared())
+        entry = _REGISTRY.get(key)
+        if entry is None:
+            entry = _REGISTRY[key] = Shared(FileSession(path))
         entry.users += 1
+        entry.session.writers += int(writable)
         return entry
 
 
-def release(key: str) -> None:
-    """One user fewer; the last one drops the entry."""
+def release(key: str, writable: bool) -> None:
+    """One user fewer; the last one closes the connection and drops the entry."""
     with _GUARD:
         entry = _REGISTRY.get(key)
         if entry is None:
             return
         entry.users -= 1
+        entry.session.writers -= int(writable)
         if entry.users <= 0:
             del _REGISTRY[key]
+            entry.session.close()

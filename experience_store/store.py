@@ -121,7 +121,9 @@ class ExperienceStore(RetrievalMixin, GateLogMixin):
         with self._lock:
             self._validate(library, ops)  # before creating the library: a bad batch leaves no trace
             self.ensure_library(library)
-            vectors, model = self._embed_ops(library, ops)
+        vectors, model = self._embed_ops(library, ops)  # outside the unit of work: embedding takes a while
+        with self._lock:
+            self._validate(library, ops)  # again: another process may have written between the two units
             lib = self._library(library)
             planner = BatchPlanner(
                 lambda exp_id: self.get(library, exp_id).text, self._index(library), vectors,
@@ -144,7 +146,8 @@ class ExperienceStore(RetrievalMixin, GateLogMixin):
         with self._lock:
             self.require_library(library)
             self._validate(library, ops)
-            vectors, _ = self._embed_ops(library, ops)
+        vectors, _ = self._embed_ops(library, ops)  # outside the unit of work: embedding takes a while
+        with self._lock:
             live = {e.id: e for e in self.experiences(library)}
             planner = BatchPlanner(lambda exp_id: live[exp_id].text, self._index(library), vectors,
                                    int(self._library(library)["next_exp_id"]),

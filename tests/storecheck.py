@@ -20,7 +20,7 @@ LESSONS = [
 
 
 def _rows(store, sql: str, params=()) -> list[tuple]:
-    return store.con.execute(sql, list(params)).fetchall()
+    return store._rows(sql, params)
 
 
 def assert_library_consistent(store, library: str) -> None:

@@ -78,7 +78,7 @@ def snapshot(db: Path) -> dict:
         assert_library_consistent(s, LIB)
         return {"version": s.current_version(LIB),
                 "live": [(e.id, e.text, e.support) for e in s.experiences(LIB)],
-                "ops": s.con.execute("SELECT count(*) FROM ops").fetchone()[0]}
+                "ops": s._one("SELECT count(*) FROM ops")[0]}
 
 
 @pytest.fixture()
@@ -137,7 +137,7 @@ def _check_loop_store(db: Path, batch: int) -> int:
             per_batch[tag] = per_batch.get(tag, 0) + 1
         assert sorted(per_batch) == list(range(1, version + 1)), (version, sorted(per_batch))
         assert set(per_batch.values()) <= {batch}, per_batch  # every batch whole, none partial
-        n_ops = s.con.execute("SELECT count(*) FROM ops").fetchone()[0]
+        n_ops = s._one("SELECT count(*) FROM ops")[0]
         assert n_ops == version * batch
         return version
 

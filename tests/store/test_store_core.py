@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 
 import duckdb
 import pytest
@@ -97,31 +99,72 @@ def test_reopen_after_close_keeps_everything(db):
             s.apply("lib", [add("new")])
 
 
-def test_second_writer_gets_a_clear_message(db):
-    ExperienceStore(db).close()
+def _hold(db):
+    """A process that keeps `db` open for writing (not tfgrpo: it never lets go) until its stdin closes."""
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import duckdb,sys; c=duckdb.connect({str(db)!r}); print('ready', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
+    assert holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+def test_a_file_held_past_the_wait_bound_gets_a_clear_message(db, monkeypatch):
+    ExperienceStore(db).close()
+    monkeypatch.setenv("TFGRPO_LOCK_WAIT_S", "0.5")
+    holder = _hold(db)
     try:
-        assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(StoreError) as err:
-            ExperienceStore(db)
-        msg = str(err.value)
-        assert f"process {holder.pid}" in msg and "--db another file" in msg and "Traceback" not in msg
-        with pytest.raises(StoreError, match="not even read-only"):
-            ExperienceStore(db, read_only=True)
+        for read_only in (False, True):
+            with pytest.raises(StoreError) as err:
+                ExperienceStore(db, read_only=read_only)
+            msg = str(err.value)
+            assert f"stayed locked by process {holder.pid}" in msg and "for 0.5 s" in msg
+            assert "TFGRPO_LOCK_WAIT_S" in msg and "--db another file" in msg and "Traceback" not in msg
     finally:
         holder.stdin.close()
         holder.wait(timeout=10)
     ExperienceStore(db, read_only=True).close()  # free again once the writer is gone
 
 
-def test_same_process_other_mode_is_a_clear_error(db):
-    with ExperienceStore(db):
-        with pytest.raises(StoreError, match="already has .* open in the other mode"):
-            ExperienceStore(db, read_only=True)
+def test_an_open_waits_for_a_holder_that_lets_go(db, monkeypatch):
+    ExperienceStore(db, embedder=HashEmbedder()).close()
+    monkeypatch.setenv("TFGRPO_LOCK_WAIT_S", "30")
+    holder = _hold(db)
+    threading.Timer(1.0, holder.stdin.close).start()  # lets go after a second
+    try:
+        with ExperienceStore(db, embedder=HashEmbedder()) as s:
+            s.apply("lib", [add(LESSONS[0])])
+            assert max(s._lock.waits) >= 0.5  # it waited for the holder, then wrote
+            assert s.current_version("lib") == 1
+    finally:
+        holder.wait(timeout=10)
 
+
+def test_a_bad_wait_bound_is_refused(db, monkeypatch):
+    monkeypatch.setenv("TFGRPO_LOCK_WAIT_S", "soon")
+    with pytest.raises(StoreError, match="TFGRPO_LOCK_WAIT_S must be a number of seconds"):
+        ExperienceStore(db)
+
+
+def test_one_process_may_hold_a_reader_and_a_writer_on_one_file(db):
+    with ExperienceStore(db, embedder=HashEmbedder()) as w, ExperienceStore(db, read_only=True) as r:
+        w.apply("lib", [add(LESSONS[0])])
+        assert [e.text for e in r.experiences("lib")] == [LESSONS[0]]
+        with pytest.raises(StoreError, match="read-only"):
+            r.apply("lib", [add(LESSONS[1])])
+
+
+def test_the_file_is_free_between_units_of_work(db):
+    """Another process can open the file while this process's store is open but idle."""
+    with ExperienceStore(db, embedder=HashEmbedder()) as s:
+        s.apply("lib", [add(LESSONS[0])])
+        time.sleep(0.3)  # past the linger
+        out = subprocess.run([sys.executable, "-c", f"import duckdb; c=duckdb.connect({str(db)!r}); "
+                              "print(c.execute('SELECT count(*) FROM experiences').fetchone()[0])"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "1"
+        assert s.current_version("lib") == 1
 
 
 @pytest.mark.parametrize("damage", ["truncate", "scramble"])

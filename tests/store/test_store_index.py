@@ -54,8 +54,9 @@ def test_bulk_add_is_one_version_and_searchable(tmp_path):
         assert store.history("lib", 125)[0].reason == "seed"
         store._indexes.clear()  # rebuilt from the table: the same vectors came back in order
         assert store.search_vector("lib", vecs[400], 1)[0][0].id == 402
-        stored = np.stack(store.con.execute(
-            "SELECT embedding FROM experiences WHERE library = 'lib' AND id > 1 ORDER BY id").fetchnumpy()["embedding"])
+        with store._lock:
+            stored = np.stack(store.con.execute(
+                "SELECT embedding FROM experiences WHERE library = 'lib' AND id > 1 ORDER BY id").fetchnumpy()["embedding"])
         assert np.allclose(stored, vecs, atol=1e-6)
         with pytest.raises(StoreError, match="expected \\(2, 384\\)"):
             bulk_add(store, "lib", ["a", "b"], unit_rows(2, dim=8))

@@ -117,7 +117,16 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
     """Run (or resume) training. `pool`: share embedded servers with the caller (left open); by default the
     servers started here are stopped when training ends."""
     learner_cfg = learner_cfg or model_cfg
-    run_id, cfg, model_cfg, learner_cfg = start_or_resume(store, cfg, model_cfg, learner_cfg, resume)
+    with store.training_lease(cfg.library) as lease:  # one trainer per library: a second one is refused here
+        run_id, cfg, model_cfg, learner_cfg = start_or_resume(store, cfg, model_cfg, learner_cfg, resume)
+        lease.note(run_id)
+        return _train(cfg, model_cfg, learner_cfg, store=store, db=db, run_id=run_id, on_stage=on_stage,
+                      progress=progress, pool=pool)
+
+
+def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *, store, db: Path, run_id: str,
+           on_stage: Callable[[str, int, str], None], progress: Callable[[str], None],
+           pool: ModelPool | None) -> TrainResult:
     task, examples, gate = load_examples(cfg)
     store.update_run(run_id, status="running")
     ckpt, memo_path = side_paths(db)

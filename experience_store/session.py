@@ -1,0 +1,172 @@
+"""A process's use of one store file: the DuckDB connection is open only while a unit of work runs.
+
+DuckDB lets one process at a time open a file for writing, and no process open it at all while a writer
+has it. So that a trainer, the proxy and the inspect commands can share one file, no process keeps it open
+longer than one unit of work (a read, an op batch, a batch of call-log rows):
+
+- `with session:` is one unit (re-entrant, so a read inside a transaction is part of it). The first entry
+  opens the file, waiting with backoff while another process holds it; `wait_s` bounds the wait (then one
+  `StoreError` names the holder).
+- After a unit the connection lingers `LINGER_S`, so a burst of small reads opens the file once; an idle
+  process lets go of it within that time.
+- A process that keeps the file busy for `MAX_HOLD_S` closes it at the next unit boundary and stays off it
+  for `YIELD_S`, longer than a waiter's longest poll, so waiting processes get their turn.
+
+The waits this process had are kept in `waits` (seconds, the last 10,000) for benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import duckdb
+
+from tfgrpo_common.errors import StoreError
+
+from .db import connect, is_lock_error, lock_message
+
+LINGER_S = 0.05
+MAX_HOLD_S = 0.5
+POLL_MAX_S = 0.04
+YIELD_S = 0.06
+DEFAULT_WAIT_S = 60.0
+
+
+def wait_bound() -> float:
+    """Seconds to wait for a store file held by another process (`TFGRPO_LOCK_WAIT_S`, default 60)."""
+    raw = os.environ.get("TFGRPO_LOCK_WAIT_S")
+    if not raw:
+        return DEFAULT_WAIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise StoreError(f"TFGRPO_LOCK_WAIT_S must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value <= 86400:
+        raise StoreError(f"TFGRPO_LOCK_WAIT_S must be between 0 and 86400 seconds, got {raw!r}")
+    return value
+
+
+class FileSession:
+    """The one connection of this process to `path`, shared by every store on the file, open per unit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.memory = str(path) == ":memory:"
+        self._lock = threading.RLock()
+        self.depth = 0
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.con_read_only = True
+        self.writers = 0  # writable stores open on the file in this process: the connection opens read-write
+        self.opened_at = 0.0
+        self.closed_at = 0.0
+        self._timer: threading.Timer | None = None
+        self.waits: deque[float] = deque(maxlen=10_000)
+        self.retired = False  # the last store on the file closed: no more units
+        if self.memory:
+            self.con = duckdb.connect(":memory:")
+            self.con_read_only = False
+
+    # -- the unit of work ----------------------------------------------------------------------
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        self._lock.acquire()
+        try:
+            if self.depth == 0 and not self.memory:
+                self._open()
+        except BaseException:
+            self._lock.release()
+            raise
+        self.depth += 1
+        return self.con  # type: ignore[return-value]
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.depth -= 1
+            if self.depth == 0 and not self.memory:
+                self._after_unit()
+        finally:
+            self._lock.release()
+
+    @property
+    def active(self) -> bool:
+        """True inside a unit of work (on the thread that holds it) or for an in-memory database."""
+        return self.con is not None and (self.memory or self.depth > 0)
+
+    def _open(self) -> None:
+        if self.retired:
+            raise StoreError(f"the store {self.path} is closed; open a new ExperienceStore")
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        want_ro = self.writers == 0
+        if self.con is not None and self.con_read_only and not want_ro:
+            self._close()  # a writable store joined while a read-only connection lingered
+        if self.con is not None:
+            return
+        pause = self.closed_at + YIELD_S - time.monotonic() if self._yielding else 0.0
+        if pause > 0:
+            time.sleep(pause)
+        self._yielding = False
+        self.con = self._connect_waiting(want_ro)
+        self.con_read_only = want_ro
+        self.opened_at = time.monotonic()
+
+    _yielding = False
+
+    def _connect_waiting(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        bound = wait_bound()
+        start = time.monotonic()
+        delay = 0.002
+        while True:
+            try:
+                con = connect(self.path, read_only, raw_lock_errors=True)
+            except duckdb.IOException as exc:
+                if not is_lock_error(str(exc)):
+                    raise
+                waited = time.monotonic() - start
+                if waited >= bound:
+                    raise StoreError(lock_message(self.path, str(exc), read_only, waited=waited)) from None
+                time.sleep(min(delay, max(bound - waited, 0.0)) * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, POLL_MAX_S)
+                continue
+            self.waits.append(time.monotonic() - start)
+            return con
+
+    def _after_unit(self) -> None:
+        if self.con is None:
+            return
+        if time.monotonic() - self.opened_at >= MAX_HOLD_S:
+            self._close()
+            self._yielding = True  # give waiting processes their turn before opening again
+            return
+        timer = threading.Timer(LINGER_S, self._close_if_idle)
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def _close_if_idle(self) -> None:
+        with self._lock:
+            if self.depth == 0 and self._timer is not None and threading.current_thread() is self._timer:
+                self._timer = None
+                self._close()
+
+    def _close(self) -> None:
+        if self.con is not None:
+            try:
+                self.con.close()
+            finally:
+                self.con = None
+                self.closed_at = time.monotonic()
+
+    def close(self) -> None:
+        """Close the connection now (the last store on the file closed)."""
+        with self._lock:
+            self.retired = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._close()

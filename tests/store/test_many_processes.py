@@ -1,0 +1,107 @@
+"""One store file, three real processes at once: `tfgrpo train` learns into a library while `tfgrpo serve`
+serves it and a third process lists, diffs and exports it over and over. All three succeed, the proxy's
+calls carry the trainer's new version once it is committed, and nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from experience_store import ExperienceStore, HashEmbedder, Op, OpKind
+from tfgrpo.llm.local import free_port
+
+CLI = [sys.executable, "-m", "tfgrpo.cli"]
+
+
+def _wait_healthy(base: str, proc: subprocess.Popen, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"the proxy did not come up (exit {proc.poll()})")
+
+
+def _inspect(db, env) -> list[subprocess.CompletedProcess]:
+    cmds = [["experiences", "list", "--library", "px"], ["experiences", "diff", "--library", "px", "0", "1"],
+            ["experiences", "export", "--library", "px"], ["runs", "--library", "px"]]
+    return [subprocess.run(CLI + c + ["--db", str(db)], env=env, capture_output=True, text=True, timeout=120)
+            for c in cmds]
+
+
+@pytest.mark.timeout(600)
+def test_train_serve_and_inspect_share_one_file(tmp_path):
+    db = tmp_path / "s.duckdb"
+    with ExperienceStore(db, embedder=HashEmbedder()) as store:
+        store.apply("px", [Op(kind=OpKind.ADD, text="Check the units before you answer.")])
+    env = {**os.environ, "TFGRPO_SCRIPTED_DELAY": "0.05", "TFGRPO_LOCK_WAIT_S": "60"}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    serve = subprocess.Popen(CLI + ["serve", "--library", "px", "--model", "scripted", "--port", str(port),
+                                    "--db", str(db)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    train = None
+    versions, sent, inspections = [], 0, []
+    try:
+        _wait_healthy(base, serve)
+        train = subprocess.Popen(CLI + ["train", "--task", "arith", "--model", "scripted", "--library", "px",
+                                        "--limit", "12", "--batch-size", "2", "--group-size", "4", "--epochs", "1",
+                                        "--gate-items", "0", "--db", str(db)],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            while True:
+                r = client.post("/v1/chat/completions",
+                                json={"model": "any", "messages": [{"role": "user", "content": "What is 2 + 3?"}]})
+                sent += 1
+                assert r.status_code == 200, r.text
+                versions.append(int(r.headers["x-tfgrpo-version"]))
+                inspections.append(_inspect(db, env))
+                if train.poll() is not None:
+                    break
+            train_out = train.communicate(timeout=60)[0]
+            assert train.returncode == 0, train_out
+            # after the trainer's last commit, the proxy serves the new version within its TTL (2 s)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                r = client.post("/v1/chat/completions",
+                                json={"model": "any", "messages": [{"role": "user", "content": "What is 4 + 4?"}]})
+                sent += 1
+                versions.append(int(r.headers["x-tfgrpo-version"]))
+                if versions[-1] >= 2:
+                    break
+                time.sleep(0.5)
+    finally:
+        if train is not None and train.poll() is None:
+            train.kill()
+        serve.send_signal(signal.SIGTERM)
+        serve_out = serve.communicate(timeout=60)[0]
+    assert serve.returncode == 0, serve_out
+    assert len(inspections) >= 2, "the inspect commands ran while the trainer ran"
+    for batch in inspections:
+        for res in batch:
+            assert res.returncode == 0, (res.args, res.stdout, res.stderr)
+            assert "Traceback" not in res.stderr
+    assert versions[0] == 1 and versions[-1] >= 2, versions
+    assert versions == sorted(versions), "a version once served is never replaced by an older one"
+    with ExperienceStore(db, read_only=True) as store:
+        runs = {r["kind"]: r for r in store.list_runs("px")}
+        assert runs["train"]["status"] == "completed"
+        applied = runs["train"]["metrics"]["totals"]["ops_applied"]
+        assert applied >= 1
+        n_ops = store._one("SELECT count(*) FROM ops WHERE library = 'px' AND outcome = 'applied'")[0]
+        assert n_ops == 1 + applied  # the seeded lesson and every op the trainer applied
+        proxy_calls = store.calls(stage="proxy")
+        assert len(proxy_calls) == sent  # every served call was logged
+        train_calls = store.calls(run_id=runs["train"]["id"])
+        assert len(train_calls) == runs["train"]["llm_calls"] > 0
+        last_export = [json.loads(line) for line in inspections[-1][2].stdout.splitlines() if line.strip()]
+        assert last_export and all("text" in row for row in last_export)
