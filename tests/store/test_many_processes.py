@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -43,7 +44,7 @@ def test_train_serve_and_inspect_share_one_file(tmp_path):
     db = tmp_path / "s.duckdb"
     with ExperienceStore(db, embedder=HashEmbedder()) as store:
         store.apply("px", [Op(kind=OpKind.ADD, text="Check the units before you answer.")])
-    env = {**os.environ, "TFGRPO_SCRIPTED_DELAY": "0.05", "TFGRPO_LOCK_WAIT_S": "60"}
+    env = {**os.environ, "TFGRPO_LOCK_WAIT_S": "60"}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     serve = subprocess.Popen(CLI + ["serve", "--library", "px", "--model", "scripted", "--port", str(port),
@@ -51,22 +52,29 @@ def test_train_serve_and_inspect_share_one_file(tmp_path):
                              text=True)
     train = None
     versions, sent, inspections = [], 0, []
+    stop = threading.Event()
+
+    def inspector() -> None:  # the third process, over and over while the other two run
+        while not stop.is_set():
+            inspections.append((train is not None and train.poll() is None, _inspect(db, env)))
+
+    looker = threading.Thread(target=inspector)
     try:
         _wait_healthy(base, serve)
         train = subprocess.Popen(CLI + ["train", "--task", "arith", "--model", "scripted", "--library", "px",
-                                        "--limit", "12", "--batch-size", "2", "--group-size", "4", "--epochs", "1",
+                                        "--limit", "16", "--batch-size", "2", "--group-size", "4", "--epochs", "1",
                                         "--gate-items", "0", "--db", str(db)],
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                 env={**env, "TFGRPO_SCRIPTED_DELAY": "0.4"}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        looker.start()
         with httpx.Client(base_url=base, timeout=30) as client:
-            while True:
+            while train.poll() is None:
                 r = client.post("/v1/chat/completions",
                                 json={"model": "any", "messages": [{"role": "user", "content": "What is 2 + 3?"}]})
                 sent += 1
                 assert r.status_code == 200, r.text
                 versions.append(int(r.headers["x-tfgrpo-version"]))
-                inspections.append(_inspect(db, env))
-                if train.poll() is not None:
-                    break
+                time.sleep(0.2)
             train_out = train.communicate(timeout=60)[0]
             assert train.returncode == 0, train_out
             # after the trainer's last commit, the proxy serves the new version within its TTL (2 s)
@@ -80,13 +88,16 @@ def test_train_serve_and_inspect_share_one_file(tmp_path):
                     break
                 time.sleep(0.5)
     finally:
+        stop.set()
+        if looker.is_alive():
+            looker.join(timeout=300)
         if train is not None and train.poll() is None:
             train.kill()
         serve.send_signal(signal.SIGTERM)
         serve_out = serve.communicate(timeout=60)[0]
     assert serve.returncode == 0, serve_out
-    assert len(inspections) >= 2, "the inspect commands ran while the trainer ran"
-    for batch in inspections:
+    assert sum(during for during, _ in inspections) >= 2, "the inspect commands ran while the trainer ran"
+    for _, batch in inspections:
         for res in batch:
             assert res.returncode == 0, (res.args, res.stdout, res.stderr)
             assert "Traceback" not in res.stderr
@@ -103,5 +114,5 @@ def test_train_serve_and_inspect_share_one_file(tmp_path):
         assert len(proxy_calls) == sent  # every served call was logged
         train_calls = store.calls(run_id=runs["train"]["id"])
         assert len(train_calls) == runs["train"]["llm_calls"] > 0
-        last_export = [json.loads(line) for line in inspections[-1][2].stdout.splitlines() if line.strip()]
+        last_export = [json.loads(line) for line in inspections[-1][1][2].stdout.splitlines() if line.strip()]
         assert last_export and all("text" in row for row in last_export)

@@ -93,6 +93,10 @@ Resume = Annotated[bool, typer.Option("--resume", help="Continue the latest unfi
 NoGroundTruth = Annotated[bool, typer.Option("--no-ground-truth", help="Majority-vote rewards; no gold labels.")]
 AllowGroupOfOne = Annotated[bool, typer.Option("--allow-group-of-one", help="Allow G=1 (an ablation).")]
 NoAllWrong = Annotated[bool, typer.Option("--no-all-wrong", help="Skip all-wrong groups.")]
+Mlflow = Annotated[bool, typer.Option("--mlflow", help="Track the run with MLflow: parameters, per-step figures, "
+                                      "the final library and report (needs: pip install 'tfgrpo[mlflow]').")]
+MlflowUri = Annotated[Optional[str], typer.Option("--mlflow-uri", help="MLflow tracking URI for --mlflow (default: "
+                                                  "$MLFLOW_TRACKING_URI, else ./mlruns).")]
 Lessons = Annotated[bool, typer.Option("--lessons/--no-lessons", help="Learn lessons (advice).")]
 Examples = Annotated[bool, typer.Option("--examples/--no-examples", help="Keep winning solutions of mixed groups "
                                                                          "as worked examples.")]

@@ -63,6 +63,8 @@ def train_cmd(
     max_total_tokens: o.MaxTokensTotal = None,
     dry_run: o.DryRun = False,
     resume: o.Resume = False,
+    mlflow: o.Mlflow = False,
+    mlflow_uri: o.MlflowUri = None,
     no_ground_truth: o.NoGroundTruth = False,
     allow_group_of_one: o.AllowGroupOfOne = False,
     no_all_wrong: o.NoAllWrong = False,
@@ -95,11 +97,25 @@ def train_cmd(
     policy = ModelConfig(model=model, api_base=api_base, gguf=gguf)
     # the learner has its own endpoint: a local policy's --api-base is not where a hosted learner lives
     learner = ModelConfig(model=learner_model, api_base=learner_api_base) if learner_model else None
-    _run(cfg, policy, learner, db=db, resume=resume, dry_run=dry_run)
+    tracker = _tracker(mlflow, mlflow_uri) if not dry_run else None
+    _run(cfg, policy, learner, db=db, resume=resume, dry_run=dry_run, tracker=tracker)
+
+
+def _tracker(mlflow: bool, uri: str | None):
+    """The MLflow tracker for --mlflow (a missing mlflow package is refused here, before anything runs)."""
+    if not mlflow:
+        if uri:
+            raise ConfigError("--mlflow-uri is for --mlflow: add --mlflow to track the run")
+        return None
+    import os
+
+    from tfgrpo.loop.tracking import MlflowTracker
+
+    return MlflowTracker(uri or os.environ.get("MLFLOW_TRACKING_URI"))
 
 
 def _run(cfg: TrainConfig, policy: ModelConfig, learner: ModelConfig | None, *, db: Path | None, resume: bool,
-         dry_run: bool) -> None:
+         dry_run: bool, tracker=None) -> None:
     from tfgrpo.loop.run import estimate, train
 
     if dry_run:
@@ -115,13 +131,31 @@ def _run(cfg: TrainConfig, policy: ModelConfig, learner: ModelConfig | None, *, 
         try:
             res = train(cfg, policy, learner, store=store, db=db_path, resume=resume, pool=pool,
                         on_stage=lambda st, step, msg: console.print(f"[cyan]step {step + 1}[/] [bold]{st}[/] {msg}"),
-                        progress=lambda s: console.print(f"[dim]{s}[/]"))
+                        progress=lambda s: console.print(f"[dim]{s}[/]"), tracker=tracker)
             summary_table(store, res.run_id)
         finally:
             store.close()
+    if tracker is not None:
+        _finish_tracking(tracker, res, db_path, cfg.library)
     if res.status != "completed":
         console.print(f"[yellow]run {res.run_id} {res.status}: {res.error}[/]")
         raise typer.Exit(3 if res.status == "stopped_budget" else 1)
+
+
+def _finish_tracking(tracker, res, db_path: Path, library: str) -> None:
+    """Attach the final library and the run's report to the MLflow run and close it."""
+    import tempfile
+
+    from experience_store.io import export_text
+    from tfgrpo.report.build import write_report
+
+    with open_store(db_path, read_only=True) as store:
+        export = export_text(store, library, "jsonl")
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.html"
+        write_report(db_path, library, report, run_id=res.run_id)
+        tracker.finish(res.status, library_export=export, report=report)
+    console.print(f"[dim]mlflow: run {tracker.run_id} at {tracker.uri}[/]")
 
 
 def check_before_writing(cfg: TrainConfig, policy: ModelConfig, learner: ModelConfig | None, pool: ModelPool) -> None:

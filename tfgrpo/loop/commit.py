@@ -51,6 +51,7 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     if gate in ("accepted", "rejected"):
         totals[f"gate_{gate}"] = totals.get(f"gate_{gate}", 0) + 1
     ctx.store.update_run(ctx.run_id, steps=step + 1, metrics=metrics)
+    ctx.on_step(stat)
 
 
 def _step_stat(state: dict[str, Any], version: int, applied: int, rejected: int) -> dict[str, Any]:

@@ -26,6 +26,7 @@ class StepContext:
     step_stats: list[dict[str, Any]] = field(default_factory=list)
     call_log: Any = None
     gate_examples: list[Example] = field(default_factory=list)
+    on_step: Callable[[dict[str, Any]], None] = lambda stat: None  # after a step is committed (tracking)
 
     def flush(self) -> None:
         """Write buffered call records (before rollouts are stored, and at every stage boundary)."""

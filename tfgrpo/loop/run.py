@@ -113,20 +113,26 @@ async def _drive(ctx: StepContext, ckpt: Path) -> None:
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | None, *, store, db: Path,
           resume: bool = False, on_stage: Callable[[str, int, str], None] = lambda *a: None,
-          progress: Callable[[str], None] = lambda s: None, pool: ModelPool | None = None) -> TrainResult:
+          progress: Callable[[str], None] = lambda s: None, pool: ModelPool | None = None,
+          tracker=None) -> TrainResult:
     """Run (or resume) training. `pool`: share embedded servers with the caller (left open); by default the
-    servers started here are stopped when training ends."""
+    servers started here are stopped when training ends. `tracker` (e.g. `tracking.MlflowTracker`): told the
+    run's config at start and each committed step's figures; the caller closes it."""
     learner_cfg = learner_cfg or model_cfg
     with store.training_lease(cfg.library) as lease:  # one trainer per library: a second one is refused here
         run_id, cfg, model_cfg, learner_cfg = start_or_resume(store, cfg, model_cfg, learner_cfg, resume)
         lease.note(run_id)
+        on_step = lambda stat: None  # noqa: E731
+        if tracker is not None:
+            tracker.start(run_id, cfg.library, store.get_run(run_id)["config"])
+            on_step = lambda stat: tracker.step(stat, store, run_id, cfg.library)  # noqa: E731
         return _train(cfg, model_cfg, learner_cfg, store=store, db=db, run_id=run_id, on_stage=on_stage,
-                      progress=progress, pool=pool)
+                      progress=progress, pool=pool, on_step=on_step)
 
 
 def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *, store, db: Path, run_id: str,
            on_stage: Callable[[str, int, str], None], progress: Callable[[str], None],
-           pool: ModelPool | None) -> TrainResult:
+           pool: ModelPool | None, on_step: Callable[[dict], None]) -> TrainResult:
     task, examples, gate = load_examples(cfg)
     store.update_run(run_id, status="running")
     ckpt, memo_path = side_paths(db)
@@ -142,7 +148,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *
         learner = policy if learner_cfg == model_cfg else pool.gateway(learner_cfg, call_log=call_log,
                                                                           budget=budget, run_id=run_id)
         ctx = StepContext(cfg, task, examples, policy, learner, store, memo, run_id, on_stage=on_stage,
-                          call_log=call_log, gate_examples=gate)
+                          call_log=call_log, gate_examples=gate, on_step=on_step)
         try:
             asyncio.run(_drive(ctx, ckpt))
         except BudgetExceeded as exc:
