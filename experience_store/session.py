@@ -5,8 +5,11 @@ has it. So that a trainer, the proxy and the inspect commands can share one file
 longer than one unit of work (a read, an op batch, a batch of call-log rows):
 
 - `with session:` is one unit (re-entrant, so a read inside a transaction is part of it). The first entry
-  opens the file, waiting with backoff while another process holds it; `wait_s` bounds the wait (then one
-  `StoreError` names the holder).
+  takes the turn lock `<store>.lock` (an `flock` beside the file: shared for readers, exclusive for a
+  writer; the kernel drops it if the process dies) and then opens the file. Waiting polls the turn lock
+  every few milliseconds, so a freed file is taken within that time; `TFGRPO_LOCK_WAIT_S` bounds the wait
+  (then one `StoreError` names the holder). A process that is not tfgrpo holding the file (DuckDB's own
+  lock) is waited for the same way.
 - After a unit the connection lingers `LINGER_S`, so a burst of small reads opens the file once; an idle
   process lets go of it within that time.
 - A process that keeps the file busy for `MAX_HOLD_S` closes it at the next unit boundary and stays off it
@@ -17,11 +20,14 @@ The waits this process had are kept in `waits` (seconds, the last 10,000) for be
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -30,10 +36,10 @@ from tfgrpo_common.errors import StoreError
 
 from .db import connect, is_lock_error, lock_message
 
-LINGER_S = 0.05
-MAX_HOLD_S = 0.5
-POLL_MAX_S = 0.04
-YIELD_S = 0.06
+LINGER_S = 0.01
+MAX_HOLD_S = 0.25
+POLL_MAX_S = 0.01
+YIELD_S = 0.02
 DEFAULT_WAIT_S = 60.0
 
 
@@ -52,7 +58,12 @@ def wait_bound() -> float:
 
 
 class FileSession:
-    """The one connection of this process to `path`, shared by every store on the file, open per unit."""
+    """The one connection of this process to `path`, shared by every store on the file, open per unit.
+
+    `pg.PgSession` offers the same interface for a Postgres database.
+    """
+
+    errors: tuple[type[BaseException], ...] = (duckdb.Error,)  # driver errors a read turns into StoreError
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -67,6 +78,8 @@ class FileSession:
         self._timer: threading.Timer | None = None
         self.waits: deque[float] = deque(maxlen=10_000)
         self.retired = False  # the last store on the file closed: no more units
+        self._turn = None  # the open turn-lock file (None: in memory, or it cannot be created)
+        self._turn_held = False
         if self.memory:
             self.con = duckdb.connect(":memory:")
             self.con_read_only = False
@@ -96,6 +109,17 @@ class FileSession:
         """True inside a unit of work (on the thread that holds it) or for an in-memory database."""
         return self.con is not None and (self.memory or self.depth > 0)
 
+    @contextmanager
+    def writing(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A unit of work that writes after reading (an op batch). A writable connection to the file already
+        excludes every other process, so it is an ordinary unit here."""
+        with self as con:
+            yield con
+
+    def write_error(self, exc: BaseException) -> StoreError | None:
+        """DuckDB errors in a write transaction propagate as they are (after the rollback)."""
+        return None
+
     def _open(self) -> None:
         if self.retired:
             raise StoreError(f"the store {self.path} is closed; open a new ExperienceStore")
@@ -111,15 +135,52 @@ class FileSession:
         if pause > 0:
             time.sleep(pause)
         self._yielding = False
-        self.con = self._connect_waiting(want_ro)
+        start = time.monotonic()
+        self._take_turn(want_ro, start)
+        try:
+            self.con = self._connect_waiting(want_ro, start)
+        except BaseException:
+            self._end_turn()
+            raise
+        self.waits.append(time.monotonic() - start)
         self.con_read_only = want_ro
         self.opened_at = time.monotonic()
 
     _yielding = False
 
-    def _connect_waiting(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _turn_file(self):
+        if self._turn is None:
+            try:
+                self._turn = open(self.path.with_name(self.path.name + ".lock"), "a+")  # noqa: SIM115
+            except OSError:
+                return None  # a read-only folder: DuckDB's own lock is waited for instead
+        return self._turn
+
+    def _take_turn(self, read_only: bool, start: float) -> None:
+        fh = self._turn_file()
+        if fh is None:
+            return
         bound = wait_bound()
-        start = time.monotonic()
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                self._turn_held = True
+                return
+            except BlockingIOError:
+                waited = time.monotonic() - start
+                if waited >= bound:
+                    raise StoreError(lock_message(self.path, "", read_only, waited=waited)) from None
+                time.sleep(delay)
+                delay = min(delay * 1.5, POLL_MAX_S)
+
+    def _end_turn(self) -> None:
+        if self._turn_held and self._turn is not None:
+            fcntl.flock(self._turn.fileno(), fcntl.LOCK_UN)
+        self._turn_held = False
+
+    def _connect_waiting(self, read_only: bool, start: float) -> duckdb.DuckDBPyConnection:
+        bound = wait_bound()
         delay = 0.002
         while True:
             try:
@@ -131,9 +192,8 @@ class FileSession:
                 if waited >= bound:
                     raise StoreError(lock_message(self.path, str(exc), read_only, waited=waited)) from None
                 time.sleep(min(delay, max(bound - waited, 0.0)) * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, POLL_MAX_S)
+                delay = min(delay * 2, 0.04)
                 continue
-            self.waits.append(time.monotonic() - start)
             return con
 
     def _after_unit(self) -> None:
@@ -161,6 +221,7 @@ class FileSession:
             finally:
                 self.con = None
                 self.closed_at = time.monotonic()
+                self._end_turn()
 
     def close(self) -> None:
         """Close the connection now (the last store on the file closed)."""
@@ -170,3 +231,6 @@ class FileSession:
                 self._timer.cancel()
                 self._timer = None
             self._close()
+            if self._turn is not None:
+                self._turn.close()
+                self._turn = None

@@ -68,7 +68,7 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
             if isinstance(c, str):
                 return c
             if isinstance(c, list):
-                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+                return " ".join(p["text"] for p in c if isinstance(p, dict) and isinstance(p.get("text"), str))
     return ""
 
 

@@ -61,7 +61,7 @@ class BackgroundCallLog:
     reply never waits for the database. When the sink has `record_many(records)` (one statement for
     a batch), records arriving within `linger_s` of each other are written together."""
 
-    def __init__(self, sink, *, linger_s: float = 0.05, max_batch: int = 256) -> None:
+    def __init__(self, sink, *, linger_s: float = 0.2, max_batch: int = 256) -> None:
         self.sink = sink
         self.linger_s, self.max_batch = linger_s, max_batch
         self._queue: queue.Queue = queue.Queue()
