@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 TFGRPO_DATA ?= $(abspath ../shared/data)
 export TFGRPO_DATA
 
-.PHONY: demo test fuzz lint-imports install install-dev browser sandbox bench bench-learning readme-results clean
+.PHONY: demo test fuzz lint-imports install install-dev browser sandbox postgres bench bench-learning readme-results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -71,12 +71,23 @@ sandbox:
 	      || echo "bubblewrap could not be installed; the agent's python tool will refuse to run"; \
 	  else echo "no apt/root: install bubblewrap (bwrap) for the agent's python tool sandbox"; fi; fi
 
+# PostgreSQL's server programs (initdb, pg_ctl; Debian package) for the Postgres half of the store tests, which
+# start a throwaway server of their own (tests/pgserver.py); where apt is absent those tests fail saying how to
+# install it (TFGRPO_SKIP_POSTGRES=1 skips them)
+postgres:
+	@if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq postgresql >/dev/null 2>&1 \
+	      || (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)) \
+	      || echo "postgresql could not be installed; the Postgres store tests will fail (TFGRPO_SKIP_POSTGRES=1 skips them)"; \
+	  else echo "no apt/root: install PostgreSQL's server (initdb, pg_ctl) for the Postgres store tests, or set TFGRPO_SKIP_POSTGRES=1"; fi; fi
+
 demo: $(VENV)/.stamp-local sandbox
 	$(VENV)/bin/tfgrpo demo
 
 # the layer contracts in pyproject.toml ([tool.importlinter]), then every test; the fuzzers run
 # derandomized here (hypothesis profile "ci"), so a run on any machine tries the same inputs
-test: $(VENV)/.stamp-dev browser sandbox lint-imports
+test: $(VENV)/.stamp-dev browser sandbox postgres lint-imports
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -ra
 
 lint-imports: $(VENV)/.stamp-dev

@@ -12,7 +12,7 @@ import duckdb
 
 from tfgrpo_common.errors import StoreError
 
-from . import shared
+from . import location, shared
 from .db import prepare_schema
 
 
@@ -29,12 +29,23 @@ class StoreBase:
     """
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
-        self.path = Path(path) if str(path) != ":memory:" else Path(":memory:")
+        where = location.parse(path)
+        self.backend = "postgres" if where.postgres else "duckdb"
+        #: the file, or for Postgres the URL without its password (what messages show)
+        self.path: Path | str = where.display if where.postgres else where.path  # type: ignore[assignment]
+        self._url = where.url
         self.read_only = read_only
         self._in_tx = False
         self._open = True
-        self._key = shared.key_for(self.path, self)
-        state = shared.acquire(self._key, self.path, not read_only)
+        if where.postgres:
+            from .pg import PgSession
+
+            url = where.url
+            self._key = f"postgres:{url}"
+            state = shared.acquire(self._key, Path(), not read_only, lambda: PgSession(url))
+        else:
+            self._key = shared.key_for(self.path, self)
+            state = shared.acquire(self._key, self.path, not read_only)
         self._lock = state.session
         self._indexes = state.indexes
         try:
@@ -68,7 +79,12 @@ class StoreBase:
         return self._lock.con  # type: ignore[return-value]
 
     def training_lease(self, library: str):
-        """Context manager: hold `library`'s training lease (one trainer per library, see `lease`)."""
+        """Context manager: hold `library`'s training lease (one trainer per library, see `lease`; on
+        Postgres an advisory lock held by a connection of its own, see `pg_lease`)."""
+        if self._url is not None:
+            from .pg_lease import training_lease as pg_training_lease
+
+            return pg_training_lease(self._url, library)
         from .lease import training_lease
 
         memory = str(self.path) == ":memory:"
@@ -82,7 +98,7 @@ class StoreBase:
         with self._lock:
             try:
                 yield self.con
-            except duckdb.Error as exc:
+            except self._lock.errors as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise StoreError(f"the store {self.path} could not answer a read ({type(exc).__name__}: {first}); "
                                  "check the values you passed (ids, versions, limits)") from None
@@ -109,20 +125,32 @@ class StoreBase:
             )
 
     @contextmanager
+    def _write_unit(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A unit of work that reads, then writes what it read decided (an op batch): no other process
+        writes in between (a DuckDB file: the writable connection excludes them; Postgres: the unit holds
+        the store's write lock)."""
+        with self._lock.writing() as con:
+            yield con
+
+    @contextmanager
     def _tx(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One transaction: commit on success, roll back on any exception (then re-raise)."""
+        """One transaction: commit on success, roll back on any exception (then re-raise; on Postgres a
+        driver error is re-raised as one `StoreError` that says nothing was written)."""
         with self._lock:
             if self._in_tx:
                 yield self.con
                 return
             con = self.con
-            con.execute("BEGIN TRANSACTION")
+            con.execute("BEGIN TRANSACTION")  # on Postgres this also takes the store's write lock
             self._in_tx = True
             try:
                 yield con
                 con.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 con.execute("ROLLBACK")
+                failure = self._lock.write_error(exc)
+                if failure is not None:
+                    raise failure from None
                 raise
             finally:
                 self._in_tx = False

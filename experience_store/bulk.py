@@ -1,7 +1,8 @@
 """Bulk loading: many ADDs as one version, written set-wise (no per-row round trips, no dedup).
 
-For seeding a large library (benchmarks, big imports with dedup off). Rows go through DuckDB's
-NumPy scans and one INSERT ... SELECT per table, so 100k experiences load in seconds, not minutes.
+For seeding a large library (benchmarks, big imports with dedup off). On DuckDB the experiences go
+through its NumPy scans, on Postgres through COPY; their revisions and op records are then one
+INSERT ... SELECT each (the same SQL on both), so 100k experiences load in seconds, not minutes.
 Every row still gets its op record (ADD, outcome applied) and a revision, like `apply`.
 """
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from tfgrpo_common.errors import StoreError
 
+from . import pg_copy
 from .apply import clean_text
 from .base import utcnow
 from .embed import normalize_rows
@@ -26,17 +28,22 @@ FROM _bulk_txt t JOIN (
     SELECT (rowid // $dim) AS i, list(column0 ORDER BY rowid) AS emb FROM _bulk_vec GROUP BY 1
 ) e ON e.i = t.rowid
 """
+# the same SQL on both backends: positional parameters, typed where Postgres cannot infer the type
 _REV_INSERT = """
-INSERT INTO exp_revisions SELECT library, id, $v, NULL, text, embedding
-FROM experiences WHERE library = $lib AND created_version = $v AND id >= $start
+INSERT INTO exp_revisions SELECT library, id, ?, NULL, text, embedding
+FROM experiences WHERE library = ? AND created_version = ? AND id >= ?
 """
 _OPS_INSERT = """
 INSERT INTO ops (id, library, version, seq, kind, exp_id, after_text, reason, outcome, note, run_id, step,
                  group_id, rollout_ids, call_id, created_at)
-SELECT $op0 + id - $start, library, $v, id - $start, 'ADD', id, text, $reason, 'applied', 'bulk add (no dedup)',
-       $run_id, $step, $group_id, $rollout_ids, $call_id, $now
-FROM experiences WHERE library = $lib AND created_version = $v AND id >= $start
+SELECT ? + id - ?, library, ?, id - ?, 'ADD', id, text, CAST(? AS VARCHAR), 'applied', 'bulk add (no dedup)',
+       CAST(? AS VARCHAR), CAST(? AS INTEGER), CAST(? AS VARCHAR), CAST(? AS VARCHAR[]), CAST(? AS VARCHAR),
+       CAST(? AS TIMESTAMP)
+FROM experiences WHERE library = ? AND created_version = ? AND id >= ?
 """
+_EXP_COLS = ("library", "id", "text", "status", "created_at", "updated_at", "created_version", "updated_version",
+             "embedding")
+_EXP_KINDS = ("text", "int4", "text", "text", "timestamp", "timestamp", "int4", "int4", "float4[]")
 
 
 def _check_texts(texts: list[str], max_chars: int) -> list[str]:
@@ -77,7 +84,7 @@ def bulk_add(
     vecs = _vectors(store, library, texts, vectors)
     embedder = store.embedder_for(library)
     prov = provenance or Provenance()
-    with store._lock:
+    with store._write_unit():
         lib = store._library(library)
         start, version, dim = int(lib["next_exp_id"]), int(lib["current_version"]) + 1, vecs.shape[1]
         params = {"lib": library, "start": start, "v": version, "now": utcnow(), "model": embedder.name, "dim": dim}
@@ -105,16 +112,21 @@ def _stage(con, vecs: np.ndarray, texts: list[str]) -> None:
 
 def _write_bulk(store, library, texts, vecs, params, reason, prov) -> None:
     n, dim = vecs.shape
-    _stage(store.con, vecs, texts)
+    postgres = store.backend == "postgres"
+    if not postgres:
+        _stage(store.con, vecs, texts)
     try:
         with store._tx() as con:
-            _run(con, _EXP_INSERT, params)
-            _run(con, _REV_INSERT, params)
-            _run(con, _OPS_INSERT, {
-                **params, "op0": store._next_id("ops"), "reason": reason, "run_id": prov.run_id,
-                "step": prov.step, "group_id": prov.group_id, "rollout_ids": prov.rollout_ids,
-                "call_id": prov.call_id,
-            })
+            if postgres:
+                _copy_experiences(con, params, texts, vecs)
+            else:
+                _run(con, _EXP_INSERT, params)
+            v, start = params["v"], params["start"]
+            con.execute(_REV_INSERT, [v, library, v, start])
+            con.execute(_OPS_INSERT, [
+                store._next_id("ops"), start, v, start, reason, prov.run_id, prov.step, prov.group_id,
+                prov.rollout_ids, prov.call_id, params["now"], library, v, start,
+            ])
             live = con.execute(
                 "SELECT count(*) FROM experiences WHERE library = ? AND status = 'live'", [library]
             ).fetchone()[0]
@@ -126,5 +138,13 @@ def _write_bulk(store, library, texts, vecs, params, reason, prov) -> None:
             con.execute("UPDATE libraries SET embed_model = ?, embed_dim = ? WHERE name = ? AND embed_model IS NULL",
                         [params["model"], dim, library])
     finally:
-        store.con.execute("DROP TABLE IF EXISTS _bulk_vec")
-        store.con.execute("DROP TABLE IF EXISTS _bulk_txt")
+        if not postgres:
+            store.con.execute("DROP TABLE IF EXISTS _bulk_vec")
+            store.con.execute("DROP TABLE IF EXISTS _bulk_txt")
+
+
+def _copy_experiences(con, params: dict, texts: list[str], vecs: np.ndarray) -> None:
+    """Postgres: the new experiences through a binary COPY (inside the bulk load's transaction)."""
+    lib, start, v, now = params["lib"], params["start"], params["v"], params["now"]
+    rows = ((lib, start + i, text, "live", now, now, v, v, vecs[i]) for i, text in enumerate(texts))
+    con.copy_binary("experiences", _EXP_COLS, pg_copy.encode(_EXP_KINDS, rows))

@@ -9,7 +9,7 @@ import duckdb
 
 from tfgrpo_common.errors import StoreError
 
-from .migrations import migrate, pending_migrations
+from .migrations import MIGRATIONS, dialect_of, migrate, pending_migrations
 
 _PID = re.compile(r"PID (\d+)")
 
@@ -111,11 +111,16 @@ def _precheck(path: Path, read_only: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
 
 
-def prepare_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
+def prepare_schema(con: duckdb.DuckDBPyConnection, path: Path | str, read_only: bool) -> None:
     """Run pending migrations (writer) or check none are pending (reader); refuse newer schemas."""
     where = f"the store {path}"
     if read_only:
         pending = pending_migrations(con, where)
+        if pending and dialect_of(con) == "postgres" and len(pending) == len(MIGRATIONS):
+            raise StoreError(
+                f"no store in the database {path} yet; nothing has been written there. Run `tfgrpo train` "
+                "first or pass --db the URL you used"
+            )
         if pending:
             raise StoreError(
                 f"{where} uses an older schema (missing: {', '.join(pending)}); open it once for "

@@ -3,7 +3,7 @@
 On a store file the lease is an exclusive `flock` on `<store>.train-<library>.lock` beside it, so the kernel
 lets go of it when the holder exits for any reason (a SIGKILLed trainer never leaves a stale lease), and the
 file says who holds it. Trainers on different libraries of one file hold different leases and both run.
-An in-memory store keeps its leases in the process.
+An in-memory store keeps its leases in the process; a Postgres store uses an advisory lock (`pg_lease`).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def training_lease(db: Path, library: str, memory_owner: object | None = None) -
         key = (id(memory_owner), library)
         with _MEMORY_GUARD:
             if key in _MEMORY:
-                raise StoreError(_refusal(library, "another run in this process"))
+                raise StoreError(refusal(library, "another run in this process"))
             _MEMORY.add(key)
         try:
             yield Lease(None)
@@ -81,13 +81,14 @@ def training_lease(db: Path, library: str, memory_owner: object | None = None) -
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StoreError(_refusal(library, _holder_text(path))) from None
+            raise StoreError(refusal(library, _holder_text(path))) from None
         _write_holder(fh, None)
         yield Lease(path, fh)
     finally:
         fh.close()  # closing the file releases the flock
 
 
-def _refusal(library: str, holder: str) -> str:
+def refusal(library: str, holder: str) -> str:
+    """The one line a second trainer of `library` gets (also used by `pg_lease`)."""
     return (f"library {library!r} is being trained by {holder}; one trainer per library: wait for it to finish "
             "(watch it with `tfgrpo runs`), stop it, or train another --library")

@@ -4,10 +4,17 @@ Rules: never edit or reorder a migration that has shipped; add a new one at the 
 Each migration runs in its own transaction together with the row that records it, so a failure leaves
 the file at the previous schema. A file that records a migration this code does not know was written
 by a newer tfgrpo and is refused rather than guessed at.
+
+Each migration has a DuckDB and a PostgreSQL variant under the same name, recorded in the same `_migrations`
+table: the Postgres DDL is the DuckDB DDL with Postgres's names for two types (`_pg_types`, frozen like the
+migrations: DuckDB's 4-byte FLOAT is Postgres's REAL, DOUBLE is DOUBLE PRECISION). A later migration whose
+DDL differs further between the two passes both texts to `_sql`. On Postgres each migration's transaction
+holds the store's write lock, so two processes opening a new database at once apply each migration once.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import duckdb
@@ -189,9 +196,23 @@ CREATE TABLE gate_decisions (
 """
 
 
-def _sql(script: str) -> Callable[[duckdb.DuckDBPyConnection], None]:
+def dialect_of(con) -> str:
+    """"postgres" for the store's Postgres connection (`pg.PgConnection`), else "duckdb"."""
+    return getattr(con, "dialect", "duckdb")
+
+
+def _pg_types(script: str) -> str:
+    """The Postgres variant of a shipped DuckDB DDL script. Frozen: migrations that shipped depend on it."""
+    return re.sub(r"\bFLOAT\[\]", "REAL[]", re.sub(r"\bDOUBLE\b", "DOUBLE PRECISION", script))
+
+
+def _sql(script: str, postgres: str | None = None) -> Callable[[duckdb.DuckDBPyConnection], None]:
+    """A migration step running `script` (DuckDB) or `postgres` (default: `_pg_types(script)`)."""
+    pg_script = _pg_types(script) if postgres is None else postgres
+
     def run(con: duckdb.DuckDBPyConnection) -> None:
-        for statement in script.split(";"):
+        text = pg_script if dialect_of(con) == "postgres" else script
+        for statement in text.split(";"):
             if statement.strip():
                 con.execute(statement)
 
@@ -210,9 +231,10 @@ _LEDGER = "CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, app
 
 
 def _has_ledger(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = '_migrations'"
-    ).fetchone()
+    sql = "SELECT count(*) FROM information_schema.tables WHERE table_name = '_migrations'"
+    if dialect_of(con) == "postgres":  # only the schema the store uses, not another one's table
+        sql += " AND table_schema = current_schema()"
+    row = con.execute(sql).fetchone()
     return bool(row and row[0])
 
 
@@ -245,23 +267,29 @@ def pending_migrations(con: duckdb.DuckDBPyConnection, where: str) -> list[str]:
 def migrate(con: duckdb.DuckDBPyConnection, where: str) -> list[str]:
     """Apply every pending migration, each in its own transaction; returns the names applied.
 
-    Running it again on an up-to-date file is a no-op.
+    Running it again on an up-to-date file is a no-op. A migration another process applied meanwhile
+    (seen inside the transaction, which on Postgres holds the store's write lock) is skipped.
     """
     pending = pending_migrations(con, where)
     if not pending:
         return []
-    con.execute(_LEDGER)
     steps = dict(MIGRATIONS)
+    done = []
     for name in pending:
         con.execute("BEGIN TRANSACTION")
         try:
+            con.execute(_LEDGER)
+            if name in applied_migrations(con):
+                con.execute("COMMIT")
+                continue
             steps[name](con)
             con.execute("INSERT INTO _migrations VALUES (?, now())", [name])
             con.execute("COMMIT")
+            done.append(name)
         except Exception as exc:
             con.execute("ROLLBACK")
             raise StoreError(
                 f"upgrading the schema of {where} failed at migration {name} ({exc}); the file was left at "
                 "the previous schema. Please report this bug, and use --db another file meanwhile"
             ) from exc
-    return pending
+    return done

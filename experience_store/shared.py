@@ -1,14 +1,16 @@
-"""State shared by every ExperienceStore open on the same file in one process.
+"""State shared by every ExperienceStore open on the same file (or Postgres database) in one process.
 
 DuckDB gives all connections to one file in a process the same database, so two stores on one
 path see each other's writes. They share one `FileSession` (the connection, opened per unit of work,
 and the lock serializing use of the file) and the in-memory indexes (and their row caches). The entry
 is dropped when the last store on the path closes, so a later open starts from the file again.
+Stores on one Postgres URL share a `PgSession` (one connection) and the indexes the same way.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from .session import FileSession
 class Shared:
     """Per-file state: indexes by library, the session (connection and lock), open store count."""
 
-    session: FileSession
+    session: Any  # FileSession, or pg.PgSession
     indexes: dict[str, Any] = field(default_factory=dict)
     users: int = 0
 
@@ -36,12 +38,13 @@ def key_for(path: Path, owner: object) -> str:
     return str(path.expanduser().resolve())
 
 
-def acquire(key: str, path: Path, writable: bool) -> Shared:
-    """The shared state for `key`, created on first use; counts one more user (and writer)."""
+def acquire(key: str, path: Path, writable: bool, session: Callable[[], Any] | None = None) -> Shared:
+    """The shared state for `key`, created on first use (with `session()`, default a `FileSession` on
+    `path`); counts one more user (and writer)."""
     with _GUARD:
         entry = _REGISTRY.get(key)
         if entry is None:
-            entry = _REGISTRY[key] = Shared(FileSession(path))
+            entry = _REGISTRY[key] = Shared(session() if session is not None else FileSession(path))
         entry.users += 1
         entry.session.writers += int(writable)
         return entry

@@ -1,4 +1,4 @@
-"""ExperienceStore: the DuckDB-backed experience library. Every op batch is one transaction."""
+"""ExperienceStore: the experience library on DuckDB (default) or PostgreSQL. Every op batch is one transaction."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ DEFAULT_DEDUP_THRESHOLD = 0.80
 class ExperienceStore(RetrievalMixin, GateLogMixin):
     """The experience library, its versions and op history, plus runs, rollouts and the LLM call log.
 
-    `path` is a DuckDB file (created with its parent directory when absent) or ":memory:".
+    `path` is a DuckDB file (created with its parent directory when absent), ":memory:", or a PostgreSQL
+    URL (`postgresql://user@host:5432/dbname`; the database must exist, the tables are created in it).
     `embedder=None` uses the model each library was built with, or the bundled all-MiniLM-L6-v2 for
     new libraries, loaded on first need. `read_only=True` opens the file without write access (other
     read-only processes may open it too, but not while a writer holds it). Use as a context manager
@@ -122,7 +123,7 @@ class ExperienceStore(RetrievalMixin, GateLogMixin):
             self._validate(library, ops)  # before creating the library: a bad batch leaves no trace
             self.ensure_library(library)
         vectors, model = self._embed_ops(library, ops)  # outside the unit of work: embedding takes a while
-        with self._lock:
+        with self._write_unit():  # no other process writes from here to the commit
             self._validate(library, ops)  # again: another process may have written between the two units
             lib = self._library(library)
             planner = BatchPlanner(

@@ -59,3 +59,32 @@ def smollm2_server():
 @pytest.fixture()
 def tmp_db(tmp_path) -> Path:
     return tmp_path / "store.duckdb"
+
+
+# -- PostgreSQL: one real server for the session (tests/pgserver.py), one database per test ---------------
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL server for the whole session. Missing server binaries fail the Postgres tests
+    with how to install them (`make postgres`); TFGRPO_SKIP_POSTGRES=1 skips them instead."""
+    from tests.pgserver import SKIP_ENV, PgServer, PostgresUnavailable
+
+    if os.environ.get(SKIP_ENV) == "1":
+        pytest.skip(f"{SKIP_ENV}=1: the Postgres tests are skipped")
+    try:
+        server = PgServer().start()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def pg_url(pg_server):
+    """The URL of a new empty database on the session's server, dropped after the test."""
+    url = pg_server.create_database()
+    try:
+        yield url
+    finally:
+        pg_server.drop_database(url)

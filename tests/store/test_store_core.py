@@ -1,4 +1,5 @@
-"""Experience store files on disk: schema migrations, reopening, bad files, locks."""
+"""Experience store files on disk: schema migrations, reopening, bad files, locks. The schema and reopening
+tests run on both backends (a DuckDB file, a Postgres database); bad files and locks are DuckDB's own."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import sys
 import threading
 import time
 
-import duckdb
 import pytest
 
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind
 from experience_store.migrations import MIGRATIONS, applied_migrations, migrate
+from tests.store.conftest import raw_connection
 from tests.storecheck import LESSONS, add
 from tfgrpo.errors import StoreError
 
@@ -24,8 +25,9 @@ def db(tmp_path):
 
 
 # -- schema and files ----------------------------------------------------------------------------
-def test_migrations_from_empty_file_and_rerun_is_noop(db):
-    con = duckdb.connect(str(db))
+def test_migrations_from_empty_file_and_rerun_is_noop(store_db):
+    db = store_db
+    con = raw_connection(db)
     assert migrate(con, "test") == [name for name, _ in MIGRATIONS]
     assert migrate(con, "test") == []
     assert applied_migrations(con) == sorted(name for name, _ in MIGRATIONS)
@@ -33,14 +35,15 @@ def test_migrations_from_empty_file_and_rerun_is_noop(db):
     assert {"libraries", "experiences", "versions", "ops", "runs", "rollouts", "llm_calls"} <= tables
     con.close()
     ExperienceStore(db).close()  # opening an up-to-date file applies nothing more
-    con = duckdb.connect(str(db))
+    con = raw_connection(db)
     assert con.execute("SELECT count(*) FROM _migrations").fetchone()[0] == len(MIGRATIONS)
     con.close()
 
 
-def test_failing_migration_leaves_previous_schema(db, monkeypatch):
+def test_failing_migration_leaves_previous_schema(store_db, monkeypatch):
     from experience_store import migrations
 
+    db = store_db
     ExperienceStore(db).close()
 
     def broken(con):
@@ -50,15 +53,16 @@ def test_failing_migration_leaves_previous_schema(db, monkeypatch):
     monkeypatch.setattr(migrations, "MIGRATIONS", [*migrations.MIGRATIONS, ("0099_broken", broken)])
     with pytest.raises(StoreError, match="failed at migration 0099_broken .*left at the previous schema"):
         ExperienceStore(db)
-    con = duckdb.connect(str(db))
+    con = raw_connection(db)
     assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'").fetchone()[0] == 0
     assert "0099_broken" not in applied_migrations(con)
     con.close()
 
 
-def test_newer_schema_is_refused(db):
+def test_newer_schema_is_refused(store_db):
+    db = store_db
     ExperienceStore(db).close()
-    con = duckdb.connect(str(db))
+    con = raw_connection(db)
     con.execute("INSERT INTO _migrations VALUES ('9999_from_the_future', now())")
     con.close()
     with pytest.raises(StoreError, match="newer tfgrpo.*9999_from_the_future"):
@@ -84,7 +88,8 @@ def test_read_only_missing_file_and_directory(tmp_path):
         ExperienceStore(tmp_path)
 
 
-def test_reopen_after_close_keeps_everything(db):
+def test_reopen_after_close_keeps_everything(store_db):
+    db = store_db
     with ExperienceStore(db, embedder=HashEmbedder()) as s:
         s.apply("lib", [add(t) for t in LESSONS])
         s.apply("lib", [Op(kind=OpKind.DELETE, target_id=2)])
@@ -146,7 +151,8 @@ def test_a_bad_wait_bound_is_refused(db, monkeypatch):
         ExperienceStore(db)
 
 
-def test_one_process_may_hold_a_reader_and_a_writer_on_one_file(db):
+def test_one_process_may_hold_a_reader_and_a_writer_on_one_file(store_db):
+    db = store_db
     with ExperienceStore(db, embedder=HashEmbedder()) as w, ExperienceStore(db, read_only=True) as r:
         w.apply("lib", [add(LESSONS[0])])
         assert [e.text for e in r.experiences("lib")] == [LESSONS[0]]

@@ -36,8 +36,8 @@ def test_default_threshold_separates_measured_pairs(embedder):
     assert stats["paraphrase_median"] > DEFAULT_DEDUP_THRESHOLD > stats["unrelated_max"]
 
 
-def test_dedup_with_real_embedder(tmp_path, embedder):
-    with ExperienceStore(tmp_path / "real.duckdb") as store:  # embedder=None: the default, lazily
+def test_dedup_with_real_embedder(make_db, embedder):
+    with ExperienceStore(make_db("real")) as store:  # embedder=None: the default, lazily
         first = store.apply("math", [add(a) for a, _ in RELATED_DIFFERENT[:6]])
         assert len(first.new_ids) == 6 and not first.rejected
         # the other half of each related pair is a different lesson: all kept
@@ -55,8 +55,8 @@ def test_dedup_with_real_embedder(tmp_path, embedder):
         assert store.embedder_for("math") is embedder
 
 
-def test_retrieval_ranks_the_relevant_lesson_first(tmp_path, embedder):
-    with ExperienceStore(tmp_path / "r.duckdb", embedder=embedder) as store:
+def test_retrieval_ranks_the_relevant_lesson_first(make_db, embedder):
+    with ExperienceStore(make_db("r"), embedder=embedder) as store:
         store.apply("lib", [add(a) for a, _ in NEAR_VERBATIM])
         hits = store.search("lib", "What is 15% of 80?", 3)
         assert hits[0][0].text == NEAR_VERBATIM[0][0]

@@ -41,9 +41,10 @@ def test_index_matches_numpy_through_adds_updates_and_removes():
     assert len(index) == len(live) and 1 not in index and 2 in index
 
 
-def test_bulk_add_is_one_version_and_searchable(tmp_path):
+def test_bulk_add_is_one_version_and_searchable(make_db):
     vecs = unit_rows(500, dim=384, seed=3)
-    with ExperienceStore(tmp_path / "bulk.duckdb", embedder=HashEmbedder()) as store:
+    db = make_db("bulk")
+    with ExperienceStore(db, embedder=HashEmbedder()) as store:
         store.apply("lib", [Op(kind=OpKind.ADD, text="hand written lesson")])
         store.search("lib", "hand", 1)  # index cached before the bulk load: extended in place
         result = bulk_add(store, "lib", [f"lesson {i}" for i in range(500)], vecs, reason="seed")
@@ -64,5 +65,5 @@ def test_bulk_add_is_one_version_and_searchable(tmp_path):
             bulk_add(store, "lib", ["a", " "])
         assert store.current_version("lib") == 2
         bulk_add(store, "fresh", ["first bulk lesson", "second bulk lesson"])  # embedded here
-    with ExperienceStore(tmp_path / "bulk.duckdb", read_only=True) as again:  # the model was recorded
+    with ExperienceStore(db, read_only=True) as again:  # the model was recorded
         assert again.search("fresh", "second bulk lesson", 1)[0][0].id == 2

@@ -12,8 +12,8 @@ from tfgrpo.errors import StoreError
 
 
 @pytest.fixture()
-def store(tmp_path):
-    with ExperienceStore(tmp_path / "io.duckdb", embedder=HashEmbedder()) as s:
+def store(make_db):
+    with ExperienceStore(make_db("io"), embedder=HashEmbedder()) as s:
         s.apply("lib", [Op(kind=OpKind.ADD, text="Seed lesson about careful reading")])
         yield s
 
@@ -22,7 +22,7 @@ def _state(store):
     return store.current_version("lib"), [(e.id, e.text) for e in store.experiences("lib")], len(store.history("lib"))
 
 
-def test_jsonl_import_then_export_round_trip(store, tmp_path):
+def test_jsonl_import_then_export_round_trip(store, tmp_path, make_db):
     src = tmp_path / "in.jsonl"
     src.write_text('{"text": "Estimate first", "reason": "from notes"}\n\n{"text": "  Label every unit  "}\n', encoding="utf-8")
     result = import_file(store, "lib", src)
@@ -34,19 +34,19 @@ def test_jsonl_import_then_export_round_trip(store, tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["text"] for r in rows] == ["Seed lesson about careful reading", "Estimate first", "Label every unit"]
     assert all(r["version"] == 2 for r in rows)
-    with ExperienceStore(tmp_path / "copy.duckdb", embedder=HashEmbedder()) as other:
+    with ExperienceStore(make_db("copy"), embedder=HashEmbedder()) as other:
         copied = import_file(other, "lib", out)  # an export imports back as is
         assert [e.text for e in other.experiences("lib")] == [r["text"] for r in rows]
         assert copied.version == 1
 
 
-def test_json_export_and_import_and_past_version(store, tmp_path):
+def test_json_export_and_import_and_past_version(store, tmp_path, make_db):
     store.apply("lib", [Op(kind=OpKind.ADD, text="Second lesson on units")])
     doc = json.loads(export_text(store, "lib", "json", version=1))
     assert doc["library"] == "lib" and doc["version"] == 1 and len(doc["experiences"]) == 1
     path = tmp_path / "lib.json"
     path.write_text(json.dumps(doc), encoding="utf-8")
-    with ExperienceStore(tmp_path / "j.duckdb", embedder=HashEmbedder()) as other:
+    with ExperienceStore(make_db("j"), embedder=HashEmbedder()) as other:
         import_file(other, "copy", path)
         assert [e.text for e in other.experiences("copy")] == ["Seed lesson about careful reading"]
     arr = tmp_path / "arr.json"

@@ -1,5 +1,5 @@
 """Experience kinds (lessons and worked examples), the prior settings recorded with a version, the gate's
-decision log and evidence, and the MERGE duplicate check — on real DuckDB files."""
+decision log and evidence, and the MERGE duplicate check — on real stores (DuckDB files, Postgres databases)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ def _store(path):
     return ExperienceStore(path, embedder=HashEmbedder())
 
 
-def test_kinds_are_stored_searched_by_kind_and_time_travel(tmp_path):
-    with _store(tmp_path / "s.duckdb") as s:
+def test_kinds_are_stored_searched_by_kind_and_time_travel(tmp_path, make_db):
+    with _store(make_db("s")) as s:
         s.apply("lib", [Op(kind=OpKind.ADD, text="When a rate is given per hour, convert minutes first."),
                         Op(kind=OpKind.ADD, text="Problem: trains meet. Solution: add the speeds ...", exp_kind="example"),
                         Op(kind=OpKind.ADD, text="Problem: apples shared. Solution: divide ...", exp_kind="example")])
@@ -27,8 +27,9 @@ def test_kinds_are_stored_searched_by_kind_and_time_travel(tmp_path):
         assert [e.id for e, _ in s.search("lib", "trains", 5, version=1, kind="lesson")] == [1]
 
 
-def test_prior_settings_travel_with_versions_and_exports(tmp_path):
-    with _store(tmp_path / "a.duckdb") as s:
+def test_prior_settings_travel_with_versions_and_exports(tmp_path, make_db):
+    a, b = make_db("a"), make_db("b")
+    with _store(a) as s:
         s.apply("lib", [Op(kind=OpKind.ADD, text="Check the units before answering.")], prior=PRIOR)
         s.apply("lib", [Op(kind=OpKind.ADD, text="Write each step on its own line.")])  # no settings: inherits
         assert s.prior_settings("lib") == PRIOR and s.prior_settings("lib", 1) == PRIOR
@@ -36,14 +37,15 @@ def test_prior_settings_travel_with_versions_and_exports(tmp_path):
         assert s.prior_settings("other") is None
         s.apply("lib", [Op(kind=OpKind.ADD, text="Problem: x. Solution: y.", exp_kind="example")])
         (tmp_path / "lib.jsonl").write_text(export_text(s, "lib", "jsonl"))
-    with _store(tmp_path / "b.duckdb") as t:
+    with _store(b) as t:
         import_file(t, "copy", tmp_path / "lib.jsonl")
         assert t.prior_settings("copy") == PRIOR
         assert sorted(e.kind for e in t.experiences("copy")) == ["example", "lesson", "lesson"]
 
 
-def test_gate_log_and_evidence(tmp_path):
-    with _store(tmp_path / "g.duckdb") as s:
+def test_gate_log_and_evidence(tmp_path, make_db):
+    g = make_db("g")
+    with _store(g) as s:
         s.apply("lib", [Op(kind=OpKind.ADD, text="Check the units before answering.")])
         s.record_gate("lib", run_id="r1", step=0, base_version=1, new_version=None, n_items=32, score_base=0.5,
                       score_new=0.4375, threshold=0.0, accepted=False, ops=[{"kind": "ADD", "text": "Guess."}])
@@ -53,12 +55,12 @@ def test_gate_log_and_evidence(tmp_path):
         rows = s.gate_decisions("lib", run_id="r1")
         assert [r["accepted"] for r in rows] == [False, True] and rows[0]["ops"][0]["text"] == "Guess."
         assert abs(rows[0]["delta"] + 0.0625) < 1e-9 and s.get("lib", 1).gate_delta == 0.0625
-    with ExperienceStore(tmp_path / "g.duckdb", read_only=True) as r:  # reopened: all persisted
+    with ExperienceStore(g, read_only=True) as r:  # reopened: all persisted
         assert len(r.gate_decisions()) == 2 and r.get("lib", 1).gate_delta == 0.0625
 
 
-def test_merge_whose_text_duplicates_a_lesson_left_out_is_rejected(tmp_path):
-    with _store(tmp_path / "m.duckdb") as s:
+def test_merge_whose_text_duplicates_a_lesson_left_out_is_rejected(tmp_path, make_db):
+    with _store(make_db("m")) as s:
         s.apply("lib", [Op(kind=OpKind.ADD, text=t) for t in
                         ("Check the units of every quantity.", "Draw a diagram first.", "List what is known.")])
         res = s.apply("lib", [Op(kind=OpKind.MERGE, merge_ids=[2, 3], text="Check the units of every quantity.")])

@@ -1,4 +1,4 @@
-"""Runs, rollouts, the LLM call log, evaluations and learner rejections on a real DuckDB file."""
+"""Runs, rollouts, the LLM call log, evaluations and learner rejections on real stores (DuckDB, Postgres)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from tfgrpo_common.chat import CallLog, CallRecord
 
 
 @pytest.fixture()
-def store(tmp_path):
-    with ExperienceStore(tmp_path / "runs.duckdb") as s:
+def store(make_db):
+    with ExperienceStore(make_db("runs")) as s:
         yield s
 
 
@@ -74,8 +74,8 @@ def test_call_log_protocol_filters_and_limit(store):
     assert [c["response"] for c in store.calls(limit=2)] == ["r3", "r4"]
 
 
-def test_record_never_raises(tmp_path, caplog):
-    path = tmp_path / "ro.duckdb"
+def test_record_never_raises(make_db, caplog):
+    path = make_db("ro")
     ExperienceStore(path).close()
     with ExperienceStore(path, read_only=True) as ro:
         ro.record(CallRecord(stage="x"))  # read-only: logged, not raised

@@ -1,4 +1,5 @@
-"""Op batches on real DuckDB files: versions, atomicity, time travel, diff, merge, dedup, search."""
+"""Op batches on real stores (a DuckDB file and a Postgres database): versions, atomicity, time travel, diff,
+merge, dedup, search."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from tfgrpo.errors import StoreError
 
 
 @pytest.fixture()
-def db(tmp_path):
-    return tmp_path / "store.duckdb"
+def db(store_db):
+    return store_db
 
 
 @pytest.fixture()
@@ -222,7 +223,8 @@ def test_hash_embedder_is_deterministic_and_normalized():
     assert (a[0] == a[1]).all() and abs(float(a[0] @ a[0]) - 1) < 1e-5 and float(abs(a[2]).sum()) == 0.0
 
 
-def test_file_bytes_stable_when_read_only(db):
+def test_file_bytes_stable_when_read_only(tmp_path):  # about the DuckDB file itself
+    db = tmp_path / "store.duckdb"
     with ExperienceStore(db, embedder=HashEmbedder()) as s:
         s.apply("lib", [add(LESSONS[0])])
     digest = hashlib.sha256(db.read_bytes()).hexdigest()

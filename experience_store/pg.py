@@ -1,0 +1,455 @@
+"""The store on PostgreSQL: a session with `FileSession`'s interface over one psycopg 3 connection.
+
+The store's SQL is DuckDB's dialect; `PgConnection.execute` translates it (`dialect.to_postgres`, cached) and
+returns a cursor with what the store uses (`fetchall`, `fetchone`, `description`, `fetchnumpy`). The
+connection is in autocommit outside the store's transactions; `BEGIN`/`COMMIT`/`ROLLBACK` from `_tx` work.
+
+Concurrency. Postgres lets every process keep its connection (no per-unit open as for a DuckDB file) and
+readers never wait for writers. Writers are serialized by one advisory lock per database (the store's write
+lock), as DuckDB's file lock serializes them: every transaction takes it (`pg_advisory_xact_lock`), and an
+op batch holds it (`pg_advisory_lock`, `writing()`) from its validation and planning until its commit, so the
+plan cannot go stale under another process's commit. Waiting for it is bounded by `TFGRPO_LOCK_WAIT_S`
+(`lock_timeout`); past the bound one `StoreError` names the holder. The waits are kept in `waits`.
+
+Faults. A dropped connection is reopened at the next statement; a read (or the first statement of a unit)
+that hit the drop is retried once on the new connection. A write whose connection dropped is not retried:
+the server rolled the transaction back, and a `StoreError` says nothing of it was written. Messages show the
+URL without its password.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from tfgrpo_common.errors import StoreError
+
+from .dialect import to_postgres
+from .location import password_of, redact
+from .session import wait_bound
+
+log = logging.getLogger(__name__)
+
+#: advisory lock keys (two int4 keys: a namespace of tfgrpo's, then an object): the write lock, leases
+NAMESPACE = 0x74464750  # "tFGP"
+WRITE_LOCK = (NAMESPACE, 0)
+LEASE_NAMESPACE = NAMESPACE + 1
+CONNECT_TIMEOUT_S = 10
+RECONNECT_S = 10.0  # how long a lost connection is retried before the unit fails
+_READ_HEADS = ("SELECT", "WITH", "SHOW", "VALUES", "TABLE")
+
+
+def driver():
+    """The psycopg module, or a `StoreError` saying how to install it."""
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError("PostgreSQL stores need the psycopg driver: pip install 'psycopg[binary]>=3.1' "
+                         "(or reinstall tfgrpo)") from None
+    return psycopg
+
+
+def lease_key(library: str) -> tuple[int, int]:
+    """The advisory lock key of `library`'s training lease."""
+    return LEASE_NAMESPACE, zlib.crc32(library.encode("utf-8")) & 0x7FFFFFFF
+
+
+def _first_line(exc: BaseException, url: str) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    secret = password_of(url)
+    if secret:
+        text = text.replace(secret, "***")
+    return text[:300]
+
+
+def connect_message(url: str, exc: BaseException) -> str:
+    """One line for a failed connect: what happened at which URL (no password) and what to do."""
+    shown, text = redact(url), _first_line(exc, url)
+    low = text.lower()
+    if "authentication failed" in low or "no password supplied" in low or "password" in low:
+        return (f"PostgreSQL at {shown} refused the login ({text}); check the user and password (in the URL, "
+                "PGPASSWORD or ~/.pgpass)")
+    if "database" in low and "does not exist" in low:
+        return f"PostgreSQL at {shown}: {text}; create it (createdb NAME) or fix the URL in --db / TFGRPO_DB"
+    if "invalid" in low and ("dsn" in low or "uri" in low or "integer value" in low or "connection option" in low):
+        return f"the store URL {shown} is not a valid PostgreSQL URL ({text}); use postgresql://user@host:5432/dbname"
+    return (f"cannot reach PostgreSQL at {shown} ({text}); start the server (e.g. `sudo service postgresql start`) "
+            "or fix the URL in --db / TFGRPO_DB")
+
+
+# -- result loaders: float4[] as float32 numpy vectors, numeric as int/float (sum(bigint) is numeric) --
+def _float4_array(data) -> np.ndarray | list:
+    buf = bytes(data)
+    ndim, has_null, _ = struct.unpack_from("!iii", buf)
+    if ndim == 0:
+        return np.zeros(0, dtype=np.float32)
+    if ndim == 1 and not has_null:
+        (n,) = struct.unpack_from("!i", buf, 12)
+        rec = np.frombuffer(buf, dtype=np.dtype([("len", ">i4"), ("val", ">f4")]), count=n, offset=20)
+        return rec["val"].astype(np.float32)
+    if ndim != 1:
+        raise StoreError("a stored vector has more than one dimension; the store writes flat vectors only")
+    (n,) = struct.unpack_from("!i", buf, 12)
+    out, pos = [], 20
+    for _ in range(n):
+        (size,) = struct.unpack_from("!i", buf, pos)
+        pos += 4
+        if size < 0:
+            out.append(None)
+        else:
+            out.append(struct.unpack_from("!f", buf, pos)[0])
+            pos += size
+    return out
+
+
+@lru_cache(maxsize=1)
+def _loaders():
+    from psycopg.adapt import Loader
+    from psycopg.pq import Format
+    from psycopg.types.numeric import NumericBinaryLoader
+
+    class Float4ArrayLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data):
+            return _float4_array(data)
+
+    class PlainNumericLoader(NumericBinaryLoader):
+        def load(self, data):
+            value = super().load(data)
+            if value.is_nan():
+                return float("nan")
+            return int(value) if value == value.to_integral_value() else float(value)
+
+    return Float4ArrayLoader, PlainNumericLoader
+
+
+def open_connection(url: str, application_name: str = "tfgrpo"):
+    """A psycopg connection in autocommit with the store's settings, or one `StoreError` line."""
+    psycopg = driver()
+    try:
+        raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
+                              application_name=application_name[:63])
+    except psycopg.Error as exc:
+        raise StoreError(connect_message(url, exc)) from None
+    float4_array, numeric = _loaders()
+    raw.adapters.register_loader(raw.adapters.types["float4"].array_oid, float4_array)
+    raw.adapters.register_loader("numeric", numeric)
+    timeout_ms = max(1, int(wait_bound() * 1000))
+    raw.execute("SELECT set_config('TimeZone', 'UTC', false), set_config('lock_timeout', %s, false)",
+                [f"{timeout_ms}ms"])
+    return raw
+
+
+class PgCursor:
+    """The result of one statement, read the way the store reads DuckDB results."""
+
+    def __init__(self, cur) -> None:
+        self._cur = cur
+
+    @property
+    def description(self) -> list[tuple] | None:
+        desc = self._cur.description if self._cur is not None else None
+        return None if desc is None else [(c.name, c.type_code, None, None, None, None, None) for c in desc]
+
+    def fetchall(self) -> list[tuple]:
+        return self._cur.fetchall()
+
+    def fetchone(self) -> tuple | None:
+        return self._cur.fetchone()
+
+    def fetchnumpy(self) -> dict[str, np.ndarray]:
+        """Columns as numpy arrays (list columns as object arrays of vectors), like DuckDB's."""
+        names = [d[0] for d in self.description or []]
+        rows = self._cur.fetchall()
+        out = {}
+        for n, name in enumerate(names):
+            values = [row[n] for row in rows]
+            if any(isinstance(v, list | np.ndarray) for v in values):
+                arr = np.empty(len(values), dtype=object)
+                arr[:] = [np.asarray(v, dtype=np.float32) if isinstance(v, list) else v for v in values]
+                out[name] = arr
+            else:
+                out[name] = np.asarray(values)
+        return out
+
+
+class PgConnection:
+    """One psycopg connection speaking the store's (DuckDB) SQL; reopened when the server drops it."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str, waits: deque | None = None) -> None:
+        self.url, self.display = url, redact(url)
+        self.waits = waits if waits is not None else deque(maxlen=10_000)
+        self.raw = open_connection(url, f"tfgrpo (pid {os.getpid()})")
+        self.session_locks = 0  # the session-level write lock, held by `lock_writes`
+        self.read_only = False
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def lost(self) -> bool:
+        """True once the server side of the connection is gone."""
+        return bool(self.raw.closed or self.raw.broken)
+
+    @property
+    def in_transaction(self) -> bool:
+        from psycopg.pq import TransactionStatus
+
+        return not self.lost and self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def set_read_only(self, read_only: bool) -> None:
+        """Make every statement read-only (no writable store in this process uses the database) or not."""
+        if read_only != self.read_only:
+            self._execute_raw("SELECT set_config('default_transaction_read_only', %s, false)",
+                              ["on" if read_only else "off"], retry=not self.in_transaction)
+            self.read_only = read_only
+
+    def reconnect(self) -> None:
+        """Open a new connection (the old one is gone), retrying for up to `RECONNECT_S`."""
+        try:
+            self.raw.close()
+        except Exception as exc:  # noqa: BLE001 - it is already broken
+            log.debug("closing the lost connection to %s: %s", self.display, exc)
+        self.session_locks = 0  # the server released them with the old connection
+        deadline, delay = time.monotonic() + RECONNECT_S, 0.25
+        while True:
+            try:
+                self.raw = open_connection(self.url, f"tfgrpo (pid {os.getpid()})")
+                break
+            except StoreError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        log.info("reconnected to %s", self.display)
+        if self.read_only:
+            self.read_only = False
+            self.set_read_only(True)
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        except Exception as exc:  # noqa: BLE001 - closing is best effort
+            log.debug("closing the connection to %s: %s", self.display, exc)
+
+    # -- statements ------------------------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> PgCursor:
+        """Run one statement of the store's SQL; the cursor reads its result."""
+        head = sql.lstrip()[:20].upper()
+        if head.startswith("BEGIN"):
+            self._begin()
+            return PgCursor(None)
+        if head.startswith("ROLLBACK"):
+            self._rollback()
+            return PgCursor(None)
+        retry = head.startswith(_READ_HEADS) and not self.in_transaction and self.session_locks == 0
+        return self._execute_raw(to_postgres(sql), list(params or []), retry=retry,
+                                 committing=head.startswith("COMMIT"))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        query = to_postgres(sql)
+        self._run(lambda cur: cur.executemany(query, [list(r) for r in rows]), retry=False)
+
+    def copy_binary(self, table: str, columns: Sequence[str], chunks) -> None:
+        """Stream a binary COPY (`pg_copy.encode`) into `table` (the bulk path; inside the caller's
+        transaction)."""
+        def copy(cur):
+            with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as cp:
+                for chunk in chunks:
+                    cp.write(chunk)
+
+        self._run(copy, retry=False)
+
+    def _execute_raw(self, query: str, params: list, *, retry: bool, committing: bool = False) -> PgCursor:
+        return self._run(lambda cur: cur.execute(query, params), retry=retry, committing=committing)
+
+    def _run(self, fn, *, retry: bool, committing: bool = False) -> PgCursor:
+        psycopg = driver()
+        for attempt in (0, 1):
+            try:
+                if self.lost:
+                    raise psycopg.OperationalError("the connection was closed by the server")
+                cur = self.raw.cursor(binary=True)
+                fn(cur)
+                return PgCursor(cur)
+            except psycopg.OperationalError as exc:
+                if not self.lost:
+                    raise
+                if retry and attempt == 0:
+                    log.warning("lost the connection to %s (%s); reconnecting", self.display, _first_line(exc, self.url))
+                    self.reconnect()
+                    continue
+                raise StoreError(self._lost_message(exc, committing)) from None
+        raise AssertionError("unreachable")
+
+    def _lost_message(self, exc: BaseException, committing: bool) -> str:
+        reason = _first_line(exc, self.url)
+        if committing:
+            return (f"the connection to PostgreSQL at {self.display} was lost while committing ({reason}); the "
+                    "write may or may not be stored: look (`tfgrpo experiences history`, `tfgrpo runs`) before "
+                    "retrying it")
+        return (f"the connection to PostgreSQL at {self.display} was lost during a write ({reason}); the server "
+                "rolled it back, nothing of it was written. Retry once the server is reachable")
+
+    # -- transactions and the write lock ---------------------------------------------------------
+    def _begin(self) -> None:
+        first = self.session_locks == 0 and not self.in_transaction  # nothing of the unit is on the server
+        self._execute_raw("BEGIN", [], retry=first)
+        try:
+            self._take_write_lock(transaction=True)
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if not self.in_transaction:
+            return  # none open, or the server rolled it back when the connection went
+        try:
+            self.raw.execute("ROLLBACK")
+        except driver().OperationalError:
+            if not self.lost:
+                raise
+
+    def lock_writes(self) -> None:
+        """Hold the store's write lock until `unlock_writes` (re-entrant)."""
+        if self.session_locks == 0:
+            self._take_write_lock(transaction=False)
+        self.session_locks += 1
+
+    def unlock_writes(self) -> None:
+        if self.session_locks == 0:
+            return
+        self.session_locks -= 1
+        if self.session_locks == 0 and not self.lost:
+            self._execute_raw("SELECT pg_advisory_unlock(%s, %s)", list(WRITE_LOCK), retry=False)
+
+    def _take_write_lock(self, *, transaction: bool) -> None:
+        psycopg = driver()
+        fn = "pg_advisory_xact_lock" if transaction else "pg_advisory_lock"
+        retry = not transaction and not self.in_transaction
+        start = time.monotonic()
+        try:
+            self._execute_raw(f"SELECT {fn}(%s, %s)", list(WRITE_LOCK), retry=retry)
+        except psycopg.errors.LockNotAvailable:
+            waited = time.monotonic() - start
+            if self.in_transaction:
+                self._rollback()
+            raise StoreError(self._held_message(waited)) from None
+        self.waits.append(time.monotonic() - start)
+
+    def _held_message(self, waited: float) -> str:
+        holder = "another process"
+        try:
+            row = self._execute_raw(
+                "SELECT a.pid, a.application_name, a.client_addr::text FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                "AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.objsubid = 2 "
+                "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
+                list(WRITE_LOCK), retry=False).fetchone()
+            if row:
+                pid, app, addr = row
+                holder = f"Postgres backend {pid}" + (f" ({app}" if app else " (") + (f" from {addr})" if addr else ")")
+        except Exception as exc:  # noqa: BLE001 - naming the holder is a courtesy
+            log.debug("could not name the write lock's holder: %s", exc)
+        return (f"the store {self.display} stayed locked for writing by {holder} for {waited:.1f} s. tfgrpo "
+                "processes hold the write lock only for one unit of work (an op batch, a batch of log rows), so "
+                "that process is stuck in a long write or is not tfgrpo. Wait and retry, raise TFGRPO_LOCK_WAIT_S, "
+                "or stop that process")
+
+    def end_unit(self) -> None:
+        """At the end of a unit of work: nothing may stay open (a transaction, the write lock)."""
+        if self.in_transaction:
+            log.warning("a unit of work on %s ended inside a transaction; rolled back", self.display)
+            self._rollback()
+        if self.session_locks:
+            self.session_locks = 1
+            self.unlock_writes()
+
+
+class PgSession:
+    """This process's connection to one Postgres database, shared by every store on it (see `shared`).
+
+    The interface of `FileSession`: `with session as con:` is one unit of work (re-entrant), `active`,
+    `con`, `waits` (seconds waited for the write lock), `writers`, `retired`, `close()`, and `writing()`
+    (a unit that holds the write lock) and `write_error(exc)` (a failed write as one `StoreError`).
+    """
+
+    memory = False
+
+    def __init__(self, url: str) -> None:
+        self.url, self.path = url, redact(url)
+        self.errors: tuple[type[BaseException], ...] = (driver().Error,)
+        self._lock = threading.RLock()
+        self.depth = 0
+        self.con: PgConnection | None = None
+        self.writers = 0
+        self.waits: deque[float] = deque(maxlen=10_000)
+        self.retired = False
+
+    def __enter__(self) -> PgConnection:
+        self._lock.acquire()
+        try:
+            if self.depth == 0:
+                self._ready()
+        except BaseException:
+            self._lock.release()
+            raise
+        self.depth += 1
+        return self.con  # type: ignore[return-value]
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.depth -= 1
+            if self.depth == 0 and self.con is not None:
+                self.con.end_unit()
+        finally:
+            self._lock.release()
+
+    def _ready(self) -> None:
+        if self.retired:
+            raise StoreError(f"the store {self.path} is closed; open a new ExperienceStore")
+        if self.con is None:
+            self.con = PgConnection(self.url, self.waits)
+        elif self.con.lost:
+            self.con.reconnect()
+        self.con.set_read_only(self.writers == 0)
+
+    @property
+    def active(self) -> bool:
+        return self.con is not None and self.depth > 0
+
+    @contextmanager
+    def writing(self) -> Iterator[PgConnection]:
+        """A unit of work holding the store's write lock throughout (an op batch: validate, plan, write)."""
+        with self as con:
+            con.lock_writes()
+            try:
+                yield con
+            finally:
+                con.unlock_writes()
+
+    def write_error(self, exc: BaseException) -> StoreError | None:
+        """A driver error that failed a write transaction, as the `StoreError` to raise instead."""
+        if not isinstance(exc, self.errors):
+            return None
+        return StoreError(f"the store {self.path} could not complete a write ({type(exc).__name__}: "
+                          f"{_first_line(exc, self.url)}); it was rolled back, nothing of it was written")
+
+    def close(self) -> None:
+        with self._lock:
+            self.retired = True
+            if self.con is not None:
+                self.con.close()
+                self.con = None
