@@ -1,9 +1,11 @@
-"""DuckDB-backed experience library for Training-Free GRPO.
+"""The experience library for Training-Free GRPO, on a DuckDB file (default) or PostgreSQL (a URL).
 
 Experiences have stable ids, every op batch is one transaction that makes one new version, every
 change is an op row with its provenance, and past versions can be read back (time travel).
+`copy_library` moves a library with its whole history between two stores (either backend).
 """
 
+from .copy import CopyResult, copy_library
 from .embed import DEFAULT_MODEL, Embedder, HashEmbedder, SentenceTransformerEmbedder, default_embedder
 from .models import (
     MAX_TEXT_CHARS,
@@ -27,6 +29,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "MAX_TEXT_CHARS",
     "ApplyResult",
+    "CopyResult",
     "Embedder",
     "Experience",
     "ExperienceStore",
@@ -39,6 +42,7 @@ __all__ = [
     "RolloutRow",
     "SentenceTransformerEmbedder",
     "Version",
+    "copy_library",
     "count_tokens",
     "default_db_path",
     "default_embedder",
