@@ -7,12 +7,14 @@ every message and every `store.path` shows the URL without it (`display`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tfgrpo_common.errors import StoreError
+from tfgrpo_common.paths import tfgrpo_home
 
 _SCHEMES = ("postgresql", "postgres")
 # `Path("postgresql://u@h/db")` collapses the "//" into "/": such a value is a URL that went through Path
@@ -81,3 +83,18 @@ def password_of(url: str) -> str | None:
         if key == "password" and value:
             return value
     return None
+
+
+def side_path(db: str | Path, suffix: str) -> Path:
+    """A local file that belongs with the store `db` (a run's checkpoints, a memo, a report): beside a DuckDB
+    file (`<file><suffix>`); for a Postgres store, which has no local file, under
+    `$TFGRPO_HOME/postgres/` named after the URL without its password (host, port, database, and a short hash)."""
+    where = parse(db)
+    if not where.postgres:
+        path = where.path.expanduser()  # type: ignore[union-attr]
+        return path.with_name(path.name + suffix)
+    parts = urlsplit(where.url)
+    shown = redact(where.url)  # type: ignore[arg-type]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{parts.hostname or 'socket'}_{parts.port or 5432}_{parts.path.strip('/')}")
+    digest = hashlib.sha256(shown.encode("utf-8")).hexdigest()[:8]
+    return tfgrpo_home() / "postgres" / f"{name[:80]}-{digest}{suffix}"

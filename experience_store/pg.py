@@ -11,10 +11,15 @@ op batch holds it (`pg_advisory_lock`, `writing()`) from its validation and plan
 plan cannot go stale under another process's commit. Waiting for it is bounded by `TFGRPO_LOCK_WAIT_S`
 (`lock_timeout`); past the bound one `StoreError` names the holder. The waits are kept in `waits`.
 
-Faults. A dropped connection is reopened at the next statement; a read (or the first statement of a unit)
-that hit the drop is retried once on the new connection. A write whose connection dropped is not retried:
-the server rolled the transaction back, and a `StoreError` says nothing of it was written. Messages show the
-URL without its password.
+Text. PostgreSQL text cannot hold the NUL character (DuckDB's can): a NUL in a value written through the
+store (say, in an LLM completion) is stored as U+FFFD, the replacement character, instead of failing the write.
+
+Faults. A dropped connection is reopened at the next statement; a read outside a transaction (or the first
+statement of a unit) that hit the drop is retried once on the new connection. A write whose connection
+dropped is not retried: the server rolled the transaction back, and a `StoreError` says nothing of it was
+written. An op batch whose write lock went with the connection before its transaction began is refused the
+same way (its plan may be stale); one whose connection drops after its commit returns normally. Messages show
+the URL without its password.
 """
 
 from __future__ import annotations
@@ -135,6 +140,15 @@ def _loaders():
     return Float4ArrayLoader, PlainNumericLoader
 
 
+def _no_nul(value: Any) -> Any:
+    """`value` with NUL characters replaced by U+FFFD (inside lists too): Postgres text cannot hold them."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list | tuple):
+        return [_no_nul(v) for v in value]
+    return value
+
+
 def open_connection(url: str, application_name: str = "tfgrpo"):
     """A psycopg connection in autocommit with the store's settings, or one `StoreError` line."""
     psycopg = driver()
@@ -194,7 +208,8 @@ class PgConnection:
         self.url, self.display = url, redact(url)
         self.waits = waits if waits is not None else deque(maxlen=10_000)
         self.raw = open_connection(url, f"tfgrpo (pid {os.getpid()})")
-        self.session_locks = 0  # the session-level write lock, held by `lock_writes`
+        self.session_locks = 0  # the session-level write lock, held by `lock_writes` (a count: re-entrant)
+        self.lock_lost = False  # the write lock went with a dropped connection during the unit holding it
         self.read_only = False
 
     # -- state -----------------------------------------------------------------------------------
@@ -222,7 +237,7 @@ class PgConnection:
             self.raw.close()
         except Exception as exc:  # noqa: BLE001 - it is already broken
             log.debug("closing the lost connection to %s: %s", self.display, exc)
-        self.session_locks = 0  # the server released them with the old connection
+        self.lock_lost = self.lock_lost or self.session_locks > 0  # the server released it with the old connection
         deadline, delay = time.monotonic() + RECONNECT_S, 0.25
         while True:
             try:
@@ -254,13 +269,13 @@ class PgConnection:
         if head.startswith("ROLLBACK"):
             self._rollback()
             return PgCursor(None)
-        retry = head.startswith(_READ_HEADS) and not self.in_transaction and self.session_locks == 0
-        return self._execute_raw(to_postgres(sql), list(params or []), retry=retry,
+        retry = head.startswith(_READ_HEADS) and not self.in_transaction  # a read outside a transaction
+        return self._execute_raw(to_postgres(sql), [_no_nul(p) for p in params or []], retry=retry,
                                  committing=head.startswith("COMMIT"))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         query = to_postgres(sql)
-        self._run(lambda cur: cur.executemany(query, [list(r) for r in rows]), retry=False)
+        self._run(lambda cur: cur.executemany(query, [[_no_nul(p) for p in r] for r in rows]), retry=False)
 
     def copy_binary(self, table: str, columns: Sequence[str], chunks) -> None:
         """Stream a binary COPY (`pg_copy.encode`) into `table` (the bulk path; inside the caller's
@@ -305,6 +320,9 @@ class PgConnection:
 
     # -- transactions and the write lock ---------------------------------------------------------
     def _begin(self) -> None:
+        if self.lock_lost:  # what the unit planned under the write lock may be stale now: do not write it
+            raise StoreError(f"the connection to PostgreSQL at {self.display} was lost during an op batch, before "
+                             "it was written; nothing of it was written. Retry once the server is reachable")
         first = self.session_locks == 0 and not self.in_transaction  # nothing of the unit is on the server
         self._execute_raw("BEGIN", [], retry=first)
         try:
@@ -332,8 +350,18 @@ class PgConnection:
         if self.session_locks == 0:
             return
         self.session_locks -= 1
-        if self.session_locks == 0 and not self.lost:
+        if self.session_locks:
+            return  # still held by an outer unit
+        if self.lock_lost or self.lost:
+            self.lock_lost = False
+            return  # gone with the connection
+        try:
             self._execute_raw("SELECT pg_advisory_unlock(%s, %s)", list(WRITE_LOCK), retry=False)
+        except StoreError:
+            if not self.lost:
+                raise
+            # the connection went after the unit's work was done: the server released the lock with it, and
+            # what the unit committed stands (the next unit reconnects)
 
     def _take_write_lock(self, *, transaction: bool) -> None:
         psycopg = driver()
@@ -376,6 +404,7 @@ class PgConnection:
         if self.session_locks:
             self.session_locks = 1
             self.unlock_writes()
+        self.lock_lost = False
 
 
 class PgSession:

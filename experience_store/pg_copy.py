@@ -35,7 +35,7 @@ def float4_array(vector: np.ndarray) -> bytes:
 
 
 _ENCODERS = {
-    "text": lambda v: str(v).encode("utf-8"),
+    "text": lambda v: str(v).replace("\x00", "\ufffd").encode("utf-8"),  # Postgres text holds no NUL
     "int4": lambda v: struct.pack("!i", int(v)),
     "timestamp": _timestamp,
     "float4[]": float4_array,

@@ -7,7 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experience_store import ExperienceStore, HashEmbedder, Op, OpKind, Provenance, RolloutRow
+from experience_store import (
+    ExperienceStore,
+    HashEmbedder,
+    Op,
+    OpKind,
+    Provenance,
+    RolloutRow,
+)
 from experience_store import copy as copy_module
 from experience_store.bulk import bulk_add
 from experience_store.copy import LIBRARY_TABLES, RUN_TABLES, copy_library, read_library
@@ -87,7 +94,7 @@ def _everything(store: ExperienceStore) -> dict[str, list]:
     with store._lock as con:
         for table in ALL_TABLES + ["_migrations"]:
             cur = con.execute(f"SELECT * FROM {table}")
-            out[table] = sorted(([str(v) for v in row] for row in cur.fetchall()))
+            out[table] = sorted([str(v) for v in row] for row in cur.fetchall())
     return out
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from experience_store.dialect import UnsupportedSQL, to_postgres
-from experience_store.location import is_postgres_url, parse, redact
+from experience_store.location import is_postgres_url, parse, redact, side_path
 
 
 @pytest.mark.parametrize(("duck", "pg"), [
@@ -43,3 +43,13 @@ def test_locations_and_redaction():
     assert parse("~/x.duckdb").path == Path("~/x.duckdb") and not parse(":memory:").postgres
     assert is_postgres_url("POSTGRESQL://h/db") and not is_postgres_url("/tmp/postgresql.duckdb")
     assert not is_postgres_url("mysql://h/db") and not is_postgres_url(None)
+
+
+def test_side_files_sit_beside_a_file_or_under_the_home_folder_for_a_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFGRPO_HOME", str(tmp_path / "home"))
+    assert side_path(tmp_path / "s.duckdb", ".memo.sqlite") == tmp_path / "s.duckdb.memo.sqlite"
+    a = side_path("postgresql://alice:secret@db.example:5433/team", ".memo.sqlite")
+    assert a.parent == tmp_path / "home" / "postgres" and a.name.startswith("db.example_5433_team-")
+    assert "secret" not in str(a) and a.name.endswith(".memo.sqlite")
+    assert side_path(Path("postgresql://alice:other@db.example:5433/team"), ".memo.sqlite") == a  # same store
+    assert side_path("postgresql://alice@db.example:5433/other", ".memo.sqlite") != a

@@ -245,3 +245,54 @@ def test_server_down_at_a_read_gives_the_unreachable_message(pg_server, monkeypa
         store.close()
     finally:
         pg_server.drop_database(url)
+
+
+def test_a_nul_character_is_stored_as_the_replacement_character(pg_url):
+    """Postgres text cannot hold NUL (DuckDB's can): a completion with one still lands, with U+FFFD for it."""
+    from experience_store import RolloutRow
+
+    with ExperienceStore(pg_url, embedder=HashEmbedder()) as store:
+        store.apply("lib", [add("Check the units\x00 first")])
+        store.add_rollouts([RolloutRow(id="r:0:q:0", run_id="r", step=0, question_id="q", question="2+2?",
+                                       completion="4\x00", reward=1.0)])
+        assert store.get("lib", 1).text == "Check the units\ufffd first"
+        assert store.rollouts("r")[0].completion == "4\ufffd"
+
+
+def test_a_connection_dropped_after_the_commit_does_not_undo_or_misreport_the_batch(pg_url, monkeypatch):
+    with ExperienceStore(pg_url, embedder=HashEmbedder()) as store:
+        store.apply("lib", [add(LESSONS[0])])
+        real = store._patch_index
+
+        def drop_then_patch(*args, **kwargs):  # runs after the commit, inside the op batch's unit
+            _admin(pg_url, "SELECT pg_terminate_backend(%s)", [store._lock.con.raw.info.backend_pid])
+            time.sleep(0.2)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, "_patch_index", drop_then_patch)
+        result = store.apply("lib", [add(LESSONS[1])])  # its result is read back on a new connection
+        assert (result.version, result.new_ids, [r.after for r in result.applied]) == (2, [2], [LESSONS[1]])
+        monkeypatch.setattr(store, "_patch_index", real)
+        assert store.apply("lib", [add(LESSONS[2])]).version == 3
+        assert_library_consistent(store, "lib")
+
+
+def test_an_op_batch_whose_write_lock_went_with_the_connection_is_not_written(pg_url, monkeypatch):
+    with ExperienceStore(pg_url, embedder=HashEmbedder()) as store:
+        store.apply("lib", [add(LESSONS[0])])
+        real = store._validate
+        calls = {"n": 0}
+
+        def drop_while_planning(library, ops):
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second validation runs inside the unit that holds the write lock
+                _admin(pg_url, "SELECT pg_terminate_backend(%s)", [store._lock.con.raw.info.backend_pid])
+                time.sleep(0.2)
+            return real(library, ops)
+
+        monkeypatch.setattr(store, "_validate", drop_while_planning)
+        with pytest.raises(StoreError, match="lost during an op batch, before it was written; nothing of it"):
+            store.apply("lib", [add(LESSONS[1])])
+        monkeypatch.setattr(store, "_validate", real)
+        assert store.current_version("lib") == 1 and len(store.history("lib")) == 1
+        assert store.apply("lib", [add(LESSONS[1])]).new_ids == [2]
