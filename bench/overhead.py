@@ -99,8 +99,12 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
     marks: list[tuple[str, float]] = []
     with ExperienceStore(db, embedder=HashEmbedder()) as real_store:
         store = MemoryLogStore(real_store) if what_if == "memory-log" else real_store
-        start = time.perf_counter()
-        on_stage = lambda stage, step, msg: marks.append((stage, time.perf_counter() - start))  # noqa: E731
+        start, cpu0 = time.perf_counter(), time.process_time()
+        cpu_marks: list[tuple[str, float]] = []
+
+        def on_stage(stage, step, msg):
+            marks.append((stage, time.perf_counter() - start))
+            cpu_marks.append((stage, time.process_time() - cpu0))
         if profile:
             import cProfile
 
@@ -109,7 +113,7 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
             prof.dump_stats(profile)
         else:
             res = train(cfg, model, None, store=store, db=db, on_stage=on_stage)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
         if res.status != "completed":
             raise SystemExit(f"training run {res.status}: {res.error}")
         calls = store.calls(run_id=res.run_id)
@@ -119,8 +123,20 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
     for c in calls:
         by_stage[c["stage"]] = by_stage.get(c["stage"], 0) + 1
     stages = {name: round(t, 3) for name, t in marks}
+    # our process's CPU from one stage message to the next, given to the LLM stage running in between (the
+    # rollouts message opens the rollouts, the select message follows them; likewise for the learner stages)
+    call_stage = {"rollouts": "rollout", "summarize": "summarize", "extract": "extract", "consolidate": "consolidate"}
+    cpu_stage: dict[str, float] = {}
+    bounds = [("start", 0.0), *cpu_marks, ("end", cpu)]
+    for (name, t0), (_, t1) in zip(bounds, bounds[1:]):
+        key = call_stage.get(name, "other")
+        cpu_stage[key] = cpu_stage.get(key, 0.0) + t1 - t0
+    n_calls = sum(by_stage.values())
     return {"wall": wall, "rollouts": rollouts, "calls": by_stage, "stage_start_s": stages, "ops": ops,
-            "errors": sum(1 for c in calls if c["error"])}
+            "errors": sum(1 for c in calls if c["error"]), "cpu_s": cpu,
+            "cpu_us_per_call": cpu / max(1, n_calls) * 1e6,
+            "cpu_us_per_call_by_stage": {k: round(v / by_stage[k] * 1e6) for k, v in cpu_stage.items() if by_stage.get(k)},
+            "cpu_s_by_stage": {k: round(v, 3) for k, v in cpu_stage.items()}}
 
 
 class _Quiet:
@@ -183,7 +199,10 @@ def main() -> None:
         ratio = ours["wall"] / bound
         print(f"ours: {ours['rollouts']} rollouts in {ours['wall']:.2f} s (bound 4L = {bound:.2f} s); "
               f"calls {ours['calls']}; ops applied {ours['ops']}; errors {ours['errors']}")
-        print(f"ours: stage start times (s) {json.dumps(ours['stage_start_s'])}")
+        print(f"ours: stage end times (s) {json.dumps(ours['stage_start_s'])}")
+        print(f"ours: our process's CPU {ours['cpu_s']:.2f} s = {ours['cpu_us_per_call']:.0f} us per LLM call; "
+              f"CPU s by stage {json.dumps(ours['cpu_s_by_stage'])}; us per call of the stage "
+              f"{json.dumps(ours['cpu_us_per_call_by_stage'])}")
         vs = float("nan")
         if not args.no_gepa:
             g = run_gepa(srv.api_base, items, n, concurrency)
@@ -191,8 +210,8 @@ def main() -> None:
             vs = ours_rps / gepa_rps
             print(f"gepa: {g['rollouts']} rollouts in {g['wall']:.2f} s ({g['candidates']} candidates); "
                   f"ours {ours_rps:.1f} rollouts/s vs gepa {gepa_rps:.1f} rollouts/s")
-    print(f"overhead_ratio={ratio:.3f} vs_gepa={vs:.2f} rollouts={ours['rollouts']} latency_s={latency} "
-          f"wall_s={ours['wall']:.2f} bound_s={bound:.2f}")
+    print(f"overhead_ratio={ratio:.3f} vs_gepa={vs:.2f} cpu_us_per_call={ours['cpu_us_per_call']:.0f} "
+          f"rollouts={ours['rollouts']} latency_s={latency} wall_s={ours['wall']:.2f} bound_s={bound:.2f}")
 
 
 if __name__ == "__main__":

@@ -161,16 +161,26 @@ def test_one_process_may_hold_a_reader_and_a_writer_on_one_file(store_db):
 
 
 def test_the_file_is_free_between_units_of_work(db):
-    """Another process can open the file while this process's store is open but idle."""
+    """Another tfgrpo process gets the file at once while this process's store is open but idle (it says it
+    waits, so the holder lets go); any other process gets it once the linger is over."""
     with ExperienceStore(db, embedder=HashEmbedder()) as s:
         s.apply("lib", [add(LESSONS[0])])
-        time.sleep(0.3)  # past the linger
+        out = subprocess.run([sys.executable, "-c", "import sys, time; sys.path.insert(0, '.');"
+                              "from experience_store import ExperienceStore; t = time.monotonic();"
+                              f"s = ExperienceStore({str(db)!r}, read_only=True); n = len(s.experiences('lib'));"
+                              "print(n, max(s._lock.waits))"],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        n, waited = out.stdout.split()
+        assert n == "1" and float(waited) < 5.0  # not the 60 s bound: the holder let go
+        s.apply("lib", [add(LESSONS[1])])
+        time.sleep(1.0)  # past the linger: free even for a process that is not tfgrpo
         out = subprocess.run([sys.executable, "-c", f"import duckdb; c=duckdb.connect({str(db)!r}); "
                               "print(c.execute('SELECT count(*) FROM experiences').fetchone()[0])"],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
-        assert out.stdout.strip() == "1"
-        assert s.current_version("lib") == 1
+        assert out.stdout.strip() == "2"
+        assert s.current_version("lib") == 2
 
 
 @pytest.mark.parametrize("damage", ["truncate", "scramble"])

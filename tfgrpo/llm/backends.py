@@ -67,51 +67,27 @@ class OpenAICompatBackend:
     """Any OpenAI-compatible server (the embedded llama.cpp server, vLLM, Ollama, a proxy)."""
 
     def __init__(self, model: str, api_base: str, api_key: str | None = None, native_n: bool = False):
-        import openai
-
         self.model = model
         self.native_n = native_n
         self.api_base = api_base.rstrip("/")
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "sk-local"
-        self._openai = openai
-        self._clients: dict[int, Any] = {}
-        # Clients of loops that are gone. They stay referenced: if one were garbage-collected, the SDK would
-        # schedule its close on whatever loop runs then, which fails noisily ("Event loop is closed").
-        self._stale: list[Any] = []
-        self._http = None  # the passthrough transport, made on first use
-
-    def _client(self):
-        """One HTTP client per event loop (an async client cannot be shared across loops)."""
-        import asyncio
-
-        key = id(asyncio.get_running_loop())
-        client = self._clients.get(key)
-        if client is None:
-            client = self._openai.AsyncOpenAI(base_url=self.api_base, api_key=self._api_key, max_retries=0)
-            self._stale.extend(self._clients.values())
-            self._clients = {key: client}  # one loop at a time: the older loops are gone
-        return client
+        self._http = None  # the pooled transport (llm/http_passthrough.py), made on first use
 
     async def send(self, messages, *, temperature, max_tokens, n, seed, timeout, extra=None, stage="chat"):
-        kwargs: dict[str, Any] = dict(
-            model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens,
-            top_p=1.0 if temperature == 0 else 0.95, timeout=timeout,
-        )
+        """One chat completion over the pooled aiohttp transport (no SDK request transform per call: the hot
+        path of training and evaluation); `extra` is merged into the body as the SDK's `extra_body` was."""
+        payload: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
+                                   "max_tokens": max_tokens, "top_p": 1.0 if temperature == 0 else 0.95}
         if n > 1:
-            kwargs["n"] = n
+            payload["n"] = n
         if seed is not None:
-            kwargs["seed"] = seed
+            payload["seed"] = seed
         if extra:
-            kwargs["extra_body"] = extra
-        resp = await self._client().chat.completions.create(**kwargs)
-        usage = resp.usage
-        return RawResponse(
-            choices=[RawChoice(c.message.content or "", c.finish_reason, getattr(c.message, "refusal", None))
-                     for c in resp.choices],
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-            model=resp.model or self.model,
-        )
+            payload.update(extra)
+        data = await self._passthrough().send(payload, timeout=timeout)
+        res = response_from_body(data, self.model)
+        res.extra = {}  # the body stays with the proxy's passthrough only
+        return res
 
     # -- passthrough (the proxy): an OpenAI request body in, the upstream's JSON out ----------------
     def _passthrough(self):
@@ -136,12 +112,6 @@ class OpenAICompatBackend:
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
-        clients, self._clients = list(self._clients.values()), {}
-        for client in clients + self._stale:
-            try:
-                await client.close()
-            except RuntimeError:  # its loop is already closed
-                pass
 
 
 class LiteLLMBackend:
