@@ -70,10 +70,13 @@ def pg_server():
 
     if os.environ.get(SKIP_ENV) == "1":
         pytest.skip(f"{SKIP_ENV}=1: the Postgres tests are skipped")
+    problem = None
     try:
         server = PgServer().start()
     except PostgresUnavailable as exc:
-        pytest.fail(str(exc), pytrace=False)
+        problem = str(exc)
+    if problem is not None:  # outside the except block: the message alone, no chained traceback
+        pytest.fail(problem, pytrace=False)
     try:
         yield server
     finally:
