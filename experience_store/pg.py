@@ -216,7 +216,7 @@ class PgConnection:
     @property
     def lost(self) -> bool:
         """True once the server side of the connection is gone."""
-        return bool(self.raw.closed or self.raw.broken)
+        return bool(self.raw.closed or getattr(self.raw, "broken", False))
 
     @property
     def in_transaction(self) -> bool:
@@ -292,6 +292,7 @@ class PgConnection:
 
     def _run(self, fn, *, retry: bool, committing: bool = False) -> PgCursor:
         psycopg = driver()
+        writing = committing or self.in_transaction or self.session_locks > 0
         for attempt in (0, 1):
             try:
                 if self.lost:
@@ -306,11 +307,14 @@ class PgConnection:
                     log.warning("lost the connection to %s (%s); reconnecting", self.display, _first_line(exc, self.url))
                     self.reconnect()
                     continue
-                raise StoreError(self._lost_message(exc, committing)) from None
+                raise StoreError(self._lost_message(exc, committing, writing)) from None
         raise AssertionError("unreachable")
 
-    def _lost_message(self, exc: BaseException, committing: bool) -> str:
+    def _lost_message(self, exc: BaseException, committing: bool, writing: bool) -> str:
         reason = _first_line(exc, self.url)
+        if not writing:
+            return (f"the connection to PostgreSQL at {self.display} was lost, also right after reconnecting "
+                    f"({reason}); nothing was written. Check the server (is it restarting?) and retry")
         if committing:
             return (f"the connection to PostgreSQL at {self.display} was lost while committing ({reason}); the "
                     "write may or may not be stored: look (`tfgrpo experiences history`, `tfgrpo runs`) before "
