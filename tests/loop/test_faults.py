@@ -246,8 +246,9 @@ def test_fault_auth_failure_everywhere_stops_the_run(server, tmp_path):
     server.script(*[("status", 401)] * 50)
     store, res = run(server, tmp_path, max_attempts=1)
     try:
-        assert all(c["error"] and "authentication" in c["error"] for c in store.calls(run_id=res.run_id))
+        errors = [c["error"] for c in store.calls(run_id=res.run_id)]
+        assert all(e and "authentication" in e for e in errors), (res, errors)  # everything shown on a failure
         assert_library_consistent(store, LIB)
-        assert res.status == "failed" and "authentication" in (res.error or "")
+        assert res.status == "failed" and "authentication" in (res.error or ""), (res, errors)
     finally:
         store.close()

@@ -40,8 +40,9 @@ def _inspect(db, env) -> list[subprocess.CompletedProcess]:
 
 
 @pytest.mark.timeout(600)
-def test_train_serve_and_inspect_share_one_file(tmp_path):
-    db = tmp_path / "s.duckdb"
+def test_train_serve_and_inspect_share_one_file(store_db):
+    """On DuckDB the three share one file; on PostgreSQL one database (the same test, both backends)."""
+    db = store_db
     with ExperienceStore(db, embedder=HashEmbedder()) as store:
         store.apply("px", [Op(kind=OpKind.ADD, text="Check the units before you answer.")])
     env = {**os.environ, "TFGRPO_LOCK_WAIT_S": "60"}

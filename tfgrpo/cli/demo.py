@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
 
-from experience_store.paths import default_db_path
+from experience_store.open import store_location
+from tfgrpo.cli import options as o
 from tfgrpo.cli.common import console, guard, out
 from tfgrpo.cli.eval import evaluate, print_metrics
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
@@ -48,7 +48,7 @@ def show_library(store, library: str) -> None:
     out.print(table)
 
 
-def run_demo(model: str = "local", quick: bool = False, db: Path | None = None) -> None:
+def run_demo(model: str = "local", quick: bool = False, db: str | Path | None = None) -> None:
     start = time.perf_counter()
     library = time.strftime("demo-%Y%m%d-%H%M%S")
     task = demo_task()
@@ -56,7 +56,7 @@ def run_demo(model: str = "local", quick: bool = False, db: Path | None = None) 
     cfg = TrainConfig(task=task, library=library, epochs=1, batch_size=4, group_size=g, limit=n_train,
                       rollout=SamplingConfig(temperature=0.7, max_tokens=512), seed=0, gate_items=n_gate)
     policy = ModelConfig(model=model)
-    db_path = Path(db) if db else default_db_path()
+    db_path = store_location(db)
     store = open_store(db_path)
     pool = ModelPool(progress=lambda s: console.print(f"[dim]{s}[/]"))
     try:
@@ -101,7 +101,7 @@ def _report(base, learned, wall: float, library: str) -> None:
 def cmd(
     model: str = typer.Option("local", "--model", "-m"),
     quick: bool = typer.Option(False, "--quick", help="A smaller run (fewer items)."),
-    db: Optional[Path] = typer.Option(None, "--db"),
+    db: o.Db = None,
 ) -> None:
     """End to end on the embedded model: learn on the built-in task, show what was learned, evaluate."""
     run_demo(model=model, quick=quick, db=db)

@@ -11,7 +11,7 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -22,7 +22,8 @@ from experience_store import Op, OpKind, Provenance, open_store
 from experience_store.io import export_text, import_file
 from tfgrpo.cli import options as o
 from tfgrpo.cli.common import guard
-from tfgrpo.errors import StoreError
+from tfgrpo.cli.common import out as console_out
+from tfgrpo.errors import ConfigError, StoreError
 
 experiences_app = typer.Typer(help="Inspect and edit experience libraries.", no_args_is_help=True)
 
@@ -182,6 +183,34 @@ def import_cmd(
     out.print(f"imported {len(result.new_ids)} experiences into {library}; now at version {result.version}")
     for rej in result.rejected:
         out.print(Text(f"  skipped: {_short(rej.op.text, 60)} — {rej.reason}", style="yellow"))
+
+
+@experiences_app.command("copy")
+@guard
+def copy_cmd(
+    library: LibOpt = "default",
+    src: Annotated[str, typer.Option("--from", help="Store to copy from: a DuckDB file or a postgresql:// URL.")] = "",
+    dst: Annotated[str, typer.Option("--to", help="Store to copy into: a DuckDB file or a postgresql:// URL.")] = "",
+    new_name: Annotated[Optional[str], typer.Option("--as", help="Name in the target store (default: the same).")] = None,
+) -> None:
+    """Copy a library with its whole history (ids, versions, ops, provenance, its runs) to another store,
+    DuckDB or PostgreSQL, in one transaction: all of it or nothing."""
+    from experience_store import copy_library
+    from experience_store.location import parse
+
+    if not src or not dst:
+        raise ConfigError("name both stores: --from DB --to DB (a DuckDB file or a postgresql:// URL)")
+    same = parse(src).url == parse(dst).url if parse(src).postgres else \
+        parse(dst).path is not None and Path(src).expanduser().resolve() == Path(dst).expanduser().resolve()
+    if same:
+        raise ConfigError("--from and --to name the same store: copy into another store (within one store, "
+                          "use experiences export and import)")
+    with open_store(src, read_only=True) as source, open_store(dst) as target:
+        res = copy_library(source, target, library, new_name=new_name)
+    rows = ", ".join(f"{k} {v}" for k, v in res.counts.items() if v)
+    console_out.print(f"copied library {library!r} as {res.library!r}: {rows}"
+              + (f"; runs already there, skipped: {', '.join(res.runs_skipped)}" if res.runs_skipped else ""),
+              highlight=False, soft_wrap=True)
 
 
 @experiences_app.command("rm")

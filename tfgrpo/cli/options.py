@@ -40,7 +40,8 @@ def count_option(*flags: str, help: str, lo: int = 1) -> Any:
 
 
 # -- shared by several commands ----------------------------------------------------------------------
-Db = Annotated[Optional[Path], typer.Option("--db", help="Store file (default $TFGRPO_HOME/tfgrpo.duckdb).")]
+Db = Annotated[Optional[str], typer.Option("--db", help="Store: a DuckDB file or a postgresql:// URL (default "
+                                         "$TFGRPO_DB, else $TFGRPO_HOME/tfgrpo.duckdb).")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Dataset folder (default $TFGRPO_DATA).")]
 Task = Annotated[str, typer.Option("--task", "-t", help="Task name (gsm8k, math500, aime24, aime25, dapo, "
                                                         "hotpotqa, arith, jsonl).")]

@@ -23,13 +23,14 @@ def cmd(
     max_chars: Annotated[int, typer.Option("--max-chars", min=1, max=o.MAX_COUNT, help="Longest rollout / learner text kept in the page.")] = 4000,
 ) -> None:
     """Self-contained HTML report of what was learned: run, plots, experiences with history, diff, rejections."""
-    from experience_store import default_db_path
+    from experience_store.location import is_postgres_url
+    from experience_store.open import store_location
     from tfgrpo.report import write_report
 
     if max_chars < 100:
         raise ConfigError(f"--max-chars must be >= 100, got {max_chars}")
-    path = db or default_db_path()
-    if not Path(path).exists():
+    path = store_location(db)
+    if not is_postgres_url(path) and not Path(path).exists():
         raise ConfigError(f"no store at {path}; pass --db PATH or train a library first (`tfgrpo train ...`)")
     summary = write_report(path, library, out_path, run_id=run, v_from=v_from, v_to=v_to, max_chars=max_chars)
     run_txt = f"run {summary.run_id}" if summary.run_id else "no run"

@@ -9,7 +9,9 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from experience_store import default_db_path, open_store
+from experience_store import open_store
+from experience_store.location import is_postgres_url
+from experience_store.open import store_location
 from experience_store.reads import check_library_name
 from tfgrpo.cli import options as o
 from tfgrpo.cli.common import console, data_dir_option, guard, out, validated
@@ -114,14 +116,14 @@ def _tracker(mlflow: bool, uri: str | None):
     return MlflowTracker(uri or os.environ.get("MLFLOW_TRACKING_URI"))
 
 
-def _run(cfg: TrainConfig, policy: ModelConfig, learner: ModelConfig | None, *, db: Path | None, resume: bool,
+def _run(cfg: TrainConfig, policy: ModelConfig, learner: ModelConfig | None, *, db: str | None, resume: bool,
          dry_run: bool, tracker=None) -> None:
     from tfgrpo.loop.run import estimate, train
 
     if dry_run:
         out.print_json(json.dumps(estimate(cfg, policy)))
         return
-    db_path = Path(db).expanduser() if db else default_db_path()
+    db_path = store_location(db)  # a file path, or a postgresql:// URL
     with ModelPool(progress=lambda s: console.print(f"[dim]{s}[/]")) as pool:
         if resume:  # the run's own task and models are checked; nothing is written before that
             policy, learner = _check_resume(cfg, db_path, pool)
@@ -142,7 +144,7 @@ def _run(cfg: TrainConfig, policy: ModelConfig, learner: ModelConfig | None, *, 
         raise typer.Exit(3 if res.status == "stopped_budget" else 1)
 
 
-def _finish_tracking(tracker, res, db_path: Path, library: str) -> None:
+def _finish_tracking(tracker, res, db_path: Path | str, library: str) -> None:
     """Attach the final library and the run's report to the MLflow run and close it."""
     import tempfile
 
@@ -176,12 +178,12 @@ def preflight_models(policy: ModelConfig, learner: ModelConfig | None, pool: Mod
         console.print(f"[dim]pre-flight: {policy.model} answered in {seconds:.1f}s[/]")
 
 
-def _check_resume(cfg: TrainConfig, db_path: Path, pool: ModelPool) -> tuple[ModelConfig, ModelConfig]:
+def _check_resume(cfg: TrainConfig, db_path: Path | str, pool: ModelPool) -> tuple[ModelConfig, ModelConfig]:
     """`--resume`: the store and an unfinished run must exist; its task and models are checked."""
     from tfgrpo.loop.run import load_examples
 
     check_library_name(cfg.library)
-    if not db_path.exists():
+    if not is_postgres_url(db_path) and not Path(db_path).exists():
         raise StoreError(f"nothing to resume: there is no store at {db_path}; start a run without --resume")
     with open_store(db_path, read_only=True) as store:
         run = store.latest_unfinished_run(cfg.library, "train")

@@ -22,7 +22,7 @@ class UpstreamRemoteProtocolError(Exception):
 
 def _transport_error(exc: aiohttp.ClientError) -> Exception:
     """aiohttp's errors in the shapes `tfgrpo.llm.errors.classify` knows."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ClientOSError)):  # refused, reset, unreachable
         return ConnectionError(f"cannot connect to the upstream: {exc}")
     return UpstreamRemoteProtocolError(f"{type(exc).__name__}: {exc}")
 

@@ -63,8 +63,14 @@ def _check_disjoint_from_test(task, cfg: TrainConfig, gate: list) -> None:
                           f"(e.g. {shared[0]}); the gate must not see test items: remove them from the train split")
 
 
-def side_paths(db: Path) -> tuple[Path, Path]:
-    return db.with_name(db.name + ".checkpoints.sqlite"), db.with_name(db.name + ".memo.sqlite")
+def side_paths(db: Path | str) -> tuple[Path, Path]:
+    """A run's local side files (LangGraph checkpoints, learner memo): beside a DuckDB file, or under
+    $TFGRPO_HOME/postgres/ for a Postgres store."""
+    from experience_store.location import side_path
+
+    ckpt, memo = side_path(db, ".checkpoints.sqlite"), side_path(db, ".memo.sqlite")
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    return ckpt, memo
 
 
 def start_or_resume(store, cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig,
@@ -111,7 +117,7 @@ async def _drive(ctx: StepContext, ckpt: Path) -> None:
                     await model.aclose()
 
 
-def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | None, *, store, db: Path,
+def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | None, *, store, db: Path | str,
           resume: bool = False, on_stage: Callable[[str, int, str], None] = lambda *a: None,
           progress: Callable[[str], None] = lambda s: None, pool: ModelPool | None = None,
           tracker=None) -> TrainResult:
@@ -130,7 +136,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
                       progress=progress, pool=pool, on_step=on_step)
 
 
-def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *, store, db: Path, run_id: str,
+def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *, store, db: Path | str, run_id: str,
            on_stage: Callable[[str, int, str], None], progress: Callable[[str], None],
            pool: ModelPool | None, on_step: Callable[[dict], None]) -> TrainResult:
     task, examples, gate = load_examples(cfg)
