@@ -6,7 +6,9 @@ a benchmark, writing one JSON line per item to `bench/out/learning/<bench>/<arm>
 scored; a rerun skips the items already there. Training arms train once (the library and its cost are
 written beside the item files) and later runs import that library. `settings.json` pins the model, items
 and settings: a rerun with other settings is refused. `--time-budget-min` stops cleanly so a session can
-run a slice and commit it; the table is filled over several runs, on any machine.
+run a slice and commit it; the table is filled over several runs, on any machine. A training stopped
+mid-way is packed into `<out>/<bench>/train-state.tar.gz` (bench/learning_state.py): commit it with the
+item files, and the next session, on any machine, resumes the training from it.
 
     nice -n 19 python bench/learning.py --bench gsm8k --arms none --n 300 --time-budget-min 50
     python bench/learning.py --bench math --arms none,paper --time-budget-min 50
@@ -29,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import learning_setup as setup  # noqa: E402
+from bench import learning_state  # noqa: E402
 from bench.learning_arms import ARMS, RetrievalPrior, arm_prior, missing_fields, parse_arms  # noqa: E402
 from bench.learning_eval import ItemFile, evaluate_arm  # noqa: E402
 from bench.learning_train import STOPPED, prepare_gepa, prepare_library  # noqa: E402
@@ -71,6 +74,8 @@ class Ctx:
         setup.check_or_write(self.out / "settings.json", self.s)
         self.scratch = a.scratch / f"{a.bench}-{setup.ids_hash([json.dumps(self.s, sort_keys=True)])}"
         self.db = self.scratch / "bench.duckdb"
+        if learning_state.unpack_if_needed(self.out, self.scratch):
+            print(f"unpacked the training state carried in {self.out / learning_state.STATE}", flush=True)
         self.deadline = time.monotonic() + a.time_budget_min * 60 if a.time_budget_min is not None else None
         self.machine = machine()
         self._store = self._pool = self._model = None
@@ -178,18 +183,54 @@ def log_session(ctx, before: dict, after: dict, wall: float, status: str) -> Non
         fh.write(json.dumps(rec) + "\n")
 
 
+def trained(ctx, arm) -> bool:
+    """True once the arm's training result is exported beside the item files."""
+    name = "gepa.train.json" if arm.kind == "gepa" else f"{arm.name}.train.json"
+    return (ctx.out / name).is_file()
+
+
+def unfinished_training(ctx) -> list[str]:
+    """Training arms whose run in the scratch folder is under way (started, not exported)."""
+    found = []
+    if ctx.db.is_file():
+        from experience_store.open import open_store
+
+        with open_store(ctx.db, read_only=True) as store:
+            libs = set(store.libraries())
+            found += [a.name for a in ARMS.values() if a.kind == "train" and not trained(ctx, a)
+                      and f"train-{a.name}" in libs and store.latest_unfinished_run(f"train-{a.name}", "train")]
+    if (ctx.scratch / "gepa-run").exists() and not (ctx.out / "gepa.train.json").is_file():
+        found.append("gepa")
+    return found
+
+
+def carry_state(ctx, stopped_training: bool) -> None:
+    """Pack the scratch folder while a training is under way in it (so the next session, on any machine,
+    resumes it); drop the packed state once none is."""
+    pending = unfinished_training(ctx)
+    if stopped_training or pending:
+        state = learning_state.pack(ctx.out, ctx.scratch)
+        print(f"training state of {', '.join(pending) or 'the stopped arm'} packed into {state} (commit it; a "
+              "later run on any machine resumes from it)", flush=True)
+    else:
+        learning_state.drop(ctx.out)
+
+
 def run(a: argparse.Namespace) -> int:
     arms = parse_arms(a.arms)
     check_arms(arms)
     ctx = Ctx(a, arms)
     start, before = time.perf_counter(), arm_counts(ctx)
+    stopped_training = False
     try:
         for arm in arms:
             if not run_arm(ctx, arm):
                 print(f"time budget of {a.time_budget_min} min reached; rerun the same command to go on", flush=True)
+                stopped_training = arm.kind in ("train", "gepa") and not trained(ctx, arm)
                 break
     finally:
         ctx.close()
+    carry_state(ctx, stopped_training)
     after = arm_counts(ctx)
     status = "complete" if all(d >= n for d, n in after.values()) else "partial"
     log_session(ctx, before, after, time.perf_counter() - start, status)

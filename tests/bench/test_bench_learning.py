@@ -174,6 +174,34 @@ def test_time_budget_stops_cleanly_and_the_next_runs_finish_the_same_table(tmp_p
     assert sessions[0]["status"] == "partial" and sessions[-1]["status"] == "complete"
 
 
+def test_a_training_stopped_mid_way_moves_to_another_machine_with_its_results(tmp_path):
+    """Each slice runs on a fresh machine: the scratch folder is gone, only `--out` (the committed files)
+    travels. The packed training state resumes the run, and the table equals an uninterrupted run's."""
+    import shutil
+
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    ok(bench(ref, "--arms", "paper"))
+    state = cut / "out" / "gsm8k" / "train-state.tar.gz"
+    packed = unpacked = 0
+    for _ in range(40):
+        shutil.rmtree(cut / "scratch", ignore_errors=True)  # a new machine: no scratch, no store, no checkpoints
+        out = ok(bench(cut, "--arms", "paper", "--time-budget-min", "0.02", TFGRPO_SCRIPTED_DELAY="0.05"))
+        unpacked += "unpacked the training state" in out
+        if "packed into" in out:
+            packed += 1
+            assert state.is_file()
+        if out.strip().splitlines()[-1].startswith("status=complete"):
+            break
+    else:
+        pytest.fail("the sliced runs never completed")
+    assert packed >= 1, "the time budget never stopped the training mid-way: the test proves nothing"
+    assert unpacked == packed  # every slice after a stop resumed from the carried state
+    assert not state.exists(), "the carried state is dropped once every training arm has exported its library"
+    assert results(cut / "out" / "gsm8k" / "paper.jsonl") == results(ref / "out" / "gsm8k" / "paper.jsonl")
+    texts = [[r["text"] for r in lines(d / "out" / "gsm8k" / "paper.library.jsonl")] for d in (ref, cut)]
+    assert texts[0] == texts[1]
+
+
 def test_a_rerun_with_other_settings_is_refused_naming_the_key(tmp_path):
     ok(bench(tmp_path, "--arms", "none"))
     proc = bench(tmp_path, "--arms", "none", "--max-tokens", "256")
