@@ -117,3 +117,49 @@ def test_train_serve_and_inspect_share_one_file(store_db):
         assert len(train_calls) == runs["train"]["llm_calls"] > 0
         last_export = [json.loads(line) for line in inspections[-1][1][2].stdout.splitlines() if line.strip()]
         assert last_export and all("text" in row for row in last_export)
+
+
+@pytest.mark.timeout(600)
+def test_a_trainer_killed_mid_run_leaves_the_proxy_serving_and_resumes(store_db):
+    """SIGKILL the trainer while the proxy serves from the same store: the proxy keeps answering with the last
+    committed version, a second trainer on the library is no longer refused (the lease died with the
+    trainer), and `--resume` finishes the run."""
+    db = store_db
+    with ExperienceStore(db, embedder=HashEmbedder()) as store:
+        store.apply("px", [Op(kind=OpKind.ADD, text="Check the units before you answer.")])
+    env = {**os.environ, "TFGRPO_LOCK_WAIT_S": "60"}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    serve = subprocess.Popen(CLI + ["serve", "--library", "px", "--model", "scripted", "--port", str(port),
+                                    "--db", str(db)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    train_args = CLI + ["train", "--task", "arith", "--model", "scripted", "--library", "px", "--limit", "16",
+                        "--batch-size", "2", "--group-size", "4", "--epochs", "1", "--gate-items", "0", "--db", str(db)]
+    slow = {**env, "TFGRPO_SCRIPTED_DELAY": "0.4"}
+    try:
+        _wait_healthy(base, serve)
+        train = subprocess.Popen(train_args, env=slow, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # kill it once it has committed a version
+                r = client.post("/v1/chat/completions",
+                                json={"model": "any", "messages": [{"role": "user", "content": "What is 2 + 3?"}]})
+                assert r.status_code == 200
+                if int(r.headers["x-tfgrpo-version"]) >= 2:
+                    break
+                time.sleep(0.3)
+            train.send_signal(signal.SIGKILL)
+            train.wait(timeout=30)
+            for _ in range(10):  # the proxy goes on serving the last committed version
+                r = client.post("/v1/chat/completions",
+                                json={"model": "any", "messages": [{"role": "user", "content": "What is 1 + 1?"}]})
+                assert r.status_code == 200 and int(r.headers["x-tfgrpo-version"]) >= 2
+        resumed = subprocess.run(train_args + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve_out = serve.communicate(timeout=60)[0]
+    assert serve.returncode == 0, serve_out
+    with ExperienceStore(db, read_only=True) as store:
+        [run] = [r for r in store.list_runs("px") if r["kind"] == "train"]
+        assert run["status"] == "completed" and run["steps"] == 8
