@@ -67,13 +67,15 @@ def _reset(transport) -> None:
 
 
 class FaultServer:
-    """See the module docstring. `requests` holds every request body; `stages` the stage of each."""
+    """See the module docstring. `requests` holds every request body; `stages` the stage of each;
+    `headers` the request headers of each (names in lower case)."""
 
     def __init__(self, *, plausible: bool = False, answers: dict[str, str] | None = None) -> None:
         self.actions: deque = deque()
         self.stage_actions: dict[str, deque] = defaultdict(deque)
         self.requests: list[dict[str, Any]] = []
         self.stages: list[str] = []
+        self.headers: list[dict[str, str]] = []
         self.default_text = "The answer is \\boxed{4}."
         self.plausible = plausible
         self.answers = answers or {}
@@ -114,6 +116,7 @@ class FaultServer:
         stage = stage_of(body.get("messages") or [])
         self.requests.append(body)
         self.stages.append(stage)
+        self.headers.append(dict(request.headers))
         action = self._next(stage, body)
         kind = action[0]
         if kind == "sleep":

@@ -1,10 +1,12 @@
 """`tfgrpo serve`: an OpenAI-compatible HTTP proxy that applies a learned library's prior.
 
-Routes: POST /v1/chat/completions (streaming and not), GET /v1/models, GET /health. Each chat request
-gets the prior of the configured library (or the one its X-TFGRPO-* headers pick) through the same
-`Prior.apply_with_ids` that training and evaluation use, then goes through the gateway (retries,
-timeouts, call log) to the upstream model. Every forwarded call is logged with the injected ids. The
-proxy reads the library and writes only the call log; it never changes experiences."""
+Routes: POST /v1/chat/completions (streaming and not), GET /v1/models, GET /health (open without a key:
+status, the serve run's id, and the call log's counts `logged` / `pending` / `lost`, see
+`tfgrpo.serve.call_log`). Each chat request gets the prior of the configured library (or the one its
+X-TFGRPO-* headers pick) with the same selection and placement that training and evaluation use
+(`tfgrpo.serve.priors`), then goes through the gateway (retries, timeouts, call log) to the upstream
+model. Every forwarded call is logged with the injected ids. The proxy reads the library and writes only
+the call log; it never changes experiences."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from tfgrpo.errors import LLMError
@@ -31,6 +32,8 @@ class ProxyState:
     priors: PriorCache | None
     cfg: ProxyConfig
     started: float
+    call_log: Any = None  # has `status()` when the proxy owns its call log
+    run_id: str | None = None
 
 
 MAX_N = 128  # the OpenAI API's own limit; each extra choice is one more upstream call
@@ -62,13 +65,9 @@ async def _apply_prior(state: ProxyState, request: Request, messages: list[dict]
     if choice.library is not None and state.priors is None:
         raise RequestError(400, "this proxy was started without a store; no library can be applied",
                            code="no_store")
-    prior = state.priors.get(choice) if state.priors is not None else None
+    prior, new, ids = (None, messages, []) if state.priors is None else await state.priors.apply(choice, messages)
     if prior is None:
         return messages, [], {"library": None, "version": None, "injected_ids": []}
-    if prior.mode == "topk":  # embeds the query: keep the event loop free
-        new, ids = await run_in_threadpool(prior.apply_with_ids, messages)
-    else:
-        new, ids = prior.apply_with_ids(messages)
     info = {"library": prior.library, "version": prior.version, "mode": prior.mode, "injected_ids": ids}
     return new, ids, info
 
@@ -99,8 +98,9 @@ async def sse_events(chunks: AsyncIterator[dict], *, include_usage: bool) -> Asy
     yield b"data: [DONE]\n\n"
 
 
-def create_app(gateway, store, cfg: ProxyConfig) -> FastAPI:
-    """The proxy as an ASGI app (wrapped by `Guard`). `store` may be None for a proxy with no prior."""
+def create_app(gateway, store, cfg: ProxyConfig, *, call_log=None, run_id: str | None = None) -> FastAPI:
+    """The proxy as an ASGI app (wrapped by `Guard`). `store` may be None for a proxy with no prior.
+    `call_log`, when it has `status()`, and `run_id` are reported by /health."""
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
@@ -110,20 +110,23 @@ def create_app(gateway, store, cfg: ProxyConfig) -> FastAPI:
 
     app = FastAPI(title="tfgrpo proxy", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     priors = PriorCache(ReadOnlyLibrary(store), cfg) if store is not None else None
-    state = ProxyState(gateway, priors, cfg, time.time())
+    state = ProxyState(gateway, priors, cfg, time.time(), call_log, run_id)
     app.state.proxy = state
     install_handlers(app)
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": cfg.served_model, "library": cfg.library}
+        out = {"status": "ok", "model": cfg.served_model, "library": cfg.library, "run_id": state.run_id}
+        status = getattr(state.call_log, "status", None)
+        if status is not None:
+            out["calls"] = status()
+        return out
 
     @app.get("/v1/models")
     async def models() -> dict:
         return {"object": "list", "data": [{"id": cfg.served_model, "object": "model",
                                             "created": int(state.started), "owned_by": "tfgrpo"}]}
 
-    @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         body = _parse(await request.body())
         messages, _, info = await _apply_prior(state, request, body["messages"])
@@ -138,6 +141,10 @@ def create_app(gateway, store, cfg: ProxyConfig) -> FastAPI:
         data = await gateway.complete(forward, stage="proxy", meta=meta)
         return JSONResponse(data, headers=headers)
 
+    # a plain route: the body is parsed here, so FastAPI's per-request dependency solving (query string,
+    # headers, body) would be work for nothing on the proxy's hottest path
+    app.router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
+
     return app
 
 
@@ -151,9 +158,9 @@ def warm_up(app: FastAPI) -> None:
         prior.select([{"role": "user", "content": "warm-up"}])
 
 
-def guarded_app(gateway, store, cfg: ProxyConfig):
+def guarded_app(gateway, store, cfg: ProxyConfig, *, call_log=None, run_id: str | None = None):
     """`create_app`, warmed up, behind the auth and body-size guard: what `tfgrpo serve` runs."""
-    app = create_app(gateway, store, cfg)
+    app = create_app(gateway, store, cfg, call_log=call_log, run_id=run_id)
     warm_up(app)
     key = cfg.api_key.get_secret_value() if cfg.api_key is not None else None
     return Guard(app, api_key=key, max_body_bytes=cfg.max_body_bytes)

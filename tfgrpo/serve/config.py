@@ -61,7 +61,7 @@ def check_bind(host: str, api_key: str | None) -> None:
     if not is_loopback(host) and not api_key:
         raise ConfigError(
             f"refusing to listen on non-loopback address {host!r} without an API key: anyone who can reach it "
-            f"could use the upstream model. Pass --api-key KEY (or set {API_KEY_ENV}); clients then send "
+            f"could use the upstream model. Pass --api-key-file PATH (or set {API_KEY_ENV}); clients then send "
             "`Authorization: Bearer KEY`. Or keep the default --host 127.0.0.1")
 
 
@@ -96,10 +96,28 @@ def _int_header(name: str, value: str, low: int, high: int) -> int:
     return out
 
 
+_OVERRIDES = (H_LIBRARY, H_VERSION, H_MODE, H_K, H_PRIOR)
+
+
+def _override_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The X-TFGRPO-* headers sent (the first of each). One pass over an ASGI request's raw headers (names
+    already lower case) rather than a scan per name: this runs on every request."""
+    raw = getattr(headers, "raw", None)
+    if raw is None:
+        return {h: headers[h] for h in _OVERRIDES if headers.get(h) is not None}
+    sent: dict[str, str] = {}
+    for name, value in raw:
+        if name.startswith(b"x-tfgrpo-"):
+            key = name.decode("latin-1")
+            if key in _OVERRIDES and key not in sent:
+                sent[key] = value.decode("latin-1")
+    return sent
+
+
 def prior_choice(headers: Mapping[str, str], cfg: ProxyConfig) -> PriorChoice:
     """The configured prior, changed by the request's X-TFGRPO-* headers where overrides are allowed."""
     choice = {"library": cfg.library, "version": cfg.version, "mode": cfg.mode, "k": cfg.k}
-    sent = {h: headers.get(h) for h in (H_LIBRARY, H_VERSION, H_MODE, H_K, H_PRIOR) if headers.get(h) is not None}
+    sent = _override_headers(headers)
     if sent and not cfg.allow_override:
         raise RequestError(403, "this proxy does not allow X-TFGRPO-* overrides (started with "
                                 "--no-allow-override)", code="override_forbidden")

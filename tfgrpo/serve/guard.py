@@ -45,8 +45,8 @@ class Guard:
             return
         if not self._authorized(scope):
             await _send_error(send, 401, "missing or wrong API key: send `Authorization: Bearer KEY` with the "
-                              "proxy's key (--api-key / TFGRPO_API_KEY)", "invalid_api_key", "authentication_error",
-                              [(b"www-authenticate", b"Bearer")])
+                              "proxy's key (--api-key-file / TFGRPO_API_KEY)", "invalid_api_key",
+                              "authentication_error", [(b"www-authenticate", b"Bearer")])
             return
         if scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)

@@ -15,10 +15,11 @@ import uvicorn
 
 from tfgrpo.config import ModelConfig
 from tfgrpo.errors import ConfigError, StoreError
+from tfgrpo.llm.backends import OpenAICompatBackend
 from tfgrpo.llm.factory import ModelPool
 from tfgrpo.serve.app import guarded_app
 from tfgrpo.serve.config import ProxyConfig, check_bind
-from tfgrpo.llm.call_log import BackgroundCallLog
+from tfgrpo.serve.call_log import ProxyCallLog
 
 
 class ProxyRuntime:
@@ -34,7 +35,7 @@ class ProxyRuntime:
         self._own_store = store is None
         self.store = store if store is not None else self._open_store(db)  # the call log lives there too
         self.pool: ModelPool | None = None
-        self.call_log: BackgroundCallLog | None = None
+        self.call_log: ProxyCallLog | None = None
         self.run_id: str | None = None
         self.server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -42,7 +43,8 @@ class ProxyRuntime:
             self._check_library()
             self.gateway = gateway if gateway is not None else self._gateway()
             self._start_run()
-            self.app = guarded_app(self.gateway, self.store, cfg)
+            self.app = guarded_app(self.gateway, self.store, cfg, run_id=self.run_id,
+                                   call_log=self.call_log or getattr(self.gateway, "call_log", None))
         except BaseException:
             self.close()
             raise
@@ -65,9 +67,12 @@ class ProxyRuntime:
 
     def _gateway(self):
         self.pool = ModelPool(progress=self.progress)
-        self.call_log = BackgroundCallLog(self.store)
+        self.call_log = ProxyCallLog(self.store)
         gateway = self.pool.gateway(self.model_cfg, call_log=self.call_log)
         gateway.backoff_max_s = min(gateway.backoff_max_s, 4.0)  # a proxy answers fast or says why
+        if isinstance(gateway.backend, OpenAICompatBackend):
+            # its HTTP client (aiohttp) is imported on first use: 0.3-0.9 s that the first requests would wait
+            import tfgrpo.llm.http_passthrough  # noqa: F401
         return gateway
 
     def _start_run(self) -> None:
