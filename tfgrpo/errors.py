@@ -7,10 +7,12 @@ from tfgrpo_common.errors import (
     DataError,
     LLMError,
     ModelNotAvailableError,
+    ModelUnreachable,
     StoreError,
     TfgrpoError,
     UnknownTaskError,
 )
 
-__all__ = ["BudgetExceeded", "ConfigError", "DataError", "LLMError", "ModelNotAvailableError", "StoreError",
+__all__ = ["BudgetExceeded", "ConfigError", "DataError", "LLMError", "ModelNotAvailableError", "ModelUnreachable",
+           "StoreError",
            "TfgrpoError", "UnknownTaskError"]

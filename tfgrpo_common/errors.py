@@ -42,6 +42,15 @@ class LLMError(TfgrpoError):
         return self.status in (401, 403, 404)
 
 
+class ModelUnreachable(LLMError):
+    """Calls in a row could not reach the model (connection refused or reset, no answer in time): a training
+    run stops as `stopped_unreachable`, keeps what it stored, and `--resume` continues once the model is back."""
+
+    @property
+    def fatal(self) -> bool:
+        return True
+
+
 class BudgetExceeded(TfgrpoError):
     """A hard budget (USD, calls, tokens) would be exceeded by the next call."""
 

@@ -252,3 +252,31 @@ def test_fault_auth_failure_everywhere_stops_the_run(server, tmp_path):
         assert res.status == "failed" and "authentication" in (res.error or ""), (res, errors)
     finally:
         store.close()
+
+
+def test_a_model_that_cannot_be_reached_stops_the_run_and_resume_finishes_it(server, tmp_path, monkeypatch):
+    """The circuit breaker: calls in a row that cannot reach the model (connection reset, over real HTTP) stop the
+    run as `stopped_unreachable` with the cause and --resume; once the model answers again, --resume completes."""
+    monkeypatch.setenv("TFGRPO_BREAKER_CALLS", "3")
+    server.script(*[("reset",)] * 40)
+    db = tmp_path / "faults.duckdb"
+    store = ExperienceStore(db, embedder=HashEmbedder())
+    cfg = TrainConfig(task="arith", library=LIB, epochs=1, batch_size=2, group_size=2, limit=2, **PAPER_LOOP,
+                      rollout=SamplingConfig(max_tokens=64), learner_retries=RETRIES)
+    model = ModelConfig(model="openai/fake", api_base=server.api_base, timeout_s=1.0, max_attempts=2)
+    try:
+        res = train(cfg, model, None, store=store, db=db)
+        assert res.status == "stopped_unreachable", (res.status, res.error)
+        assert "could not reach the model" in res.error and "--resume" in res.error
+        run = store.get_run(res.run_id)
+        assert run["status"] == "stopped_unreachable" and not run.get("finished_at")
+        errors = [c["error"] for c in store.calls(run_id=res.run_id)]
+        assert len(errors) >= 3 and all("cannot connect" in e for e in errors)  # the cause is in the log
+        assert store.current_version(LIB) == 0
+        server.actions.clear()  # the model is back
+        again = train(cfg, model, None, store=store, db=db, resume=True)
+        assert again.status == "completed" and again.run_id == res.run_id, (again.status, again.error)
+        assert len(store.rollouts(res.run_id)) == 4 and all(not r.error for r in store.rollouts(res.run_id))
+        assert_library_consistent(store, LIB)
+    finally:
+        store.close()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from tasks.base import Example, Task, ToolTask
+from tfgrpo.errors import ModelUnreachable
 from tfgrpo.evaluation.statistics import bootstrap_ci, mean_at_k, pass_at_k
 from tfgrpo_common.chat import ChatModel
 
@@ -88,6 +89,8 @@ async def _eval_item(model: ChatModel, task: Task, ex: Example, idx: int, k: int
                                      apply_prior, stage)
         comps = await model.chat(messages, temperature=temperature, max_tokens=max_tokens, n=k, stage=stage,
                                  seed=seed * 100_003 + idx * 101, meta={"item": ex.id})
+    except ModelUnreachable:  # the training run's circuit breaker tripped: the run stops, not the item
+        raise
     except Exception as exc:  # a failed item scores 0 with the error kept
         res.error = str(exc)
         res.scores, res.extracted, res.reasons = [0.0] * k, [None] * k, [f"error: {exc}"] * k

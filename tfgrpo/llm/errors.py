@@ -27,6 +27,7 @@ def classify(exc: BaseException, model: str, timeout_s: float) -> LLMError:
     if isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)) or "Timeout" in type(exc).__name__:
         err = LLMError(f"{model}: no answer within {timeout_s:.0f}s (raise --timeout if the model is slow)",
                        retryable=True)
+        err.unreachable = True  # type: ignore[attr-defined]
     else:
         status = _status(exc)
         text = str(exc)[:300]
@@ -47,9 +48,11 @@ def classify(exc: BaseException, model: str, timeout_s: float) -> LLMError:
         elif status is None and ("Connection" in name or isinstance(exc, (httpx.TransportError, OSError))):
             err = LLMError(f"{model}: cannot connect ({text}). Is the server at --api-base running?",
                            retryable=True)
+            err.unreachable = True  # type: ignore[attr-defined]
         elif "connection error" in low:  # litellm reports a failed connection as a 500
             err = LLMError(f"{model}: cannot connect ({text}). Check the network, or the provider's "
                            "status.", status=status, retryable=True)
+            err.unreachable = True  # type: ignore[attr-defined]
         elif status in (408, 409, 425, 429) or (status is not None and status >= 500):
             err = LLMError(f"{model}: transient error {status}: {text}", status=status, retryable=True)
         elif status is None and ("RemoteProtocol" in name or "APIError" in name):

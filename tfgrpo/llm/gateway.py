@@ -143,6 +143,7 @@ class Gateway(PassthroughMixin):
             if exc.retryable:
                 final = LLMError(f"{exc} (gave up after {attempts} attempts)", status=exc.status)
                 final.attempts = attempts  # type: ignore[attr-defined]
+                final.unreachable = getattr(exc, "unreachable", False)  # type: ignore[attr-defined]
                 raise final from exc
             raise
         raise AssertionError("unreachable")  # pragma: no cover

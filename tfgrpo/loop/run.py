@@ -12,7 +12,8 @@ from typing import Any, Callable
 from tasks.registry import load_task
 from tfgrpo.llm.budget import Budget
 from tfgrpo.config import ModelConfig, TrainConfig
-from tfgrpo.errors import BudgetExceeded, ConfigError, StoreError
+from tfgrpo.errors import BudgetExceeded, ConfigError, ModelUnreachable, StoreError
+from tfgrpo.loop.breaker import Breaker
 from tfgrpo.loop.graph import build_graph
 from tfgrpo.llm.factory import ModelPool
 from tfgrpo.llm.call_log import BufferedCallLog
@@ -150,15 +151,19 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *
     own_pool = pool is None
     pool = pool or ModelPool(progress=progress)
     try:
-        policy = pool.gateway(model_cfg, call_log=call_log, budget=budget, run_id=run_id)
-        learner = policy if learner_cfg == model_cfg else pool.gateway(learner_cfg, call_log=call_log,
-                                                                          budget=budget, run_id=run_id)
+        breaker = Breaker()
+        policy_gw = pool.gateway(model_cfg, call_log=call_log, budget=budget, run_id=run_id)
+        policy = breaker.guard(policy_gw)
+        learner = policy if learner_cfg == model_cfg else Breaker().guard(
+            pool.gateway(learner_cfg, call_log=call_log, budget=budget, run_id=run_id))
         ctx = StepContext(cfg, task, examples, policy, learner, store, memo, run_id, on_stage=on_stage,
                           call_log=call_log, gate_examples=gate, on_step=on_step)
         try:
             asyncio.run(_drive(ctx, ckpt))
         except BudgetExceeded as exc:
             status, error = "stopped_budget", str(exc)
+        except ModelUnreachable as exc:
+            status, error = "stopped_unreachable", str(exc)
         except (KeyboardInterrupt, asyncio.CancelledError):
             status, error = "interrupted", "interrupted by the user; continue with --resume"
         except Exception as exc:  # a system-wide fault: recorded, then shown
