@@ -135,14 +135,17 @@ class RunLogMixin(StoreBase):
         return out
 
     # -- LLM call log (the gateway's CallLog) ----------------------------------------------------
-    def record(self, rec: CallRecord) -> None:
-        """Persist one LLM call into `llm_calls` (CallLog protocol). Never raises: failures are logged."""
-        self.record_many([rec])
+    def record(self, rec: CallRecord) -> bool:
+        """Persist one LLM call into `llm_calls` (CallLog protocol). Never raises: failures are logged;
+        returns whether the row is committed."""
+        return self.record_many([rec])
 
-    def record_many(self, recs: list[CallRecord]) -> None:
-        """Persist several calls in one multi-row INSERT (the proxy's batched call log). Never raises."""
+    def record_many(self, recs: list[CallRecord]) -> bool:
+        """Persist several calls in one multi-row INSERT (the proxy's batched call log). Never raises: a
+        failure is logged and False returned; True once the rows are committed (ids already stored are
+        skipped, so a retried batch never duplicates a row)."""
         if not recs:
-            return
+            return True
         try:
             rows: list[Any] = []
             for rec in recs:
@@ -157,6 +160,8 @@ class RunLogMixin(StoreBase):
                             + ", ".join([marks] * len(recs)), rows)
         except Exception as exc:  # the CallLog contract: never raise into the gateway
             log.warning("could not record LLM call(s) %s in %s: %s", ",".join(r.id for r in recs)[:200], self.path, exc)
+            return False
+        return True
 
     def calls(self, run_id: str | None = None, stage: str | None = None, limit: int | None = None) -> list[dict]:
         """Logged calls, oldest first; `limit` keeps the most recent ones. `request`/`meta` are parsed."""

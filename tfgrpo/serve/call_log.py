@@ -6,10 +6,10 @@ the number of this process's call rows whose INSERT has committed in the store. 
 most about `linger_s` (0.2 s) after its reply ended, in a batch. A process killed at any moment (SIGKILL)
 leaves in the store at least every row it had acknowledged; rows still `pending` may be lost with it.
 
-The store's `record_many` never raises (the `CallLog` contract): it logs a failed write as a warning on
-its own logger. This writer watches that logger on its own thread, so a failed batch is not counted as
-logged; it retries the batch with backoff (the INSERT skips ids already stored, so a retry cannot
-duplicate a row) for up to `retry_s` seconds, then counts the batch as `lost` and says so in the log.
+The store's `record_many` never raises (the `CallLog` contract): it logs a failed write and returns False.
+Such a batch is not counted as logged; it is retried with backoff (the INSERT skips ids already stored,
+so a retry cannot duplicate a row) for up to `retry_s` seconds, then counted as `lost` and said so in the
+log.
 """
 
 from __future__ import annotations
@@ -24,23 +24,6 @@ from tfgrpo_common.chat import CallRecord
 
 log = logging.getLogger("tfgrpo.serve.call_log")
 
-STORE_LOGGER = "experience_store.runlog"  # where the store reports a call-log write it could not make
-
-
-class _WriteFailures(logging.Filter):
-    """Notes a warning (or worse) the store logs on the writer's thread; lets every record through."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.thread_id: int | None = None
-        self.seen = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING and record.thread == self.thread_id:
-            self.seen = True
-        return True
-
-
 class ProxyCallLog(BackgroundCallLog):
     """`BackgroundCallLog` that counts what it committed (`status()`) and retries a failed batch."""
 
@@ -48,8 +31,6 @@ class ProxyCallLog(BackgroundCallLog):
         self.retry_s = retry_s
         self._counts = threading.Lock()
         self.received = self.logged = self.lost = 0
-        self._failures = _WriteFailures()
-        logging.getLogger(STORE_LOGGER).addFilter(self._failures)
         super().__init__(store, linger_s=linger_s, max_batch=max_batch)
 
     def record(self, rec: CallRecord) -> None:
@@ -91,8 +72,6 @@ class ProxyCallLog(BackgroundCallLog):
             self.logged += len(records)
 
     def _write_once(self, records: list[CallRecord]) -> bool:
-        self._failures.thread_id = threading.get_ident()
-        self._failures.seen = False
         try:
             many = getattr(self.sink, "record_many", None)
             if many is not None:
@@ -103,15 +82,10 @@ class ProxyCallLog(BackgroundCallLog):
         except Exception as exc:  # a sink that raises: the batch is not written
             log.warning("call log write failed: %s", exc)
             return False
-        return result is not False and not self._failures.seen
+        return result is not False
 
     def status(self) -> dict[str, int]:
         """`logged`: rows committed; `pending`: received, not yet committed; `lost`: given up on."""
         with self._counts:
             return {"logged": self.logged, "pending": self.received - self.logged - self.lost, "lost": self.lost}
 
-    def close(self, timeout: float = 10.0) -> None:
-        try:
-            super().close(timeout)
-        finally:
-            logging.getLogger(STORE_LOGGER).removeFilter(self._failures)
