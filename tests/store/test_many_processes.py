@@ -32,11 +32,18 @@ def _wait_healthy(base: str, proc: subprocess.Popen, seconds: float = 60) -> Non
     raise AssertionError(f"the proxy did not come up (exit {proc.poll()})")
 
 
-def _inspect(db, env) -> list[subprocess.CompletedProcess]:
-    cmds = [["experiences", "list", "--library", "px"], ["experiences", "diff", "--library", "px", "0", "1"],
-            ["experiences", "export", "--library", "px"], ["runs", "--library", "px"]]
-    return [subprocess.run(CLI + c + ["--db", str(db)], env=env, capture_output=True, text=True, timeout=120)
-            for c in cmds]
+INSPECT = [["experiences", "list", "--library", "px"], ["experiences", "diff", "--library", "px", "0", "1"],
+           ["experiences", "export", "--library", "px"], ["runs", "--library", "px"]]
+
+
+def _inspect(db, env, running) -> list[tuple[bool, subprocess.CompletedProcess]]:
+    """One round of the inspect commands; each with whether the trainer was running when it started."""
+    out = []
+    for c in INSPECT:
+        during = running()
+        out.append((during, subprocess.run(CLI + c + ["--db", str(db)], env=env, capture_output=True, text=True,
+                                           timeout=120)))
+    return out
 
 
 @pytest.mark.timeout(600)
@@ -52,18 +59,18 @@ def test_train_serve_and_inspect_share_one_file(store_db):
                                     "--db", str(db)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
     train = None
-    versions, sent, inspections = [], 0, []
+    versions, sent, inspections = [], 0, []  # inspections: (started while the trainer ran, result)
     stop = threading.Event()
 
     def inspector() -> None:  # the third process, over and over while the other two run
         while not stop.is_set():
-            inspections.append((train is not None and train.poll() is None, _inspect(db, env)))
+            inspections.extend(_inspect(db, env, lambda: train is not None and train.poll() is None))
 
     looker = threading.Thread(target=inspector)
     try:
         _wait_healthy(base, serve)
         train = subprocess.Popen(CLI + ["train", "--task", "arith", "--model", "scripted", "--library", "px",
-                                        "--limit", "16", "--batch-size", "2", "--group-size", "4", "--epochs", "1",
+                                        "--limit", "24", "--batch-size", "2", "--group-size", "4", "--epochs", "1",
                                         "--gate-items", "0", "--db", str(db)],
                                  env={**env, "TFGRPO_SCRIPTED_DELAY": "0.4"}, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
@@ -97,11 +104,10 @@ def test_train_serve_and_inspect_share_one_file(store_db):
         serve.send_signal(signal.SIGTERM)
         serve_out = serve.communicate(timeout=60)[0]
     assert serve.returncode == 0, serve_out
-    assert sum(during for during, _ in inspections) >= 2, "the inspect commands ran while the trainer ran"
-    for _, batch in inspections:
-        for res in batch:
-            assert res.returncode == 0, (res.args, res.stdout, res.stderr)
-            assert "Traceback" not in res.stderr
+    assert sum(during for during, _ in inspections) >= 4, "the inspect commands ran while the trainer ran"
+    for _, res in inspections:
+        assert res.returncode == 0, (res.args, res.stdout, res.stderr)
+        assert "Traceback" not in res.stderr
     assert versions[0] == 1 and versions[-1] >= 2, versions
     assert versions == sorted(versions), "a version once served is never replaced by an older one"
     with ExperienceStore(db, read_only=True) as store:
@@ -115,7 +121,8 @@ def test_train_serve_and_inspect_share_one_file(store_db):
         assert len(proxy_calls) == sent  # every served call was logged
         train_calls = store.calls(run_id=runs["train"]["id"])
         assert len(train_calls) == runs["train"]["llm_calls"] > 0
-        last_export = [json.loads(line) for line in inspections[-1][1][2].stdout.splitlines() if line.strip()]
+        exports = [res for _, res in inspections if "export" in res.args]
+        last_export = [json.loads(line) for line in exports[-1].stdout.splitlines() if line.strip()]
         assert last_export and all("text" in row for row in last_export)
 
 
