@@ -72,14 +72,22 @@ class BackgroundCallLog:
         self._queue.put(rec)
 
     def _batch(self) -> list:
+        """Wait for a record, let `linger_s` pass, then take what came meanwhile (up to `max_batch`). The
+        writer wakes once per batch: waking it per record costs the event loop a thread switch per call under
+        load. A sink without `record_many` gets what is queued now, without the linger. The stop sentinel
+        ends the batch."""
         batch = [self._queue.get()]
-        many = getattr(self.sink, "record_many", None) is not None
-        deadline = time.monotonic() + (self.linger_s if many else 0.0)
-        while batch[-1] is not _STOP and len(batch) < self.max_batch:
+        if batch[0] is _STOP:
+            return batch
+        if getattr(self.sink, "record_many", None) is not None:
+            time.sleep(self.linger_s)
+        while len(batch) < self.max_batch:
             try:
-                batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())) if many
-                             else self._queue.get_nowait())
+                item = self._queue.get_nowait()
             except queue.Empty:
+                break
+            batch.append(item)
+            if item is _STOP:
                 break
         return batch
 

@@ -15,7 +15,6 @@ log.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 
@@ -37,24 +36,6 @@ class ProxyCallLog(BackgroundCallLog):
         with self._counts:
             self.received += 1
         super().record(rec)
-
-    def _batch(self) -> list:
-        """Wait for a record, let `linger_s` pass, then take what came meanwhile (up to `max_batch`). The
-        writer wakes once per batch: waking it per record, as it waits for the next, costs the event loop
-        a thread switch per call under load. Anything but a record (the stop sentinel) ends the batch."""
-        batch = [self._queue.get()]
-        if not isinstance(batch[0], CallRecord):
-            return batch
-        time.sleep(self.linger_s)
-        while len(batch) < self.max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            batch.append(item)
-            if not isinstance(item, CallRecord):
-                break
-        return batch
 
     def _write(self, records: list[CallRecord]) -> None:
         deadline = time.monotonic() + self.retry_s
