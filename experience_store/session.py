@@ -15,6 +15,8 @@ longer than one unit of work (a read, an op batch, a batch of call-log rows):
   stays off it for `YIELD_S`, so the waiter gets its turn. When nobody waits, the connection stays open up
   to `LINGER_S` after the last unit, so units a few milliseconds apart (a training stage storing its
   groups as they finish) do not pay for opening the file (15-30 ms) each time.
+- A connection busy for `REOPEN_S` is closed at the next unit boundary and opened again: a process that
+  writes without pause (the proxy's call log) would otherwise keep DuckDB's memory growing with the table.
 
 The waits this process had are kept in `waits` (seconds, the last 10,000) for benchmarks.
 """
@@ -41,6 +43,7 @@ LINGER_S = 0.5
 WATCH_S = 0.003
 POLL_MAX_S = 0.004
 YIELD_S = 0.02
+REOPEN_S = 10.0
 DEFAULT_WAIT_S = 60.0
 
 
@@ -222,6 +225,9 @@ class FileSession:
         if self.someone_waits():
             self._close()
             self._yielding = True  # give the waiting process its turn before opening again
+            return
+        if time.monotonic() - self.opened_at >= REOPEN_S:  # DuckDB's memory grows while a connection stays open
+            self._close()
             return
         self._idle_since = time.monotonic()
         if self._timer is None:
