@@ -38,7 +38,7 @@ class StoreBase:
         self._in_tx = False
         self._open = True
         if where.postgres:
-            from .pg import PgSession
+            from .pg_session import PgSession
 
             url = where.url
             self._key = f"postgres:{url}"

@@ -1,4 +1,5 @@
-"""The store on PostgreSQL: a session with `FileSession`'s interface over one psycopg 3 connection.
+"""The store on PostgreSQL: `PgConnection`, one psycopg 3 connection that speaks the store's SQL (`pg_driver`
+opens it; `pg_session.PgSession` is the session with `FileSession`'s interface over it).
 
 The store's SQL is DuckDB's dialect; `PgConnection.execute` translates it (`dialect.to_postgres`, cached) and
 returns a cursor with what the store uses (`fetchall`, `fetchone`, `description`, `fetchnumpy`). The
@@ -26,14 +27,9 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
-import threading
 import time
-import zlib
 from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from functools import lru_cache
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -41,129 +37,14 @@ import numpy as np
 from tfgrpo_common.errors import StoreError
 
 from .dialect import to_postgres
-from .location import password_of, redact
-from .session import wait_bound
+from .location import redact
 
 log = logging.getLogger(__name__)
 
-#: advisory lock keys (two int4 keys: a namespace of tfgrpo's, then an object): the write lock, leases
-NAMESPACE = 0x74464750  # "tFGP"
-WRITE_LOCK = (NAMESPACE, 0)
-LEASE_NAMESPACE = NAMESPACE + 1
-CONNECT_TIMEOUT_S = 10
-RECONNECT_S = 10.0  # how long a lost connection is retried before the unit fails
-_READ_HEADS = ("SELECT", "WITH", "SHOW", "VALUES", "TABLE")
-
-
-def driver():
-    """The psycopg module, or a `StoreError` saying how to install it."""
-    try:
-        import psycopg
-    except ImportError:
-        raise StoreError("PostgreSQL stores need the psycopg driver: pip install 'psycopg[binary]>=3.1' "
-                         "(or reinstall tfgrpo)") from None
-    return psycopg
-
-
-def lease_key(library: str) -> tuple[int, int]:
-    """The advisory lock key of `library`'s training lease."""
-    return LEASE_NAMESPACE, zlib.crc32(library.encode("utf-8")) & 0x7FFFFFFF
-
-
-def _first_line(exc: BaseException, url: str) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    secret = password_of(url)
-    if secret:
-        text = text.replace(secret, "***")
-    return text[:300]
-
-
-def connect_message(url: str, exc: BaseException) -> str:
-    """One line for a failed connect: what happened at which URL (no password) and what to do."""
-    shown, text = redact(url), _first_line(exc, url)
-    low = text.lower()
-    if "authentication failed" in low or "no password supplied" in low or "password" in low:
-        return (f"PostgreSQL at {shown} refused the login ({text}); check the user and password (in the URL, "
-                "PGPASSWORD or ~/.pgpass)")
-    if "database" in low and "does not exist" in low:
-        return f"PostgreSQL at {shown}: {text}; create it (createdb NAME) or fix the URL in --db / TFGRPO_DB"
-    if "invalid" in low and ("dsn" in low or "uri" in low or "integer value" in low or "connection option" in low):
-        return f"the store URL {shown} is not a valid PostgreSQL URL ({text}); use postgresql://user@host:5432/dbname"
-    return (f"cannot reach PostgreSQL at {shown} ({text}); start the server (e.g. `sudo service postgresql start`) "
-            "or fix the URL in --db / TFGRPO_DB")
-
-
-# -- result loaders: float4[] as float32 numpy vectors, numeric as int/float (sum(bigint) is numeric) --
-def _float4_array(data) -> np.ndarray | list:
-    buf = bytes(data)
-    ndim, has_null, _ = struct.unpack_from("!iii", buf)
-    if ndim == 0:
-        return np.zeros(0, dtype=np.float32)
-    if ndim == 1 and not has_null:
-        (n,) = struct.unpack_from("!i", buf, 12)
-        rec = np.frombuffer(buf, dtype=np.dtype([("len", ">i4"), ("val", ">f4")]), count=n, offset=20)
-        return rec["val"].astype(np.float32)
-    if ndim != 1:
-        raise StoreError("a stored vector has more than one dimension; the store writes flat vectors only")
-    (n,) = struct.unpack_from("!i", buf, 12)
-    out, pos = [], 20
-    for _ in range(n):
-        (size,) = struct.unpack_from("!i", buf, pos)
-        pos += 4
-        if size < 0:
-            out.append(None)
-        else:
-            out.append(struct.unpack_from("!f", buf, pos)[0])
-            pos += size
-    return out
-
-
-@lru_cache(maxsize=1)
-def _loaders():
-    from psycopg.adapt import Loader
-    from psycopg.pq import Format
-    from psycopg.types.numeric import NumericBinaryLoader
-
-    class Float4ArrayLoader(Loader):
-        format = Format.BINARY
-
-        def load(self, data):
-            return _float4_array(data)
-
-    class PlainNumericLoader(NumericBinaryLoader):
-        def load(self, data):
-            value = super().load(data)
-            if value.is_nan():
-                return float("nan")
-            return int(value) if value == value.to_integral_value() else float(value)
-
-    return Float4ArrayLoader, PlainNumericLoader
-
-
-def _no_nul(value: Any) -> Any:
-    """`value` with NUL characters replaced by U+FFFD (inside lists too): Postgres text cannot hold them."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, list | tuple):
-        return [_no_nul(v) for v in value]
-    return value
-
-
-def open_connection(url: str, application_name: str = "tfgrpo"):
-    """A psycopg connection in autocommit with the store's settings, or one `StoreError` line."""
-    psycopg = driver()
-    try:
-        raw = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                              application_name=application_name[:63])
-    except psycopg.Error as exc:
-        raise StoreError(connect_message(url, exc)) from None
-    float4_array, numeric = _loaders()
-    raw.adapters.register_loader(raw.adapters.types["float4"].array_oid, float4_array)
-    raw.adapters.register_loader("numeric", numeric)
-    timeout_ms = max(1, int(wait_bound() * 1000))
-    raw.execute("SELECT set_config('TimeZone', 'UTC', false), set_config('lock_timeout', %s, false)",
-                [f"{timeout_ms}ms"])
-    return raw
+from .pg_driver import (
+    _READ_HEADS, RECONNECT_S, WRITE_LOCK, _first_line, _no_nul,
+    driver, open_connection,
+)
 
 
 class PgCursor:
@@ -411,78 +292,3 @@ class PgConnection:
         self.lock_lost = False
 
 
-class PgSession:
-    """This process's connection to one Postgres database, shared by every store on it (see `shared`).
-
-    The interface of `FileSession`: `with session as con:` is one unit of work (re-entrant), `active`,
-    `con`, `waits` (seconds waited for the write lock), `writers`, `retired`, `close()`, and `writing()`
-    (a unit that holds the write lock) and `write_error(exc)` (a failed write as one `StoreError`).
-    """
-
-    memory = False
-
-    def __init__(self, url: str) -> None:
-        self.url, self.path = url, redact(url)
-        self.errors: tuple[type[BaseException], ...] = (driver().Error,)
-        self._lock = threading.RLock()
-        self.depth = 0
-        self.con: PgConnection | None = None
-        self.writers = 0
-        self.waits: deque[float] = deque(maxlen=10_000)
-        self.retired = False
-
-    def __enter__(self) -> PgConnection:
-        self._lock.acquire()
-        try:
-            if self.depth == 0:
-                self._ready()
-        except BaseException:
-            self._lock.release()
-            raise
-        self.depth += 1
-        return self.con  # type: ignore[return-value]
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.depth -= 1
-            if self.depth == 0 and self.con is not None:
-                self.con.end_unit()
-        finally:
-            self._lock.release()
-
-    def _ready(self) -> None:
-        if self.retired:
-            raise StoreError(f"the store {self.path} is closed; open a new ExperienceStore")
-        if self.con is None:
-            self.con = PgConnection(self.url, self.waits)
-        elif self.con.lost:
-            self.con.reconnect()
-        self.con.set_read_only(self.writers == 0)
-
-    @property
-    def active(self) -> bool:
-        return self.con is not None and self.depth > 0
-
-    @contextmanager
-    def writing(self) -> Iterator[PgConnection]:
-        """A unit of work holding the store's write lock throughout (an op batch: validate, plan, write)."""
-        with self as con:
-            con.lock_writes()
-            try:
-                yield con
-            finally:
-                con.unlock_writes()
-
-    def write_error(self, exc: BaseException) -> StoreError | None:
-        """A driver error that failed a write transaction, as the `StoreError` to raise instead."""
-        if not isinstance(exc, self.errors):
-            return None
-        return StoreError(f"the store {self.path} could not complete a write ({type(exc).__name__}: "
-                          f"{_first_line(exc, self.url)}); it was rolled back, nothing of it was written")
-
-    def close(self) -> None:
-        with self._lock:
-            self.retired = True
-            if self.con is not None:
-                self.con.close()
-                self.con = None

@@ -17,7 +17,7 @@ from tfgrpo_common.errors import StoreError
 
 from .lease import refusal
 from .location import redact
-from .pg import lease_key, open_connection
+from .pg_driver import lease_key, open_connection
 
 _HOLDER = """
 SELECT a.application_name, a.pid, a.client_addr::text, to_char(a.backend_start AT TIME ZONE 'UTC',

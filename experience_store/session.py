@@ -64,7 +64,7 @@ def wait_bound() -> float:
 class FileSession:
     """The one connection of this process to `path`, shared by every store on the file, open per unit.
 
-    `pg.PgSession` offers the same interface for a Postgres database.
+    `pg_session.PgSession` offers the same interface for a Postgres database.
     """
 
     errors: tuple[type[BaseException], ...] = (duckdb.Error,)  # driver errors a read turns into StoreError

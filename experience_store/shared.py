@@ -22,7 +22,7 @@ from .session import FileSession
 class Shared:
     """Per-file state: indexes by library, the session (connection and lock), open store count."""
 
-    session: Any  # FileSession, or pg.PgSession
+    session: Any  # FileSession, or pg_session.PgSession
     indexes: dict[str, Any] = field(default_factory=dict)
     users: int = 0
 

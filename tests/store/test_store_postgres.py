@@ -14,7 +14,7 @@ import pytest
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind, open_store
 from experience_store import write as write_module
 from experience_store.migrations import MIGRATIONS
-from experience_store.pg import NAMESPACE
+from experience_store.pg_driver import NAMESPACE
 from tests.storecheck import LESSONS, add, assert_library_consistent
 from tfgrpo.errors import StoreError
 
