@@ -31,14 +31,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind  # noqa: E402
+from tfgrpo.llm.local import free_port  # noqa: E402
 
 CLI = [sys.executable, "-m", "tfgrpo.cli"]
-
-
-def free_port() -> int:
-    from tfgrpo.llm.local import free_port as fp
-
-    return fp()
 
 
 def pct(values: list[float], q: float) -> float:

@@ -46,18 +46,23 @@ def _inspect(db, env, running) -> list[tuple[bool, subprocess.CompletedProcess]]
     return out
 
 
-@pytest.mark.timeout(600)
-def test_train_serve_and_inspect_share_one_file(store_db):
-    """On DuckDB the three share one file; on PostgreSQL one database (the same test, both backends)."""
-    db = store_db
+def _seed_and_serve(db) -> tuple[dict, subprocess.Popen, str]:
+    """Library `px` at version 1 in `db`, and `tfgrpo serve` on it (scripted upstream): (env, process, base URL)."""
     with ExperienceStore(db, embedder=HashEmbedder()) as store:
         store.apply("px", [Op(kind=OpKind.ADD, text="Check the units before you answer.")])
     env = {**os.environ, "TFGRPO_LOCK_WAIT_S": "60"}
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     serve = subprocess.Popen(CLI + ["serve", "--library", "px", "--model", "scripted", "--port", str(port),
                                     "--db", str(db)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
+    return env, serve, f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.timeout(600)
+def test_train_serve_and_inspect_share_one_file(store_db):
+    """On DuckDB the three share one file; on PostgreSQL one database (the same test, both backends)."""
+    db = store_db
+    env, serve, base = _seed_and_serve(db)
     train = None
     versions, sent, inspections = [], 0, []  # inspections: (started while the trainer ran, result)
     stop = threading.Event()
@@ -132,14 +137,7 @@ def test_a_trainer_killed_mid_run_leaves_the_proxy_serving_and_resumes(store_db)
     committed version, a second trainer on the library is no longer refused (the lease died with the
     trainer), and `--resume` finishes the run."""
     db = store_db
-    with ExperienceStore(db, embedder=HashEmbedder()) as store:
-        store.apply("px", [Op(kind=OpKind.ADD, text="Check the units before you answer.")])
-    env = {**os.environ, "TFGRPO_LOCK_WAIT_S": "60"}
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    serve = subprocess.Popen(CLI + ["serve", "--library", "px", "--model", "scripted", "--port", str(port),
-                                    "--db", str(db)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+    env, serve, base = _seed_and_serve(db)
     train_args = CLI + ["train", "--task", "arith", "--model", "scripted", "--library", "px", "--limit", "16",
                         "--batch-size", "2", "--group-size", "4", "--epochs", "1", "--gate-items", "0", "--db", str(db)]
     slow = {**env, "TFGRPO_SCRIPTED_DELAY": "0.4"}
