@@ -11,8 +11,10 @@ the same load on the machine:
 
 An error is any proxy call that is not a complete answer: an HTTP error status, a body that is not a
 chat completion, a stream that ends without `data: [DONE]`, or a transport failure. The proxy's memory
-is read from /proc/<pid>/status: VmHWM (peak resident set) once the load is ramped up ("start", after a
-sixth of the run, at most 10 s) and when it ends ("end"); flat is the goal. After the load the proxy is
+is sampled from /proc/<pid>/status every 20 ms (VmRSS): `rss_start_mb` is the peak in the sixth of the
+run after the ramp-up (the first sixth, at most 10 s), `rss_end_mb` the peak in the last sixth; flat (no
+growth from the one to the other) is the goal. The run's overall peak (VmHWM) and when it happened are
+printed beside them. After the load the proxy is
 stopped (SIGTERM: it flushes its call log) and its serve run's rows in the store are counted: as many as
 requests sent means nothing was lost.
 
@@ -54,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.fake_server import FakeServer, free_port  # noqa: E402
+from bench.rss_sampler import RssSampler, per_window, window_peaks  # noqa: E402
 
 LATENCY_S = 0.05
 FAULT_RATE = 0.1
@@ -320,6 +323,7 @@ def bench(clients: int, seconds: float, faults: bool, workdir: Path) -> dict:
             ProxyProcess(db, upstream.api_base, workdir=workdir, args=tuple(args)) as proxy:
         run_id = proxy.health()["run_id"]
         samples: list[tuple[float, float, float]] = []
+        sampler = RssSampler(proxy)
 
         def tick(elapsed: float) -> None:
             if proxy.proc.poll() is None:
@@ -330,9 +334,11 @@ def bench(clients: int, seconds: float, faults: bool, workdir: Path) -> dict:
               f"{LATENCY_S * 1000:.0f} ms" + (f"; faults on {FAULT_RATE:.0%} of upstream calls" if faults else ""),
               flush=True)
         # under --faults a direct call gives up when the proxy would (a hang is not a slow success)
+        sampler.start()
         side, direct, wall = asyncio.run(run_load(proxy.base_url, clients, seconds, direct_base=upstream.api_base,
                                                   direct_clients=direct_clients, on_tick=tick,
                                                   direct_timeout=FAULT_TIMEOUT_S if faults else 60.0))
+        sampler.stop()
         alive = proxy.proc.poll() is None
         end_rss, end_hwm = proxy.memory_mb() if alive else (float("nan"), float("nan"))
         health = proxy.health() if alive else {}
@@ -344,6 +350,7 @@ def bench(clients: int, seconds: float, faults: bool, workdir: Path) -> dict:
     return {"clients": clients, "direct_clients": direct_clients, "seconds": seconds, "faults": faults,
             "proxy": side, "direct": direct, "wall": wall, "alive": alive, "exit_code": code, "output": output,
             "start": start, "end": (wall, end_rss, end_hwm), "samples": samples, "health": health,
+            "rss": sampler.samples, "ramp_s": ramp_s,
             "upstream": stats, "rows": rows}
 
 
@@ -381,8 +388,13 @@ def report(r: dict) -> str:
           f"({r['end'][0]:.0f} s) VmRSS {end_rss:.1f} VmHWM {end_hwm:.1f}; VmRSS seen "
           f"{min(rss_seen, default=float('nan')):.1f}-{max(rss_seen, default=float('nan')):.1f} over "
           f"{len(rss_seen)} samples")
-    every = [s for i, s in enumerate(r["samples"]) if i == 0 or int(s[0] // 10) > int(r["samples"][i - 1][0] // 10)]
-    print("proxy VmRSS over the run, MiB: " + ", ".join(f"{t:.0f} s {rss:.0f}" for t, rss, _ in every))
+    rss_start, rss_end = window_peaks(r["rss"], r["ramp_s"], r["wall"])
+    peak_t, peak = max(r["rss"], key=lambda x: x[1], default=(float("nan"), float("nan")))
+    width = max(r["ramp_s"], 1.0)
+    print(f"proxy VmRSS sampled every 20 ms ({len(r['rss'])} samples): peak {rss_start:.1f} MiB in "
+          f"{r['ramp_s']:.0f}-{r['ramp_s'] + width:.0f} s, {rss_end:.1f} MiB in the last {width:.0f} s; overall peak "
+          f"{peak:.1f} MiB at {peak_t:.1f} s")
+    print("proxy VmRSS peak per 5 s, MiB: " + ", ".join(f"{t:.0f}s {m:.0f}" for t, m in per_window(r["rss"], 5.0)))
     health = r["health"].get("calls", {})
     print(f"call log: {len(rows)} rows ({error_rows} with an error) for {requests} requests; /health at the end: "
           f"{health}; proxy {'up' if r['alive'] else 'DOWN'} at the end, exit code {r['exit_code']} after SIGTERM")
@@ -392,7 +404,7 @@ def report(r: dict) -> str:
     if "Traceback" in r["output"]:
         print("proxy output has a traceback:\n" + r["output"][-3000:])
     return (f"requests={requests} errors={errors} rps={rps:.1f} p50_added_ms={p50:.1f} p99_added_ms={p99:.1f} "
-            f"rss_start_mb={start_hwm:.1f} rss_end_mb={end_hwm:.1f} log_rows={len(rows)}")
+            f"rss_start_mb={rss_start:.1f} rss_end_mb={rss_end:.1f} log_rows={len(rows)}")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -59,8 +60,9 @@ def connect(path: Path, read_only: bool, *, raw_lock_errors: bool = False) -> du
     if str(path) == ":memory:":
         return duckdb.connect(":memory:")
     _precheck(path, read_only)
+    config = memory_config()
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        return duckdb.connect(str(path), read_only=read_only, config=config)
     except duckdb.IOException as exc:
         text = str(exc)
         if is_lock_error(text):
@@ -80,6 +82,23 @@ def connect(path: Path, read_only: bool, *, raw_lock_errors: bool = False) -> du
             f"cannot open the store {path}: {exc}. The file may be damaged (it was not modified) or written "
             "by a newer DuckDB: restore a copy, upgrade the duckdb package, or pass --db another file"
         ) from None
+
+
+def memory_config() -> dict[str, str]:
+    """DuckDB's memory limit for the store's connection, from `TFGRPO_STORE_MEMORY_MB` (unset: DuckDB's default,
+    80% of RAM). A bound keeps a long-lived process (the proxy) from the transient peaks of DuckDB's
+    checkpoints, which grow with the rows of the table's last row group; DuckDB spills what it can to
+    `<store>.tmp` and fails a query that cannot fit, so leave room for the store's indexes."""
+    raw = os.environ.get("TFGRPO_STORE_MEMORY_MB", "").strip()
+    if not raw:
+        return {}
+    try:
+        mb = int(raw)
+    except ValueError:
+        raise StoreError(f"TFGRPO_STORE_MEMORY_MB must be a whole number of MiB (for example 256), got {raw!r}") from None
+    if not 32 <= mb <= 1_048_576:
+        raise StoreError(f"TFGRPO_STORE_MEMORY_MB must be between 32 and 1048576 MiB, got {raw!r}")
+    return {"memory_limit": f"{mb}MiB"}
 
 
 def _connection_message(path: Path, text: str, read_only: bool) -> str:

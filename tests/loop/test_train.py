@@ -162,3 +162,29 @@ def test_agent_mode_training_stores_trajectories(store, tmp_db, monkeypatch):
         assert "42" in traj["steps"][0]["observation"]
     summaries = [c for c in store.calls(run_id=res.run_id) if c["stage"] == "summarize"]
     assert summaries and "python" in summaries[0]["request"][0]["content"]
+
+
+def test_checkpoints_hold_ids_and_the_learner_still_reads_every_summary(store, tmp_db):
+    """The checkpointed step state lists rollout ids (rows live in the store) and summarized ids (texts live in
+    the memo), so a step of 10,000 rollouts is not serialized after every node; the learner still gets them."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from experience_store.location import side_path
+
+    res = train(cfg(learner_context_tokens=0), SCRIPTED, None, store=store, db=tmp_db)  # 0: every group summarized
+    assert res.status == "completed", res.error
+    seen_rollouts = seen_summaries = 0
+    with SqliteSaver.from_conn_string(str(side_path(tmp_db, ".checkpoints.sqlite"))) as saver:
+        for tup in saver.list({"configurable": {"thread_id": res.run_id}}):
+            values = tup.checkpoint["channel_values"]
+            for ids in (values.get("rollouts") or {}).values():
+                assert ids and all(isinstance(i, str) for i in ids), ids
+                seen_rollouts += 1
+            summaries = values.get("summaries") or []
+            assert isinstance(summaries, list) and all(isinstance(i, str) for i in summaries), summaries
+            seen_summaries += bool(summaries)
+    assert seen_rollouts and seen_summaries
+    calls = store.calls(run_id=res.run_id)
+    texts = [c["response"] for c in calls if c["stage"] == "summarize"]
+    extract_prompts = " ".join(c["request"][-1]["content"] for c in calls if c["stage"] == "extract")
+    assert texts and all(t.strip() in extract_prompts for t in texts)

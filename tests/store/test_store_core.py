@@ -151,6 +151,19 @@ def test_a_bad_wait_bound_is_refused(db, monkeypatch):
         ExperienceStore(db)
 
 
+def test_the_store_memory_bound_reaches_duckdb_and_a_bad_one_is_refused(db, monkeypatch):
+    monkeypatch.setenv("TFGRPO_STORE_MEMORY_MB", "96")
+    with ExperienceStore(db, embedder=HashEmbedder()) as s:
+        s.apply("lib", [add(LESSONS[0])])
+        assert s._one("SELECT current_setting('memory_limit')")[0] == "96.0 MiB"
+    monkeypatch.setenv("TFGRPO_STORE_MEMORY_MB", "lots")
+    with pytest.raises(StoreError, match="TFGRPO_STORE_MEMORY_MB must be a whole number of MiB"):
+        ExperienceStore(db).experiences("lib")
+    monkeypatch.delenv("TFGRPO_STORE_MEMORY_MB")
+    with ExperienceStore(db, read_only=True) as s:  # nothing stored was lost
+        assert [e.text for e in s.experiences("lib")] == [LESSONS[0]]
+
+
 def test_one_process_may_hold_a_reader_and_a_writer_on_one_file(store_db):
     db = store_db
     with ExperienceStore(db, embedder=HashEmbedder()) as w, ExperienceStore(db, read_only=True) as r:

@@ -38,7 +38,7 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     elif version is None:
         version = ctx.store.current_version(lib)
     _bump(ctx, state)  # every step, ops or not; once per step even when a resumed step runs this again
-    stat = _step_stat(state, version, applied, rejected)
+    stat = _step_stat(state, ctx.all_rollouts(state), version, applied, rejected)
     ctx.step_stats.append(stat)
     gate = stat["gate"]
     ctx.stage("apply", step, f"v{version}: {applied} ops applied, {rejected} rejected"
@@ -54,9 +54,10 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     ctx.on_step(stat)
 
 
-def _step_stat(state: dict[str, Any], version: int, applied: int, rejected: int) -> dict[str, Any]:
+def _step_stat(state: dict[str, Any], rollouts: dict[str, list], version: int, applied: int,
+               rejected: int) -> dict[str, Any]:
     gate = state.get("gate") or {}
-    return {"step": state["step"], "epoch": state["epoch"], **tally(state["rollouts"]), "groups": len(state["selected"]),
+    return {"step": state["step"], "epoch": state["epoch"], **tally(rollouts), "groups": len(state["selected"]),
             "proposals": len(state.get("proposals", [])), "examples": len(state.get("examples", [])),
             "ops_applied": applied, "ops_rejected": rejected,
             "consolidation": state.get("consolidation", {}).get("status"), "gate": gate.get("status"),
@@ -69,7 +70,7 @@ def _bump(ctx, state: dict[str, Any]) -> None:
     says nothing about its use, and counting there would only measure its age."""
     injected: dict[int, int] = {}
     wins: dict[int, int] = {}
-    for qid, rows in state["rollouts"].items():
+    for qid, rows in ctx.all_rollouts(state).items():
         if state["selected"].get(qid) != "mixed":
             continue
         for r in rows:

@@ -27,6 +27,41 @@ class StepContext:
     call_log: Any = None
     gate_examples: list[Example] = field(default_factory=list)
     on_step: Callable[[dict[str, Any]], None] = lambda stat: None  # after a step is committed (tracking)
+    # this step's rollouts and summaries, kept here so the checkpointed state holds ids only
+    _rows: tuple[int, dict[str, dict[str, Any]]] = field(default_factory=lambda: (-1, {}))
+    _summaries: tuple[int, dict[str, str]] = field(default_factory=lambda: (-1, {}))
+
+    def keep_rollouts(self, step: int, rows: list[dict[str, Any]]) -> None:
+        if self._rows[0] != step:
+            self._rows = (step, {})
+        self._rows[1].update((r["id"], r) for r in rows)
+
+    def rollouts(self, state: dict, qid: str) -> list[dict[str, Any]]:
+        """The rollouts of one question of this step, in the order the state lists their ids. The rows live
+        in the store: a resumed process reads them once per step. (A checkpoint written before the state held
+        ids holds the rows themselves; they are used as they are.)"""
+        step, ids = state["step"], state["rollouts"][qid]
+        if self._rows[0] != step or any(isinstance(i, str) and i not in self._rows[1] for i in ids):
+            self.keep_rollouts(step, [r.model_dump() for r in self.store.rollouts(self.run_id, step)])
+        return [self._rows[1][i] if isinstance(i, str) else i for i in ids]
+
+    def all_rollouts(self, state: dict) -> dict[str, list[dict[str, Any]]]:
+        return {qid: self.rollouts(state, qid) for qid in state["rollouts"]}
+
+    def summary_key(self, step: int, rollout_id: str) -> str:
+        return f"{self.run_id}:{step}:sum:{rollout_id}"
+
+    def keep_summaries(self, step: int, texts: dict[str, str]) -> None:
+        self._summaries = (step, dict(texts))
+
+    def summaries(self, state: dict) -> dict[str, str]:
+        """The step's summaries by rollout id: the state lists the ids, the memo holds the texts."""
+        step, ids = state["step"], state.get("summaries") or []
+        if isinstance(ids, dict):  # a checkpoint from before the state held ids
+            return ids
+        if self._summaries[0] != step or any(i not in self._summaries[1] for i in ids):
+            self._summaries = (step, {i: self.memo.get(self.summary_key(step, i)) or "" for i in ids})
+        return self._summaries[1]
 
     def flush(self) -> None:
         """Write buffered call records (before rollouts are stored, and at every stage boundary)."""

@@ -21,9 +21,9 @@ class StepState(TypedDict, total=False):
     step: int
     batch: list[str]
     version: int
-    rollouts: dict[str, list[dict[str, Any]]]
+    rollouts: dict[str, list[str]]  # rollout ids by question; the rows are in the store
     selected: dict[str, str]
-    summaries: dict[str, str]
+    summaries: list[str]  # rollout ids; the texts are in the memo
     proposals: list[dict[str, Any]]
     examples: list[dict[str, Any]]
     ops: list[dict[str, Any]]
@@ -47,7 +47,7 @@ def build_graph(ctx: StepContext):
         batch = order[state["cursor"]: state["cursor"] + ctx.cfg.batch_size]
         ctx.stage("sample", state["step"], f"epoch {state['epoch'] + 1}, {len(batch)} questions")
         return {"batch": batch, "version": ctx.store.current_version(ctx.cfg.library), "rollouts": {},
-                "selected": {}, "summaries": {}, "proposals": [], "examples": [], "ops": [], "consolidation": {},
+                "selected": {}, "summaries": [], "proposals": [], "examples": [], "ops": [], "consolidation": {},
                 "gate": {}}
 
     def advance(state: StepState) -> dict:
@@ -55,7 +55,7 @@ def build_graph(ctx: StepContext):
         if cursor >= len(ctx.examples):
             cursor, epoch = 0, epoch + 1
         return {"cursor": cursor, "epoch": epoch, "step": state["step"] + 1, "done": epoch >= ctx.cfg.epochs,
-                "rollouts": {}, "summaries": {}, "proposals": [], "examples": [], "ops": [], "gate": {}}
+                "rollouts": {}, "summaries": [], "proposals": [], "examples": [], "ops": [], "gate": {}}
 
     def apply_and_advance(state: StepState) -> dict:
         apply_step(ctx, state)

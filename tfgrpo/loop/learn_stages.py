@@ -22,30 +22,31 @@ def fits_context(ctx: StepContext, rows: list[dict[str, Any]]) -> bool:
     return sum(_tokens(r) for r in rows) <= ctx.cfg.learner_context_tokens
 
 
-def group_rows(state: dict, qid: str) -> list[dict[str, Any]]:
-    return [r for r in state["rollouts"][qid] if usable(r)]
+def group_rows(ctx: StepContext, state: dict, qid: str) -> list[dict[str, Any]]:
+    return [r for r in ctx.rollouts(state, qid) if usable(r)]
 
 
 async def summarize_stage(ctx: StepContext, state: dict) -> dict:
     step = state["step"]
-    needs = [q for q in state["selected"] if ctx.cfg.learn_lessons and not fits_context(ctx, group_rows(state, q))]
-    jobs = [(qid, row) for qid in needs for row in group_rows(state, qid)]
+    needs = [q for q in state["selected"] if ctx.cfg.learn_lessons and not fits_context(ctx, group_rows(ctx, state, q))]
+    jobs = [(qid, row) for qid in needs for row in group_rows(ctx, state, qid)]
     ctx.stage("summarize", step, f"{len(jobs)} rollouts ({len(state['selected']) - len(needs)} groups shown "
                                  "to the learner as they are)")
     texts = await asyncio.gather(*[
         summarize(ctx.learner, row, reference=ctx.reference(qid), memo=ctx.memo,
-                  key=f"{ctx.run_id}:{step}:sum:{row['id']}", temperature=ctx.cfg.learner_temperature,
+                  key=ctx.summary_key(step, row["id"]), temperature=ctx.cfg.learner_temperature,
                   seed=ctx.seed(step, 50_000 + j))
         for j, (qid, row) in enumerate(jobs)])
-    return {"summaries": {row["id"]: t for (_, row), t in zip(jobs, texts)}}
+    ctx.keep_summaries(step, {row["id"]: t for (_, row), t in zip(jobs, texts)})
+    return {"summaries": [row["id"] for _, row in jobs]}  # the texts are in the memo (and on ctx)
 
 
 async def _extract_group(ctx: StepContext, state: dict, j: int, qid: str, kind: str, library: list[str]) -> dict:
-    step, rows, ex = state["step"], group_rows(state, qid), ctx.examples[qid]
+    step, rows, ex = state["step"], group_rows(ctx, state, qid), ctx.examples[qid]
     if not ctx.cfg.learn_lessons:
         return {"proposals": [], "pattern": "", "call_id": None}
     return await extract(
-        ctx.learner, ex.question, rows, state["summaries"], kind, reference=ctx.reference(qid),
+        ctx.learner, ex.question, rows, ctx.summaries(state), kind, reference=ctx.reference(qid),
         solution=ex.solution if ctx.cfg.ground_truth else None, library=library, k=ctx.cfg.max_proposals,
         max_words=ctx.cfg.max_words, retries=ctx.cfg.learner_retries, temperature=ctx.cfg.learner_temperature,
         max_tokens=ctx.cfg.learner_max_tokens, memo=ctx.memo, key=f"{ctx.run_id}:{step}:ext:{qid}",
@@ -60,7 +61,7 @@ async def extract_stage(ctx: StepContext, state: dict) -> dict:
     results = await asyncio.gather(*[_extract_group(ctx, state, j, q, k, library) for j, (q, k) in enumerate(groups)])
     proposals, examples = [], []
     for (qid, kind), res in zip(groups, results):
-        rows = group_rows(state, qid)
+        rows = group_rows(ctx, state, qid)
         proposals += [{"text": t, "question_id": qid, "rollout_ids": [r["id"] for r in rows],
                        "call_id": res["call_id"]} for t in res["proposals"]]
         if ctx.cfg.learn_examples and kind == "mixed" and ctx.cfg.ground_truth:

@@ -15,6 +15,9 @@ class Memo:
         self.path = str(path)
         self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")
+        # a put survives the process being killed; NORMAL skips the fsync per put that FULL pays (a resume
+        # memo needs no durability against power loss: a lost entry is one LLM call made again)
+        self._con.execute("PRAGMA synchronous=NORMAL")
         self._con.execute("CREATE TABLE IF NOT EXISTS tfgrpo_memo (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._lock = threading.Lock()
 

@@ -34,18 +34,20 @@ async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
         score_group(ctx.task, ex, rows, ground_truth=ctx.cfg.ground_truth) if new else None
         if new:
             ctx.flush()
-            ctx.store.add_rollouts([RolloutRow.model_validate(r) for r in rows if r["id"] not in existing])
-        return qid, rows
+            ctx.store.add_rollouts([RolloutRow.model_validate(r) for r in new])
+        ctx.keep_rollouts(step, rows)
+        return qid, [r["id"] for r in rows]
 
     done = await asyncio.gather(*[group(i, q) for i, q in enumerate(state["batch"])])
-    return {"rollouts": dict(done)}
+    return {"rollouts": dict(done)}  # ids only: the rows are in the store (and on ctx for the next stages)
 
 
 async def select_stage(ctx: StepContext, state: dict) -> dict:
     has_ref = ctx.task.has_reference and ctx.cfg.ground_truth
-    chosen = select_groups(state["rollouts"], learn_all_wrong=ctx.cfg.learn_all_wrong,
+    groups = ctx.all_rollouts(state)
+    chosen = select_groups(groups, learn_all_wrong=ctx.cfg.learn_all_wrong,
                            learn_all_right=ctx.cfg.learn_all_right, has_reference=has_ref)
-    t = tally(state["rollouts"])
+    t = tally(groups)
     failed, cut = t["rollouts_failed"], t["rollouts_truncated"]
     left_out = f"; {failed} failed and {cut} truncated rollouts left out of the groups" if failed or cut else ""
     ctx.stage("select", state["step"], f"mean reward {t['mean_reward']:.2f}; learning from {len(chosen)} groups "
