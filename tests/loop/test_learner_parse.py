@@ -76,3 +76,18 @@ def test_leak_check_finds_test_numbers():
     tests = ["A shop sells 1,250 pens and 40 pencils."]
     assert leaked_numbers(["Remember the 1,250 pens case."], tests) == ["Remember the 1,250 pens case."]
     assert leaked_numbers(["Add all counts; check 40 is not double counted."], tests) == []
+
+
+def test_the_group_stage_may_revise_a_known_lesson_by_id():
+    from tfgrpo.loop.learner_parse import parse_group
+
+    text = ('Assessment: the losers mixed minutes and hours. {"pattern": "rates", "experiences": [], "revisions": '
+            '[{"id": 3, "text": "When a rate mixes units, convert both to one unit first."}, '
+            '{"id": 9, "text": "When lost, start over from the question itself."}]}')
+    ex = parse_group(text, "stop", k=2, max_words=16, live_ids={3})
+    assert ex.revisions == [(3, "When a rate mixes units, convert both to one unit first.")] and ex.lessons == []
+    assert ex.pattern == "rates"
+    only_unknown = '{"experiences": [], "revisions": [{"id": 9, "text": "When lost, start over from the question."}]}'
+    with pytest.raises(InvalidLearnerOutput, match="revises a lesson the library does not have"):
+        parse_group(only_unknown, "stop", k=2, max_words=16, live_ids={3})
+    assert parse_group('{"experiences": []}', "stop", k=2, max_words=16).lessons == []  # nothing learned is valid

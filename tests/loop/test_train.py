@@ -188,3 +188,37 @@ def test_checkpoints_hold_ids_and_the_learner_still_reads_every_summary(store, t
     texts = [c["response"] for c in calls if c["stage"] == "summarize"]
     extract_prompts = " ".join(c["request"][-1]["content"] for c in calls if c["stage"] == "extract")
     assert texts and all(t.strip() in extract_prompts for t in texts)
+
+
+def test_the_group_stage_revises_a_lesson_by_id_and_consolidation_applies_it(store, tmp_db, monkeypatch):
+    """A group may propose a better text for a lesson the library has (by id); consolidation is told which
+    lesson it revises and updates it, with the group's rollouts as provenance."""
+    import re
+
+    from tfgrpo.llm import factory
+    from tfgrpo.llm.scripted import ScriptedBackend, default_responder
+
+    better = "When a question has several steps, write and check each intermediate result before answering."
+    consolidations: list[str] = []
+
+    def responder(stage: str, messages: list[dict], index: int):
+        last = str(messages[-1].get("content", ""))
+        if stage == "extract" and "Lessons we already have (id: lesson):" in last:
+            known = last.split("Lessons we already have (id: lesson):", 1)[1]
+            lid = int(re.search(r"^(\d+): ", known, re.M).group(1))
+            return json.dumps({"pattern": "multi-step", "experiences": [], "revisions": [{"id": lid, "text": better}]})
+        if stage == "consolidate":
+            consolidations.append(last)
+            m = re.search(r"^(\d+): .*\(proposed as a better text for lesson (\d+)\)$", last, re.M)
+            if m:
+                return json.dumps({"ops": [{"op": "UPDATE", "id": int(m.group(2)), "text": better,
+                                            "from": [int(m.group(1))], "reason": "a group showed it incomplete"}]})
+        return default_responder(stage, messages, index)
+
+    monkeypatch.setattr(factory, "ScriptedBackend", lambda: ScriptedBackend(responder))
+    res = train(cfg(), SCRIPTED, None, store=store, db=tmp_db)
+    assert res.status == "completed", res.error
+    assert any("(proposed as a better text for lesson" in c for c in consolidations), consolidations
+    assert [e.text for e in store.experiences("lib")] == [better]
+    [upd] = [h for h in store.history("lib") if h.kind.value == "UPDATE" and h.outcome == "applied"]
+    assert upd.provenance.step == 1 and upd.provenance.rollout_ids

@@ -7,7 +7,7 @@ from typing import Any
 
 from tfgrpo.errors import LLMError
 from tfgrpo.loop.learner_call import Reject, ask_learner
-from tfgrpo.loop.learner_parse import parse_extraction
+from tfgrpo.loop.learner_parse import Extraction, parse_group
 from tfgrpo_common.chat import ChatModel
 from tfgrpo.loop.memo import Memo
 from tfgrpo.loop.prompts import render
@@ -49,25 +49,29 @@ async def summarize(model: ChatModel, row: dict[str, Any], *, reference: str | N
 
 
 async def extract(model: ChatModel, question: str, rows: list[dict], summaries: dict[str, str], kind: str, *,
-                  reference: str | None, solution: str | None, library: list[str], k: int, max_words: int,
+                  reference: str | None, solution: str | None, library: list[dict], k: int, max_words: int,
                   retries: int, temperature: float, max_tokens: int, memo: Memo, key: str, seed: int,
                   reject: Reject) -> dict[str, Any]:
-    """Proposals for one group: {"proposals": [...], "pattern": str, "call_id": str|None, "error": str|None}.
-    Each attempt is shown as it is, or as its summary where one was made (the group did not fit)."""
+    """Proposals for one group: {"proposals": [...], "revisions": [[id, text], ...], "pattern": str,
+    "call_id": str|None, "error": str|None}. `library`: the lessons as {"id", "text"}, which the learner may
+    revise by id. Each attempt is shown as it is, or as its summary where one was made (the group did not fit)."""
     cached = memo.get(key)
     if cached is not None:
         return cached
     attempts = [{"reward": r["reward"], "summary": r["id"] in summaries,
                  "text": summaries.get(r["id"]) or rollout_text(r, 4000)} for r in rows]
     attempts.sort(key=lambda a: -a["reward"])
+    live = {int(e["id"]) for e in library}
     template = "extract_all_wrong" if kind == "all_wrong" else "extract"
     prompt = render(template, question=question, reference=reference, solution=solution, attempts=attempts,
                     library=library, k=k, max_words=max_words)
     ans = await ask_learner(
-        model, prompt, lambda text, finish: parse_extraction(text, finish, k=k, max_words=max_words, question=question),
+        model, prompt, lambda text, finish: parse_group(text, finish, k=k, max_words=max_words, question=question,
+                                                        live_ids=live),
         stage="extract", retries=retries, temperature=temperature, max_tokens=max_tokens,
         seed=seed, reject=reject, meta={"group": key})
-    lessons, pattern = ans.value if ans.value is not None else ([], "")
-    out = {"proposals": lessons, "pattern": pattern, "call_id": ans.call_id, "error": ans.error}
+    got = ans.value if ans.value is not None else Extraction()
+    out = {"proposals": got.lessons, "revisions": [list(r) for r in got.revisions], "pattern": got.pattern,
+           "call_id": ans.call_id, "error": ans.error}
     memo.put(key, out)
     return out

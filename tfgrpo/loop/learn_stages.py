@@ -41,7 +41,7 @@ async def summarize_stage(ctx: StepContext, state: dict) -> dict:
     return {"summaries": [row["id"] for _, row in jobs]}  # the texts are in the memo (and on ctx)
 
 
-async def _extract_group(ctx: StepContext, state: dict, j: int, qid: str, kind: str, library: list[str]) -> dict:
+async def _extract_group(ctx: StepContext, state: dict, j: int, qid: str, kind: str, library: list[dict]) -> dict:
     step, rows, ex = state["step"], group_rows(ctx, state, qid), ctx.examples[qid]
     if not ctx.cfg.learn_lessons:
         return {"proposals": [], "pattern": "", "call_id": None}
@@ -55,15 +55,16 @@ async def _extract_group(ctx: StepContext, state: dict, j: int, qid: str, kind: 
 
 async def extract_stage(ctx: StepContext, state: dict) -> dict:
     step = state["step"]
-    library = [e.text for e in ctx.store.experiences(ctx.cfg.library) if e.kind == "lesson"]
+    library = [{"id": e.id, "text": e.text} for e in ctx.store.experiences(ctx.cfg.library) if e.kind == "lesson"]
     groups = sorted(state["selected"].items())
     ctx.stage("extract", step, f"{len(groups)} groups")
     results = await asyncio.gather(*[_extract_group(ctx, state, j, q, k, library) for j, (q, k) in enumerate(groups)])
     proposals, examples = [], []
     for (qid, kind), res in zip(groups, results):
         rows = group_rows(ctx, state, qid)
-        proposals += [{"text": t, "question_id": qid, "rollout_ids": [r["id"] for r in rows],
-                       "call_id": res["call_id"]} for t in res["proposals"]]
+        source = {"question_id": qid, "rollout_ids": [r["id"] for r in rows], "call_id": res["call_id"]}
+        proposals += [{"text": t, **source} for t in res["proposals"]]
+        proposals += [{"text": t, "revises": int(eid), **source} for eid, t in res.get("revisions", [])]
         if ctx.cfg.learn_examples and kind == "mixed" and ctx.cfg.ground_truth:
             op = example_op(rows, res.get("pattern", ""), run_id=ctx.run_id, step=step, qid=qid)
             examples += [op.model_dump(mode="json")] if op is not None else []

@@ -40,8 +40,12 @@ def to_store_ops(ops: list[OpIn], props: list[dict], run_id: str, step: int, cal
 
 
 def fallback_adds(props: list[dict], run_id: str, step: int) -> list[Op]:
-    """When consolidation output is unusable, each validated proposal becomes an ADD (the store dedups)."""
-    return [Op(kind=OpKind.ADD, text=p["text"], reason="consolidation rejected; proposal added as is",
+    """When consolidation output is unusable, each validated proposal is applied as it is: an ADD (the store
+    dedups), or the UPDATE of the lesson it was proposed to revise."""
+    reason = "consolidation rejected; proposal applied as is"
+    return [Op(kind=OpKind.UPDATE, target_id=p["revises"], text=p["text"], reason=reason,
+               provenance=_provenance(run_id, step, [p], [], p.get("call_id"))) if p.get("revises") else
+            Op(kind=OpKind.ADD, text=p["text"], reason=reason,
                provenance=_provenance(run_id, step, [p], [], p.get("call_id"))) for p in props]
 
 
@@ -73,7 +77,7 @@ async def _consolidate_call(model, library, props, *, run_id, step, max_words, m
     if not props:
         return {"ops": [], "status": "empty", "call_id": None, "error": None}
     live = {e.id for e in library}
-    prompt = render("consolidate", library=library, proposals=[p["text"] for p in props], max_words=max_words,
+    prompt = render("consolidate", library=library, proposals=props, max_words=max_words,
                     max_size=max_size)
     ans = await ask_learner(
         model, prompt,

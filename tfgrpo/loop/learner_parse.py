@@ -79,10 +79,19 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
+class Revision(BaseModel):
+    """The group stage's better text for a lesson the library already has (by id)."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: int
+    text: str
+
+
 class Proposals(BaseModel):
     model_config = ConfigDict(extra="ignore")
     experiences: list[str]  # required: {"lessons": [...]} is a wrong shape, not "nothing learned"
     pattern: str = ""  # the kind of problem, in a few words (labels a worked example)
+    revisions: list[Revision] = []  # optional: existing lessons this group shows to be wrong or incomplete
 
 
 class OpIn(BaseModel):
@@ -139,11 +148,20 @@ def too_thin(lesson: str) -> bool:
     return re.sub(r"[\W_]+", "", lesson.lower()) in PLACEHOLDERS or word_count(lesson) < MIN_LESSON_WORDS
 
 
-def parse_extraction(text: str, finish_reason: str | None, *, k: int, max_words: int,
-                     question: str | None = None) -> tuple[list[str], str]:
-    """Validate an extraction output: (at most k lesson texts, the problem pattern it names). Lessons that
-    repeat the question's numbers, copy the prompt's placeholder or are mere fragments are dropped; if every
-    lesson is dropped, the output is invalid (so the learner call is retried)."""
+@dataclass
+class Extraction:
+    """A group stage's validated output: new lessons, revisions of existing ones (id, text), the pattern."""
+
+    lessons: list[str] = field(default_factory=list)
+    pattern: str = ""
+    revisions: list[tuple[int, str]] = field(default_factory=list)
+
+
+def parse_group(text: str, finish_reason: str | None, *, k: int, max_words: int, question: str | None = None,
+                live_ids: set[int] | frozenset[int] = frozenset()) -> Extraction:
+    """Validate an extraction output. Lessons (and revisions) that repeat the question's numbers, copy the
+    prompt's placeholder or are mere fragments are dropped, as are revisions of ids the library does not
+    have; if nothing usable is left of a non-empty output, it is invalid (so the learner call is retried)."""
     if finish_reason == "length":
         raise InvalidLearnerOutput("output truncated (finish_reason=length)")
     try:
@@ -152,12 +170,28 @@ def parse_extraction(text: str, finish_reason: str | None, *, k: int, max_words:
         raise InvalidLearnerOutput(f"wrong shape: {exc.errors()[0]['msg']}") from None
     out = [_check_text(p, max_words, f"experience {i + 1}") for i, p in enumerate(props.experiences[:k])]
     kept = [p for p in out if not specific_to(p, question) and not too_thin(p)]
-    if out and not kept:
+    revisions: dict[int, str] = {}
+    for i, r in enumerate(props.revisions[:k]):
+        try:
+            t = _check_text(r.text, max_words, f"revision {i + 1}")
+        except InvalidLearnerOutput:
+            continue
+        if r.id in live_ids and not specific_to(t, question) and not too_thin(t):
+            revisions.setdefault(r.id, t)
+    if (out or props.revisions) and not kept and not revisions:
         raise InvalidLearnerOutput("no usable lesson: each one repeats the problem's own numbers, copies the "
-                                   "placeholder or is a fragment")
+                                   "placeholder, is a fragment or revises a lesson the library does not have")
     pattern = " ".join(props.pattern.split())[:200]
     copied = pattern.lower().strip(".") in ("kind of problem", "")
-    return list(dict.fromkeys(kept)), ("" if copied or specific_to(pattern, question) else pattern)
+    return Extraction(list(dict.fromkeys(kept)), "" if copied or specific_to(pattern, question) else pattern,
+                      list(revisions.items()))
+
+
+def parse_extraction(text: str, finish_reason: str | None, *, k: int, max_words: int,
+                     question: str | None = None) -> tuple[list[str], str]:
+    """(at most k lesson texts, the problem pattern it names) of `parse_group`."""
+    ex = parse_group(text, finish_reason, k=k, max_words=max_words, question=question)
+    return ex.lessons, ex.pattern
 
 
 def parse_proposals(text: str, finish_reason: str | None, *, k: int, max_words: int,
