@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -12,8 +10,9 @@ from tfgrpo_common.errors import StoreError
 from .location import redact
 from .pg import PgConnection
 from .pg_driver import _first_line, driver
+from .unit_session import UnitSession
 
-class PgSession:
+class PgSession(UnitSession):
     """This process's connection to one Postgres database, shared by every store on it (see `shared`).
 
     The interface of `FileSession`: `with session as con:` is one unit of work (re-entrant), `active`,
@@ -21,36 +20,18 @@ class PgSession:
     (a unit that holds the write lock) and `write_error(exc)` (a failed write as one `StoreError`).
     """
 
-    memory = False
-
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.url, self.path = url, redact(url)
         self.errors: tuple[type[BaseException], ...] = (driver().Error,)
-        self._lock = threading.RLock()
-        self.depth = 0
         self.con: PgConnection | None = None
-        self.writers = 0
-        self.waits: deque[float] = deque(maxlen=10_000)
-        self.retired = False
 
-    def __enter__(self) -> PgConnection:
-        self._lock.acquire()
-        try:
-            if self.depth == 0:
-                self._ready()
-        except BaseException:
-            self._lock.release()
-            raise
-        self.depth += 1
-        return self.con  # type: ignore[return-value]
+    def _begin(self) -> None:
+        self._ready()
 
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.depth -= 1
-            if self.depth == 0 and self.con is not None:
-                self.con.end_unit()
-        finally:
-            self._lock.release()
+    def _end(self) -> None:
+        if self.con is not None:
+            self.con.end_unit()
 
     def _ready(self) -> None:
         if self.retired:

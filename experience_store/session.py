@@ -28,7 +28,6 @@ import os
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +37,7 @@ import duckdb
 from tfgrpo_common.errors import StoreError
 
 from .db import connect, is_lock_error, lock_message
+from .unit_session import UnitSession
 
 LINGER_S = 0.5
 WATCH_S = 0.003
@@ -61,7 +61,7 @@ def wait_bound() -> float:
     return value
 
 
-class FileSession:
+class FileSession(UnitSession):
     """The one connection of this process to `path`, shared by every store on the file, open per unit.
 
     `pg_session.PgSession` offers the same interface for a Postgres database.
@@ -70,18 +70,14 @@ class FileSession:
     errors: tuple[type[BaseException], ...] = (duckdb.Error,)  # driver errors a read turns into StoreError
 
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         self.memory = str(path) == ":memory:"
-        self._lock = threading.RLock()
-        self.depth = 0
         self.con: duckdb.DuckDBPyConnection | None = None
         self.con_read_only = True
-        self.writers = 0  # writable stores open on the file in this process: the connection opens read-write
         self.opened_at = 0.0
         self.closed_at = 0.0
         self._timer: threading.Thread | None = None  # the linger watcher
-        self.waits: deque[float] = deque(maxlen=10_000)
-        self.retired = False  # the last store on the file closed: no more units
         self._turn = None  # the open turn-lock file (None: in memory, or it cannot be created)
         self._want = None  # the open want file: held shared while this process waits for its turn
         self._turn_held = False
@@ -91,24 +87,13 @@ class FileSession:
             self.con_read_only = False
 
     # -- the unit of work ----------------------------------------------------------------------
-    def __enter__(self) -> duckdb.DuckDBPyConnection:
-        self._lock.acquire()
-        try:
-            if self.depth == 0 and not self.memory:
-                self._open()
-        except BaseException:
-            self._lock.release()
-            raise
-        self.depth += 1
-        return self.con  # type: ignore[return-value]
+    def _begin(self) -> None:
+        if not self.memory:
+            self._open()
 
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.depth -= 1
-            if self.depth == 0 and not self.memory:
-                self._after_unit()
-        finally:
-            self._lock.release()
+    def _end(self) -> None:
+        if not self.memory:
+            self._after_unit()
 
     @property
     def active(self) -> bool:
