@@ -37,11 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import signal
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,101 +51,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.fake_server import FakeServer, free_port  # noqa: E402
+from bench.chat_call import Outcome, call, request_body  # noqa: E402
+from bench.fake_server import FakeServer  # noqa: E402
+from bench.proxy_process import ProxyProcess, logged_calls, make_store  # noqa: E402
 from bench.rss_sampler import RssSampler, per_window, window_peaks  # noqa: E402
 
 LATENCY_S = 0.05
 FAULT_RATE = 0.1
 FAULT_TIMEOUT_S = 1.0  # the proxy's upstream timeout under --faults; a hang lasts 3x that
-LIBRARY = "lib"
-LESSONS = ("Write each intermediate quantity with its unit.", "Check the answer against the question.",
-           "Box the final answer.")
-
-
-# -- one call, judged ----------------------------------------------------------------------------
-
-@dataclass
-class Outcome:
-    """One call's result. `kind`: ok | error (an OpenAI-shaped error: JSON or SSE event) | bad (anything
-    else: a malformed or cut-off answer, a transport failure)."""
-
-    kind: str
-    status: int
-    latency_s: float
-    stream: bool
-    detail: str = ""
-    started: float = 0.0  # time.monotonic() when the call was sent
-
-
-def _shaped_error(obj) -> bool:
-    err = obj.get("error") if isinstance(obj, dict) else None
-    return isinstance(err, dict) and isinstance(err.get("message"), str) and bool(err["message"]) \
-        and isinstance(err.get("type"), str)
-
-
-def _judge_json(status: int, raw: bytes) -> tuple[str, str]:
-    try:
-        obj = json.loads(raw)
-    except ValueError:
-        return "bad", f"HTTP {status}, body not JSON: {raw[:120]!r}"
-    if status == 200:
-        try:
-            ok = isinstance(obj["choices"][0]["message"]["content"], str)
-        except (KeyError, IndexError, TypeError):
-            ok = False
-        return ("ok", "") if ok else ("bad", f"HTTP 200, not a chat completion: {raw[:120]!r}")
-    if _shaped_error(obj):
-        return "error", f"HTTP {status} {obj['error'].get('code')}"
-    return "bad", f"HTTP {status}, not an OpenAI error: {raw[:120]!r}"
-
-
-async def _read_stream(resp: httpx.Response) -> tuple[str, str]:
-    text, done = [], False
-    async for line in resp.aiter_lines():
-        if not line.startswith("data: "):
-            continue
-        data = line[6:]
-        if data == "[DONE]":
-            done = True
-            continue
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            return "bad", f"stream event not JSON: {data[:120]!r}"
-        if "error" in obj:
-            return ("error", f"SSE {obj['error'].get('code')}") if _shaped_error(obj) else \
-                ("bad", f"malformed SSE error: {data[:120]!r}")
-        for choice in obj.get("choices") or []:
-            text.append((choice.get("delta") or {}).get("content") or "")
-    if not done:
-        return "bad", "stream ended without [DONE] or an error event"
-    return ("ok", "") if "".join(text) else ("bad", "stream without content")
-
-
-def request_body(i: int, stream: bool) -> dict:
-    a, b = 3 + i % 97, 5 + i % 89
-    body = {"model": "any", "max_tokens": 64, "messages": [
-        {"role": "user", "content": f"Tom has {a} apples and buys {b} more. How many apples does he have?"}]}
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
-    return body
-
-
-async def call(client: httpx.AsyncClient, url: str, body: dict) -> Outcome:
-    """POST one chat completion (streamed when the body says so), read it whole and judge it."""
-    stream = bool(body.get("stream"))
-    sent, start = time.monotonic(), time.perf_counter()
-    status = 0
-    try:
-        async with client.stream("POST", url, json=body) as resp:
-            status = resp.status_code
-            if stream and status == 200:
-                kind, detail = await _read_stream(resp)
-            else:
-                kind, detail = _judge_json(status, await resp.aread())
-    except httpx.HTTPError as exc:
-        kind, detail = "bad", f"transport: {type(exc).__name__}: {exc}"
-    return Outcome(kind, status, time.perf_counter() - start, stream, detail, sent)
 
 
 # -- the load ------------------------------------------------------------------------------------
@@ -210,99 +119,6 @@ async def run_load(proxy_base: str, clients: int, seconds: float, *, direct_base
     for task in tasks:
         task.result()  # a bug in the client code must not pass for a result
     return proxy, direct, time.monotonic() - start
-
-
-# -- the proxy as a process ----------------------------------------------------------------------
-
-def make_store(db: Path) -> None:
-    """A store with one small library, so the proxy injects a prior into every call."""
-    from experience_store import ExperienceStore, HashEmbedder, Op, OpKind
-
-    with ExperienceStore(db, embedder=HashEmbedder()) as store:
-        store.apply(LIBRARY, [Op(kind=OpKind.ADD, text=t) for t in LESSONS])
-
-
-class ProxyProcess:
-    """`python -m tfgrpo.cli serve` on `db` in front of `api_base`, output to a file. `start()` returns
-    once /health answers; `stop()` is SIGTERM (the proxy flushes its call log), `kill()` SIGKILL."""
-
-    def __init__(self, db: Path, api_base: str, *, workdir: Path, args: tuple[str, ...] = (),
-                 env: dict | None = None, port: int | None = None) -> None:
-        self.db, self.api_base, self.workdir = db, api_base, workdir
-        self.port = port or free_port()
-        self.args, self.env = args, env
-        self.proc: subprocess.Popen | None = None
-        self.log_path = workdir / f"proxy-{self.port}-{time.monotonic_ns()}.log"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def start(self, timeout: float = 60.0) -> "ProxyProcess":
-        cmd = [sys.executable, "-m", "tfgrpo.cli", "serve", "--library", LIBRARY, "--model", "openai/fake",
-               "--api-base", self.api_base, "--port", str(self.port), "--db", str(self.db), *self.args]
-        env = {**os.environ, "TFGRPO_HOME": str(self.workdir), **(self.env or {})}
-        with self.log_path.open("w") as out:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the proxy exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"the proxy did not answer /health within {timeout:.0f} s:\n{self.output()}")
-
-    def health(self) -> dict:
-        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=10).json()
-
-    def memory_mb(self) -> tuple[float, float]:
-        """(VmRSS, VmHWM) of the proxy process, in MiB."""
-        fields = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                fields[name] = int(value.split()[0]) / 1024
-        return fields["VmRSS"], fields["VmHWM"]
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode if self.proc is not None else 0
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> "ProxyProcess":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.kill()
-
-
-def logged_calls(db: Path, run_id: str) -> list[dict]:
-    """The call-log rows of one serve run, read with the proxy stopped."""
-    from experience_store import ExperienceStore
-
-    with ExperienceStore(db, read_only=True) as store:
-        return store.calls(run_id=run_id)
 
 
 # -- the bench -----------------------------------------------------------------------------------
@@ -410,7 +226,7 @@ def report(r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="20 s instead of 60")
-    ap.add_argument("--faults", action="store_true", help=f"upstream faults on {FAULT_RATE:.0%} of calls")
+    ap.add_argument("--faults", action="store_true", help=f"upstream faults on {FAULT_RATE:.0%}% of calls")
     ap.add_argument("--clients", type=int, default=200, help="concurrent clients on the proxy (1-2000)")
     ap.add_argument("--seconds", type=float, default=None, help="load duration (1-600 s)")
     args = ap.parse_args()

@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.proxy_process import wait_healthy  # noqa: E402
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind  # noqa: E402
 from tfgrpo.llm.local import free_port  # noqa: E402
 
@@ -52,19 +53,6 @@ def proxy_load(base: str, stop: threading.Event, counts: dict, rate: float) -> N
             except Exception:  # noqa: BLE001 - counted, the bench goes on
                 counts["errors"] += 1
             time.sleep(1 / rate)
-
-
-def wait_healthy(base: str, proc: subprocess.Popen) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"the proxy did not come up (exit {proc.poll()})")
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """A small fault-injecting OpenAI-compatible server on 127.0.0.1 (real sockets, uvicorn in a thread).
 
 Each request pops the next scripted action: first from the queue of the request's stage (see
-`script_stage`; the stage is recognised from the prompt text, as in `bench/fake_server.py`), then from
+`script_stage`; the stage is recognised from the prompt text, as in `bench/fake_replies.py`), then from
 the general queue (`script`). When both are empty it answers normally: `default_text`, or with
 `plausible=True` content that fits the stage (a boxed answer, a summary, valid learner JSON).
 
@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, Response
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.fake_server import reply_for, stage_of  # noqa: E402
+from bench.fake_replies import reply_for, stage_of  # noqa: E402
 
 TRANSPORT_KEY = "tfgrpo.transport"
 

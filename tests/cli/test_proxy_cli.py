@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import openai
 import pytest
 from typer.testing import CliRunner
 
+from bench.proxy_process import wait_healthy
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind
 from tfgrpo.cli import app
 from tfgrpo.errors import ConfigError
@@ -58,13 +58,7 @@ def test_serve_process_end_to_end(tmp_path):
                             stderr=subprocess.STDOUT, text=True)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_healthy(base, proc, 40)
         client = openai.OpenAI(base_url=base + "/v1", api_key="k3y", max_retries=0)
         resp = client.chat.completions.create(model="any", messages=[{"role": "user", "content": "What is 6 * 7?"}])
         assert "\\boxed{6}" in resp.choices[0].message.content
@@ -171,13 +165,7 @@ def test_serve_process_with_key_files(tmp_path):
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 40
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    if httpx.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_healthy(base, proc, 40)
             ask = {"messages": [{"role": "user", "content": "What is 2 + 2?"}]}
             ok = httpx.post(base + "/v1/chat/completions", json=ask, timeout=30,
                             headers={"Authorization": "Bearer cl1ent-k3y"})

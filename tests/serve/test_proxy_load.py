@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from bench.fake_server import FakeServer
-from bench.proxy_load import ProxyProcess, expected_error, logged_calls, make_store, request_body, run_load
+from bench.proxy_load import expected_error, request_body, run_load
+from bench.proxy_process import ProxyProcess, logged_calls, make_store
 
 
 @pytest.fixture()

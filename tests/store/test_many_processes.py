@@ -15,21 +15,11 @@ import time
 import httpx
 import pytest
 
+from bench.proxy_process import wait_healthy
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind
 from tfgrpo.llm.local import free_port
 
 CLI = [sys.executable, "-m", "tfgrpo.cli"]
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError(f"the proxy did not come up (exit {proc.poll()})")
 
 
 INSPECT = [["experiences", "list", "--library", "px"], ["experiences", "diff", "--library", "px", "0", "1"],
@@ -73,7 +63,7 @@ def test_train_serve_and_inspect_share_one_file(store_db):
 
     looker = threading.Thread(target=inspector)
     try:
-        _wait_healthy(base, serve)
+        wait_healthy(base, serve)
         train = subprocess.Popen(CLI + ["train", "--task", "arith", "--model", "scripted", "--library", "px",
                                         "--limit", "24", "--batch-size", "2", "--group-size", "4", "--epochs", "1",
                                         "--gate-items", "0", "--db", str(db)],
@@ -142,7 +132,7 @@ def test_a_trainer_killed_mid_run_leaves_the_proxy_serving_and_resumes(store_db)
                         "--batch-size", "2", "--group-size", "4", "--epochs", "1", "--gate-items", "0", "--db", str(db)]
     slow = {**env, "TFGRPO_SCRIPTED_DELAY": "0.4"}
     try:
-        _wait_healthy(base, serve)
+        wait_healthy(base, serve)
         train = subprocess.Popen(train_args, env=slow, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         with httpx.Client(base_url=base, timeout=30) as client:
             deadline = time.monotonic() + 120
