@@ -32,6 +32,7 @@ class BufferedCallLog:
         self.max_buffer = max_buffer
         self._buf: list[CallRecord] = []
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # a flush returns once every record taken before it is written
 
     def record(self, rec: CallRecord) -> None:
         with self._lock:
@@ -41,16 +42,17 @@ class BufferedCallLog:
             self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            recs, self._buf = self._buf, []
-        if not recs:
-            return
-        many = getattr(self.sink, "record_many", None)
-        if many is not None:
-            many(recs)
-        else:
-            for rec in recs:
-                self.sink.record(rec)
+        with self._flushing:
+            with self._lock:
+                recs, self._buf = self._buf, []
+            if not recs:
+                return
+            many = getattr(self.sink, "record_many", None)
+            if many is not None:
+                many(recs)
+            else:
+                for rec in recs:
+                    self.sink.record(rec)
 
 
 _STOP = object()

@@ -11,6 +11,7 @@ from experience_store import RolloutRow
 from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.learner import consolidate
 from tfgrpo.loop.rollout import sample_group, score_group, select_groups, tally
+from tfgrpo.loop.rollout_writer import RolloutWriter
 from tfgrpo.prior import Prior
 
 MAX_LIBRARY = 40
@@ -23,6 +24,8 @@ async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
     ctx.stage("rollouts", step, f"{len(state['batch'])} x {ctx.cfg.group_size} rollouts "
                                  f"(library v{state['version']}: {_kinds(ctx.store, lib, state['version'])})")
 
+    writer = RolloutWriter(ctx.store, ctx.flush)  # groups finishing together share one transaction
+
     async def group(i: int, qid: str) -> tuple[str, list[dict]]:
         ex = ctx.examples[qid]
         rows = await sample_group(
@@ -33,8 +36,7 @@ async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
         new = [r for r in rows if r["id"] not in existing]
         score_group(ctx.task, ex, rows, ground_truth=ctx.cfg.ground_truth) if new else None
         if new:
-            ctx.flush()
-            ctx.store.add_rollouts([RolloutRow.model_validate(r) for r in new])
+            await writer.write([RolloutRow.model_validate(r) for r in new])
         ctx.keep_rollouts(step, rows)
         return qid, [r["id"] for r in rows]
 
