@@ -1,6 +1,6 @@
 """Call logs: where the gateway's `CallRecord`s go. In memory (tests, short scripts), buffered into
-batches (training: one store transaction per batch), or handed to a background writer thread (the proxy:
-a reply never waits for the database)."""
+batches written by the caller, or handed to a background writer thread that writes them in batches
+(training and the proxy: a call never waits for the database; `flush()` before anything that must see them)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ class BackgroundCallLog:
         self.sink = sink
         self.linger_s, self.max_batch = linger_s, max_batch
         self._queue: queue.Queue = queue.Queue()
+        self._wake = threading.Event()  # set by flush(): write now, without the rest of the linger
         self._thread = threading.Thread(target=self._run, name="tfgrpo-call-log", daemon=True)
         self._thread.start()
 
@@ -82,7 +83,8 @@ class BackgroundCallLog:
         if batch[0] is _STOP:
             return batch
         if getattr(self.sink, "record_many", None) is not None:
-            time.sleep(self.linger_s)
+            self._wake.wait(self.linger_s)
+            self._wake.clear()
         while len(batch) < self.max_batch:
             try:
                 item = self._queue.get_nowait()
@@ -117,16 +119,21 @@ class BackgroundCallLog:
                 return
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every record handed in so far is written; False on timeout."""
+        """Wait until every record handed in so far is written (the writer skips the rest of its linger);
+        False on timeout."""
         deadline = time.monotonic() + timeout
+        delay = 0.0005
         while self._queue.unfinished_tasks:
+            self._wake.set()
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.005)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
         return True
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the worker."""
         if self._thread.is_alive():
             self._queue.put(_STOP)
+            self._wake.set()
             self._thread.join(timeout)

@@ -10,6 +10,9 @@ from tasks.base import Example, Task
 from tfgrpo.config import TrainConfig
 from tfgrpo.loop.memo import Memo
 from tfgrpo_common.chat import ChatModel
+from tfgrpo_common.errors import StoreError
+
+FLUSH_WAIT_S = 300.0
 
 
 @dataclass
@@ -66,7 +69,10 @@ class StepContext:
     def flush(self) -> None:
         """Write buffered call records (before rollouts are stored, and at every stage boundary)."""
         if self.call_log is not None and hasattr(self.call_log, "flush"):
-            self.call_log.flush()
+            if self.call_log.flush(FLUSH_WAIT_S) is False:
+                raise StoreError(f"the call log could not be written within {FLUSH_WAIT_S:.0f} s; the store is "
+                                 "busy or failing (see the warnings above). Nothing after this point was stored; "
+                                 "continue with --resume")
 
     def stage(self, name: str, step: int, msg: str) -> None:
         self.flush()

@@ -16,7 +16,7 @@ from tfgrpo.errors import BudgetExceeded, ConfigError, ModelUnreachable, StoreEr
 from tfgrpo.loop.breaker import Breaker
 from tfgrpo.loop.graph import build_graph
 from tfgrpo.llm.factory import ModelPool
-from tfgrpo.llm.call_log import BufferedCallLog
+from tfgrpo.llm.call_log import BackgroundCallLog
 from tfgrpo.loop.memo import Memo
 from tfgrpo.loop.context import StepContext
 
@@ -147,7 +147,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *
     budget = run_budget(store, run_id, cfg)
     start = time.perf_counter()
     status, error = "completed", None
-    call_log = BufferedCallLog(store)
+    call_log = BackgroundCallLog(store)  # batched by a writer thread; flushed before rollouts are stored
     own_pool = pool is None
     pool = pool or ModelPool(progress=progress)
     try:
@@ -169,7 +169,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *
         except Exception as exc:  # a system-wide fault: recorded, then shown
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
-            call_log.flush()
+            call_log.flush(300.0)
+            call_log.close()
             memo.close()
     finally:
         if own_pool:
