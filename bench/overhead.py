@@ -18,31 +18,24 @@ number of metric calls as our rollouts, and the same concurrency for its batch e
 The last line is machine-readable: `overhead_ratio=<x> vs_gepa=<y> rollouts=<n> latency_s=<L> ...`.
 `--what-if memory-log` keeps the LLM call log in memory (a profiling aid, not a product mode).
 
-What limits the figures (measured on the 2-core development machine, shared with other work, load 3-6;
-the figures move with the load):
-  full (B*G = 1000, L = 1 s): wall 49.9 s -> overhead_ratio 12.5; GEPA 1063 rollouts in 52.7 s ->
-  vs_gepa 0.99. quick (200, L = 0.5 s): overhead_ratio 5.0-7.7, vs_gepa 0.97-1.55 (35-41 s in all).
-  Per-call costs on the event loop, which is single-threaded, so they add up (cProfile, quick run):
-  - the call log: `ExperienceStore.record` writes each call as its own DuckDB transaction,
-    10-30 ms per call here (single-row INSERT + COMMIT). Keeping the log in memory
-    (`--what-if memory-log`) saves 25-50% of the wall time (quick: 18.3 -> 8.6 s, 14.3 -> 10.6 s).
-    Fix: give training the proxy's batched writer (`BackgroundCallLog` + `record_many`, one
-    multi-row INSERT per flush, ~1 ms per row), flushed before `add_rollouts` so a stored rollout
-    always has its call record (the crash tests rely on that).
-  - `add_rollouts`: DuckDB's `executemany` costs ~20 ms per row; now one multi-row INSERT per group
-    (106 -> 16 ms per group of 5).
-  - the HTTP client: the openai SDK transforms every request body recursively (~2.2 ms per call in
-    `_async_transform_recursive`), and httpcore's pool scans every connection for each request
-    (`_assign_requests_to_connections` -> `has_expired` -> socket poll: O(connections) per request,
-    so O(n^2) per stage: ~5 s of a 1000-call stage). Spreading calls over 16 clients (64 connections
-    each) cut the full rollout stage from ~20 s to ~10 s; raw httpx instead of the SDK did not help.
-  - measured what-if, both fixes together (the SDK `send` replaced by the aiohttp passthrough client
-    that `send_body` already uses, its connector unlimited, and the call log in memory): full run
-    49.9 s -> 17.1 s (overhead_ratio 12.5 -> 4.3, which would put vs_gepa near 2.9); quick 7.2 -> 2.9.
-  - what remains (~5 ms per call then) is scoring, checkpoints (LangGraph
-    serializes the whole step state after each node) and the memo (one SQLite write per summary).
-  The goals (<= 1.05, >= 1.5) need all of the above and more cores: 2,200 calls per step at even
-  1 ms each is 2.2 s of CPU against a 4 s bound.
+What limits the figures. History (2-core development machine, shared with other work, so the figures move
+with the load): the first full run (B*G = 1000, L = 1 s) gave overhead_ratio 12.5 and vs_gepa 0.99. The
+causes were a DuckDB transaction per call in training's call log, `executemany` for rollouts, the openai
+SDK's per-request body transform and httpcore's O(connections) pool scan per request. The fixes since
+then: the aiohttp passthrough client, a batched call log, multi-row rollout inserts, a checkpointed step
+state of ids only (rows in the store, summaries in the memo), memo writes without an fsync, group commit
+of rollouts off the event loop (`loop/rollout_writer.py`), and the call log's writer thread for training.
+
+Side by side on 2026-11-30, full size without GEPA, with the learning bench using about one core beside
+it (load 3.3-3.6), alternating the code of commit 0a61a4e with the current code:
+  - before: overhead_ratio 1.74-1.84, cpu_us_per_call 1954-2472 (4 runs);
+  - after (the two commits that made the last changes): overhead_ratio 1.28-1.34, cpu_us_per_call
+    1459-1668 (4 runs).
+What remains (cProfile, full run, after): the rollout stage ends about 3.1 s after it starts against a
+1 s latency. The main costs are aiohttp building 1,200 requests (~0.2 s), the gateway and its retry
+wrapper (~0.2 s; `bench/gateway_cpu.py` puts the gateway's own CPU at about 0.1 ms per call), and 1,000 socket
+connects, because all calls start at once and none can reuse a connection. The fake server shares the
+same 2 cores. Each learner stage then runs about 0.3 s over its latency.
 """
 
 from __future__ import annotations
