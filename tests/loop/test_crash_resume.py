@@ -67,7 +67,7 @@ def reference(tmp_path_factory) -> dict:
     return {**_snapshot(db), "wall": time.monotonic() - start}
 
 
-@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9])
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.8, 0.9])
 def test_crash_sigkill_then_resume_matches_uninterrupted(tmp_path, reference, fraction):
     db = tmp_path / "crash.duckdb"
     proc = _cli(db, env=SLOW, wait=False)

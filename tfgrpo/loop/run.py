@@ -106,12 +106,14 @@ async def _drive(ctx: StepContext, ckpt: Path) -> None:
     async with AsyncSqliteSaver.from_conn_string(str(ckpt)) as saver:
         graph = build_graph(ctx).compile(checkpointer=saver)
         config = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": 1_000_000}
+        # "sync": each node's checkpoint is on disk before the next node starts, so a killed run resumes from
+        # the node after the last one whose effects it saw ("async", LangGraph's default, may lose it)
         try:
             snap = await graph.aget_state(config)
             if snap.next:
-                await graph.ainvoke(None, config)
+                await graph.ainvoke(None, config, durability="sync")
             elif not snap.values:
-                await graph.ainvoke({"epoch": 0, "cursor": 0, "step": 0, "done": False}, config)
+                await graph.ainvoke({"epoch": 0, "cursor": 0, "step": 0, "done": False}, config, durability="sync")
         finally:  # close HTTP clients inside their event loop
             for model in {id(ctx.policy): ctx.policy, id(ctx.learner): ctx.learner}.values():
                 if hasattr(model, "aclose"):
