@@ -1,6 +1,6 @@
-"""Call logs: where the gateway's `CallRecord`s go. In memory (tests, short scripts), buffered into
-batches written by the caller, or handed to a background writer thread that writes them in batches
-(training and the proxy: a call never waits for the database; `flush()` before anything that must see them)."""
+"""Call logs: where the gateway's `CallRecord`s go. In memory (tests, short scripts), or handed to a
+background writer thread that writes them in batches (training and the proxy: a call never waits for the
+database; `flush()` before anything that must see them)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 
-from tfgrpo_common.chat import CallLog, CallRecord
+from tfgrpo_common.chat import CallRecord
 
 
 class MemoryCallLog:
@@ -21,38 +21,6 @@ class MemoryCallLog:
     def record(self, rec: CallRecord) -> None:
         with self._lock:
             self.records.append(rec)
-
-
-class BufferedCallLog:
-    """Collects records and writes them in batches (`record_many` when the sink has it): one store
-    transaction per batch instead of one per call. Call `flush()` before anything that must see them."""
-
-    def __init__(self, sink: CallLog, max_buffer: int = 64) -> None:
-        self.sink = sink
-        self.max_buffer = max_buffer
-        self._buf: list[CallRecord] = []
-        self._lock = threading.Lock()
-        self._flushing = threading.Lock()  # a flush returns once every record taken before it is written
-
-    def record(self, rec: CallRecord) -> None:
-        with self._lock:
-            self._buf.append(rec)
-            full = len(self._buf) >= self.max_buffer
-        if full:
-            self.flush()
-
-    def flush(self) -> None:
-        with self._flushing:
-            with self._lock:
-                recs, self._buf = self._buf, []
-            if not recs:
-                return
-            many = getattr(self.sink, "record_many", None)
-            if many is not None:
-                many(recs)
-            else:
-                for rec in recs:
-                    self.sink.record(rec)
 
 
 _STOP = object()

@@ -16,7 +16,7 @@ class RolloutWriter:
         self.store, self.flush_calls = store, flush_calls
         self._pending: list[tuple[list[RolloutRow], asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
-        self.transactions = 0  # how many writes the groups shared (for the step's figures)
+        self.transactions = 0  # how many writes the groups shared
 
     async def write(self, rows: list[RolloutRow]) -> None:
         """Store `rows`; returns once they are committed (raises what the store raised)."""
