@@ -84,21 +84,28 @@ def connect(path: Path, read_only: bool, *, raw_lock_errors: bool = False) -> du
         ) from None
 
 
+def env_number(name: str, parse: type, lo: float, hi: float, kind: str, unit: str) -> float | None:
+    """The number in environment variable `name` (None when unset or empty), parsed with `parse` and within
+    [lo, hi]; else a `StoreError` saying what it must be (`kind`, e.g. "a number of seconds")."""
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise StoreError(f"{name} must be {kind}, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise StoreError(f"{name} must be between {lo} and {hi} {unit}, got {raw!r}")
+    return value
+
+
 def memory_config() -> dict[str, str]:
     """DuckDB's memory limit for the store's connection, from `TFGRPO_STORE_MEMORY_MB` (unset: DuckDB's default,
     80% of RAM). A bound keeps a long-lived process (the proxy) from the transient peaks of DuckDB's
     checkpoints, which grow with the rows of the table's last row group; DuckDB spills what it can to
     `<store>.tmp` and fails a query that cannot fit, so leave room for the store's indexes."""
-    raw = os.environ.get("TFGRPO_STORE_MEMORY_MB", "").strip()
-    if not raw:
-        return {}
-    try:
-        mb = int(raw)
-    except ValueError:
-        raise StoreError(f"TFGRPO_STORE_MEMORY_MB must be a whole number of MiB (for example 256), got {raw!r}") from None
-    if not 32 <= mb <= 1_048_576:
-        raise StoreError(f"TFGRPO_STORE_MEMORY_MB must be between 32 and 1048576 MiB, got {raw!r}")
-    return {"memory_limit": f"{mb}MiB"}
+    mb = env_number("TFGRPO_STORE_MEMORY_MB", int, 32, 1_048_576, "a whole number of MiB (for example 256)", "MiB")
+    return {} if mb is None else {"memory_limit": f"{mb}MiB"}
 
 
 def _connection_message(path: Path, text: str, read_only: bool) -> str:

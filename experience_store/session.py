@@ -24,7 +24,6 @@ The waits this process had are kept in `waits` (seconds, the last 10,000) for be
 from __future__ import annotations
 
 import fcntl
-import os
 import random
 import threading
 import time
@@ -36,7 +35,7 @@ import duckdb
 
 from tfgrpo_common.errors import StoreError
 
-from .db import connect, is_lock_error, lock_message
+from .db import connect, env_number, is_lock_error, lock_message
 from .unit_session import UnitSession
 
 LINGER_S = 0.5
@@ -49,16 +48,8 @@ DEFAULT_WAIT_S = 60.0
 
 def wait_bound() -> float:
     """Seconds to wait for a store file held by another process (`TFGRPO_LOCK_WAIT_S`, default 60)."""
-    raw = os.environ.get("TFGRPO_LOCK_WAIT_S")
-    if not raw:
-        return DEFAULT_WAIT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        raise StoreError(f"TFGRPO_LOCK_WAIT_S must be a number of seconds, got {raw!r}") from None
-    if not 0 <= value <= 86400:
-        raise StoreError(f"TFGRPO_LOCK_WAIT_S must be between 0 and 86400 seconds, got {raw!r}")
-    return value
+    value = env_number("TFGRPO_LOCK_WAIT_S", float, 0, 86400, "a number of seconds", "seconds")
+    return DEFAULT_WAIT_S if value is None else value
 
 
 class FileSession(UnitSession):
