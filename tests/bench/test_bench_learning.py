@@ -185,7 +185,9 @@ def test_a_training_stopped_mid_way_moves_to_another_machine_with_its_results(tm
     packed = unpacked = 0
     for _ in range(40):
         shutil.rmtree(cut / "scratch", ignore_errors=True)  # a new machine: no scratch, no store, no checkpoints
-        out = ok(bench(cut, "--arms", "paper", "--time-budget-min", "0.02", TFGRPO_SCRIPTED_DELAY="0.05"))
+        # Each scripted call sleeps 0.5 s, so the training (8 rounds of calls, >= 4 s) cannot finish inside one
+        # 1.8 s slice however fast the machine is: a stop mid-way is certain, not a matter of timing.
+        out = ok(bench(cut, "--arms", "paper", "--time-budget-min", "0.03", TFGRPO_SCRIPTED_DELAY="0.5"))
         unpacked += "unpacked the training state" in out
         if "packed into" in out:
             packed += 1
