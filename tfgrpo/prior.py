@@ -99,6 +99,7 @@ class Prior:
         self._lessons: list[tuple[int, str]] | None = None
         self._has_examples: bool | None = None
         self.last_ids: list[int] = []
+        self._counts: dict[str, int] = {}
 
     @classmethod
     def from_store(cls, store, library: str, version: int | None = None, **overrides: Any) -> "Prior":
@@ -112,12 +113,18 @@ class Prior:
 
     # -- selection -------------------------------------------------------------------------------
     def _count(self, text: str) -> int:
-        return self.store.count_tokens(text)
+        """Tokens of `text`, remembered: a version's lessons and header are counted once, not per call."""
+        n = self._counts.get(text)
+        if n is None:
+            if len(self._counts) >= 4096:
+                self._counts.clear()
+            n = self._counts[text] = self.store.count_tokens(text)
+        return n
 
     def _fit(self, ranked: list[tuple[int, str]], examples: list[tuple[int, str]]) -> tuple[list, list]:
         """Examples (nearest first) and then lessons (in rank order) while the rendered block, with the blank
         line that joins it to the prompt, stays within `token_cap`; lessons come back in id order."""
-        if self.token_cap is None:
+        if self.token_cap is None or not (ranked or examples):
             return sorted(ranked), examples
         cap = self.token_cap
         while examples and self._count(render_block([], examples)) + 2 > cap:

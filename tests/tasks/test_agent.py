@@ -235,3 +235,17 @@ async def test_agent_task_on_the_builtin_arith_task():
     assert task.name == "arith" and task.reward(ex, traj.final_text).score == 1.0
     with pytest.raises(ValueError):
         as_agent_task(task, agent="plan-and-execute")
+
+
+def test_is_tool_task_tells_agent_tasks_from_plain_ones():
+    from tasks.base import ToolTask, is_tool_task
+    from tasks.registry import load_task
+
+    agent, plain = AgentTask(BoxedTask(), max_turns=3), BoxedTask()
+    assert is_tool_task(agent) and isinstance(agent, ToolTask)
+    assert not is_tool_task(plain) and not is_tool_task(load_task("arith"))
+
+    class NotCallable(BoxedTask):
+        rollout = "not a method"
+
+    assert not is_tool_task(NotCallable())

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from tasks.base import Example, Task, ToolTask
+from tasks.base import Example, Task, is_tool_task
 from tfgrpo.errors import ModelUnreachable
 from tfgrpo.evaluation.statistics import bootstrap_ci, mean_at_k, pass_at_k
 from tfgrpo_common.chat import ChatModel
@@ -84,7 +84,7 @@ async def _eval_item(model: ChatModel, task: Task, ex: Example, idx: int, k: int
         messages = apply_prior(messages)
     res = ItemResult(ex.id, ex.question, ex.answer, [], [], [], [], [], [])
     try:
-        if isinstance(task, ToolTask):
+        if is_tool_task(task):
             return await _agent_item(model, task, ex, res, k, seed * 100_003 + idx * 101, temperature, max_tokens,
                                      apply_prior, stage)
         comps = await model.chat(messages, temperature=temperature, max_tokens=max_tokens, n=k, stage=stage,

@@ -114,8 +114,31 @@ class Gateway(PassthroughMixin):
             messages, temperature=temperature, max_tokens=max_tokens, n=n, seed=seed, timeout=self.timeout_s,
             stage=stage))
 
+    async def _attempt(self, send: Callable[[], Awaitable[Any]], check_choices: bool) -> Any:
+        """One attempt; every fault comes out as an `LLMError` (retryable or not)."""
+        try:
+            async with asyncio.timeout(self.timeout_s + 5):  # a backstop above the transport's own timeout
+                raw = await send()
+        except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
+            raise classify(exc, self.name, self.timeout_s) from exc
+        except LLMError:
+            raise
+        except Exception as exc:  # transport errors are classified, never leaked raw
+            raise classify(exc, self.name, self.timeout_s) from exc
+        if check_choices and not raw.choices:
+            raise LLMError(f"{self.name} returned no choices", retryable=True)
+        return raw
+
     async def _retry(self, send: Callable[[], Awaitable[Any]], *, check_choices: bool = True) -> tuple[Any, int]:
-        """Await `send()` with the retry policy; returns (result, attempts). Faults become `LLMError`."""
+        """Await `send()` with the retry policy; returns (result, attempts). Faults become `LLMError`.
+
+        The first attempt runs on its own: most calls succeed at once, and tenacity's machinery costs
+        about 0.1 ms a call. A retryable failure enters tenacity as its first attempt, so waits (Retry-After,
+        backoff) and the attempt count are the policy's own."""
+        try:
+            return await self._attempt(send, check_choices), 1
+        except LLMError as exc:
+            first = exc
         attempts = 0
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
@@ -127,17 +150,9 @@ class Gateway(PassthroughMixin):
             async for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    try:
-                        raw = await asyncio.wait_for(send(), timeout=self.timeout_s + 5)
-                    except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
-                        raise classify(exc, self.name, self.timeout_s) from exc
-                    except LLMError:
-                        raise
-                    except Exception as exc:  # transport errors are classified, never leaked raw
-                        raise classify(exc, self.name, self.timeout_s) from exc
-                    if check_choices and not raw.choices:
-                        raise LLMError(f"{self.name} returned no choices", retryable=True)
-                    return raw, attempts
+                    if attempts == 1:
+                        raise first
+                    return await self._attempt(send, check_choices), attempts
         except LLMError as exc:
             exc.attempts = attempts  # type: ignore[attr-defined]
             if exc.retryable:

@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 from typing import Any, Callable
 
-from tasks.base import Example, Task, ToolTask
+from tasks.base import Example, Task, is_tool_task
 from tfgrpo.errors import BudgetExceeded, LLMError
 from tfgrpo_common.chat import ChatModel
 
@@ -30,7 +30,7 @@ async def sample_group(model: ChatModel, task: Task, ex: Example, *, run_id: str
         row = {"id": ids[i], "run_id": run_id, "step": step, "epoch": epoch, "question_id": ex.id,
                "question": ex.question, "version": version, "extra": {"injected": injected, "index": i}}
         try:
-            if isinstance(task, ToolTask):
+            if is_tool_task(task):
                 return _agent_row(row, await task.rollout(
                     model, ex, apply_prior=lambda m: apply_prior(m)[0], temperature=temperature,
                     max_tokens=max_tokens, seed=seed + i * 37, meta={"rollout_id": ids[i]}))
