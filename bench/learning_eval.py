@@ -86,27 +86,37 @@ class Progress:
                   f"{self.tokens / wall:.1f} tok/s, {self.new / wall * 60:.2f} items/min", flush=True)
 
 
-async def _run_chunks(model: UsageModel, task, todo: list[tuple[int, Any]], out: ItemFile, *, seed: int,
-                      max_tokens: int, apply: Callable | None, concurrency: int, deadline: float | None,
-                      progress: Progress) -> bool:
-    """Evaluate `todo` ((index, example) pairs) in chunks; False when the deadline stopped it."""
-    for start in range(0, len(todo), concurrency):
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        chunk = todo[start: start + concurrency]
-        index = {ex.id: i for i, ex in chunk}
-        mark = [time.perf_counter()]
+async def _run_pool(model: UsageModel, task, todo: list[tuple[int, Any]], out: ItemFile, *, seed: int,
+                    max_tokens: int, apply: Callable | None, concurrency: int, deadline: float | None,
+                    progress: Progress) -> bool:
+    """Evaluate `todo` ((index, example) pairs), `concurrency` items in flight: a finished item's slot takes
+    the next item at once (no waiting for the slowest of a chunk). False when the deadline stopped it; an
+    item started before the deadline is finished and kept."""
+    sem = asyncio.Semaphore(concurrency)
+    mark, stopped = [time.perf_counter()], [False]
 
-        def done(it, index=index, mark=mark) -> None:
-            now = time.perf_counter()  # wall shared out so that the items' walls add up to the eval wall
-            rec = item_record(it, index[it.id], model.usage.pop(it.id, [0, 0]), now - mark[0])
-            mark[0] = now
-            out.append(rec)
-            progress.item(rec)
+    def done(it, index: int) -> None:
+        now = time.perf_counter()  # wall shared out so that the items' walls add up to the eval wall
+        rec = item_record(it, index, model.usage.pop(it.id, [0, 0]), now - mark[0])
+        mark[0] = now
+        out.append(rec)
+        progress.item(rec)
 
-        await run_eval(model, task, [ex for _, ex in chunk], k=1, seed=seed, temperature=0.0,
-                       max_tokens=max_tokens, apply_prior=apply, on_item=done, indices=[i for i, _ in chunk])
-    return True
+    async def one(index: int, ex) -> None:
+        async with sem:
+            if stopped[0] or (deadline is not None and time.monotonic() >= deadline):
+                stopped[0] = True
+                return
+            await run_eval(model, task, [ex], k=1, seed=seed, temperature=0.0, max_tokens=max_tokens,
+                           apply_prior=apply, on_item=lambda it: done(it, index), indices=[index])
+
+    try:
+        await asyncio.gather(*(one(i, ex) for i, ex in todo))
+    finally:  # the HTTP sessions belong to this event loop: close them with it (no "Unclosed client session")
+        close = getattr(model.inner, "aclose", None)
+        if close is not None:
+            await close()
+    return not stopped[0]
 
 
 def evaluate_arm(model, task, examples: list, path: Path, *, label: str, seed: int, max_tokens: int,
@@ -116,7 +126,7 @@ def evaluate_arm(model, task, examples: list, path: Path, *, label: str, seed: i
     todo = [(i, ex) for i, ex in enumerate(examples) if ex.id not in out.records]
     done = len(examples) - len(todo)
     print(f"[{label}] {done}/{len(examples)} items already done, {len(todo)} to go", flush=True)
-    complete = not todo or asyncio.run(_run_chunks(
+    complete = not todo or asyncio.run(_run_pool(
         UsageModel(model), task, todo, out, seed=seed, max_tokens=max_tokens, apply=apply,
         concurrency=max(1, concurrency), deadline=deadline, progress=Progress(label, len(examples), done)))
     print(summary_line(label, list(out.records.values()), len(examples)), flush=True)
