@@ -79,6 +79,12 @@ class MemoryLogStore:
     def record(self, rec) -> None:
         self.records.append(rec)
 
+    def record_many(self, recs) -> None:  # the training call log's batched writes
+        self.records.extend(recs)
+
+    def calls(self, run_id: str | None = None, **_) -> list[dict]:
+        return [{"stage": r.stage, "error": r.error} for r in self.records if run_id is None or r.run_id == run_id]
+
     def calls(self, run_id=None, **kw):
         return [r.model_dump() for r in self.records if r.run_id == run_id]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from tfgrpo_common.errors import StoreError
 
@@ -116,6 +117,28 @@ class StoreBase:
             cur = con.execute(sql, list(params))
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def _insert_ignore(self, con, table: str, cols: list[str], rows: list[list[Any]]) -> None:
+        """INSERT OR IGNORE `rows` (one list of values per row, in `cols` order) inside the caller's
+        transaction. DuckDB scans them as per-column arrays in one statement (about 30 us a row, against
+        about 120 for a parameterized multi-row VALUES, whose binding dominates); Postgres gets multi-row
+        VALUES in chunks of 500."""
+        if not rows:
+            return
+        names = ", ".join(cols)
+        if self.backend == "duckdb":
+            arrays = {c: np.array([r[i] for r in rows], dtype=object) for i, c in enumerate(cols)}
+            con.register("_rows_in", arrays)
+            try:
+                con.execute(f"INSERT OR IGNORE INTO {table} ({names}) SELECT {names} FROM _rows_in")
+            finally:
+                con.unregister("_rows_in")
+            return
+        marks = "(" + ", ".join("?" * len(cols)) + ")"
+        for i in range(0, len(rows), 500):
+            chunk = rows[i:i + 500]
+            con.execute(f"INSERT OR IGNORE INTO {table} ({names}) VALUES {', '.join([marks] * len(chunk))}",
+                        [v for row in chunk for v in row])
 
     def _check_writable(self, what: str) -> None:
         if self.read_only:

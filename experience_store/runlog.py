@@ -114,13 +114,8 @@ class RunLogMixin(StoreBase):
             data = RolloutRow.model_validate(row).model_dump()
             data["extra"] = _dumps(data["extra"])
             values.append([data[c] for c in _ROLLOUT_COLS] + [now])
-        cols = ", ".join(_ROLLOUT_COLS + ["created_at"])
-        marks = "(" + ", ".join("?" * (len(_ROLLOUT_COLS) + 1)) + ")"
-        with self._tx() as con:  # one multi-row statement: DuckDB's executemany costs ~20 ms per row
-            for i in range(0, len(values), 500):
-                chunk = values[i:i + 500]
-                con.execute(f"INSERT OR IGNORE INTO rollouts ({cols}) VALUES {', '.join([marks] * len(chunk))}",
-                            [v for row in chunk for v in row])
+        with self._tx() as con:
+            self._insert_ignore(con, "rollouts", _ROLLOUT_COLS + ["created_at"], values)
 
     def rollouts(self, run_id: str, step: int | None = None) -> list[RolloutRow]:
         """Rollouts of a run (optionally one step), ordered by step then id."""
@@ -147,17 +142,15 @@ class RunLogMixin(StoreBase):
         if not recs:
             return True
         try:
-            rows: list[Any] = []
+            rows: list[list[Any]] = []
             for rec in recs:
                 data = rec.model_dump(mode="json")
                 data["request"] = _dumps(data["request"])
                 data["meta"] = _dumps(data["meta"])
-                rows.extend(data[c] for c in _CALL_COLS)
+                rows.append([data[c] for c in _CALL_COLS])
             self._check_writable("record an LLM call")
-            marks = "(" + ", ".join("?" * len(_CALL_COLS)) + ")"
             with self._tx() as con:
-                con.execute(f"INSERT OR IGNORE INTO llm_calls ({', '.join(_CALL_COLS)}) VALUES "
-                            + ", ".join([marks] * len(recs)), rows)
+                self._insert_ignore(con, "llm_calls", _CALL_COLS, rows)
         except Exception as exc:  # the CallLog contract: never raise into the gateway
             log.warning("could not record LLM call(s) %s in %s: %s", ",".join(r.id for r in recs)[:200], self.path, exc)
             return False
