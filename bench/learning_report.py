@@ -58,6 +58,17 @@ def setup_line(s: dict[str, Any]) -> str:
             f"{s['epochs']} epoch(s); eval greedy, k=1, seed {s['eval_seed']}, max_tokens {s['max_tokens']}.")
 
 
+def _gate_line(gate: list[dict[str, Any]] | None) -> str:
+    """' Gate: steps 2, 3 of 8 accepted (...)' from the export's gate log; '' for an arm without a gate."""
+    if not gate:
+        return ""
+    kept = [g for g in gate if g["accepted"]]
+    each = "; ".join(f"step {g['step']} {g['score_new']:.3f} vs {g['score_base']:.3f} "
+                     f"{'kept' if g['accepted'] else 'refused'}" for g in gate)
+    return (f" Gate ({gate[0]['n_items']} held-out train questions, proposed vs current library): "
+            f"{len(kept)} of {len(gate)} batches kept ({each}).")
+
+
 def _details(folder: Path, rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
@@ -66,7 +77,8 @@ def _details(folder: Path, rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"- `{r['arm']}`: {meta.get('experiences')} experience(s) in `{r['arm']}.library.jsonl` "
                        f"({meta.get('leaked_test_numbers', '?')} contain a test question's number verbatim); "
                        f"training calls {meta.get('by_stage')}, {meta.get('prompt_tokens')} prompt + "
-                       f"{meta.get('completion_tokens')} completion tokens, run `{meta.get('run_id')}`.")
+                       f"{meta.get('completion_tokens')} completion tokens, run `{meta.get('run_id')}`."
+                       + _gate_line(meta.get("gate")))
     gepa = _json(folder / "gepa.train.json")
     if gepa is not None:
         out += [f"- `gepa`: {gepa.get('candidates')} candidates, {gepa.get('metric_calls')} metric calls; best system "

@@ -62,6 +62,19 @@ def train_config(arm: Arm, s: dict[str, Any], task_name: str):
                        **extra)
 
 
+def gate_log(store, library: str, run_id: str) -> list[dict[str, Any]]:
+    """The gate's decision at each step (scores of the base and the proposed library on the held-out slice,
+    and the ops it let through or turned away), so a reader of the export sees what was kept and why."""
+    out = []
+    for d in store.gate_decisions(library, run_id):
+        out.append({"step": d["step"] + 1, "accepted": bool(d["accepted"]), "base_version": d["base_version"],
+                    "new_version": d["new_version"], "n_items": d["n_items"],
+                    "score_base": round(float(d["score_base"]), 4), "score_new": round(float(d["score_new"]), 4),
+                    "ops": [{"kind": o.get("kind"), "exp_kind": o.get("exp_kind"), "target_id": o.get("target_id"),
+                             "text": o.get("text")} for o in d["ops"]]})
+    return out
+
+
 def train_stats(store, run_id: str) -> dict[str, Any]:
     run = store.get_run(run_id)
     calls = store.calls(run_id=run_id)
@@ -126,7 +139,7 @@ def prepare_library(ctx, arm: Arm) -> str:
                            "experiences": len(texts), "machine": ctx.machine,
                            "leaked_test_numbers": len(leaked_numbers(texts, [e.question for e in ctx.items.test])),
                            "written_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                           **train_stats(ctx.store, run_id)})
+                           "gate": gate_log(ctx.store, lib, run_id), **train_stats(ctx.store, run_id)})
     print(f"[{arm.name}] wrote {lib_file} ({len(texts)} experiences) and {meta_file}", flush=True)
     return import_library(ctx.store, arm.name, lib_file)
 

@@ -97,6 +97,11 @@ def test_every_arm_writes_its_files_and_the_report_has_every_row(tmp_path):
     assert meta["llm_calls"] > 0 and meta["by_stage"]["rollout"] == 8 and meta["train_config"]["limit"] == 4
     assert {"prior", "prompt_tokens", "completion_tokens", "wall_s", "run_id", "learner_calls"} <= set(meta)
     assert (folder / "paper.library.jsonl").read_text().strip()
+    assert meta["gate"] == []  # the paper arm has no gate
+    if HAVE_OURS:  # every step of a gated arm has its decision in the export, with the ops it judged
+        gate = json.loads((folder / "ours.train.json").read_text())["gate"]
+        assert [g["step"] for g in gate] == [1, 2] and all(g["n_items"] == 2 and g["ops"] for g in gate)
+        assert all(isinstance(g["accepted"], bool) and 0 <= g["score_base"] <= 1 for g in gate)
     settings = json.loads((folder / "settings.json").read_text())
     assert settings["n"] == 6 and settings["max_tokens"] == 512 and settings["test_ids_sha"]
 
@@ -110,6 +115,8 @@ def test_every_arm_writes_its_files_and_the_report_has_every_row(tmp_path):
     assert "(old)" not in text and "| store | `topk=1` |" in text and text.rstrip().endswith("kept")
     for arm in arms:
         assert f"| {arm} | {3 if arm.startswith('ours-') else 6} |" in text and f"| {arm} |" in block
+    if HAVE_OURS:
+        assert "Gate (2 held-out train questions, proposed vs current library):" in text and "step 2 " in text
     assert "stale" not in block and block.endswith("<!-- learning-results:end -->\nrest\n")
     compare = json.loads((folder / "compare.json").read_text())
     assert [r["row"] for r in compare["rows"]] == [a for a in ARMS if a in arms]  # the arms table's order
