@@ -35,7 +35,14 @@ so the bound is 3 s; the figures printed then divided by 4 s and are restated he
   - before: wall 6.95-7.36 s, overhead_ratio 2.32-2.45, cpu_us_per_call 1954-2472 (4 runs);
   - after (the two commits that made the last changes): wall 5.13-5.37 s, overhead_ratio 1.71-1.79,
     cpu_us_per_call 1459-1668 (4 runs).
-What remains (cProfile, full run, after): the rollout stage ends about 3.1 s after it starts against a
+Quiet machine, 2026-11-30, after the per-call CPU work (first attempt outside tenacity, no protocol walk per
+rollout, prior token counts remembered, rollouts and call records inserted as one array scan, ops rows as
+multi-row VALUES): full size with GEPA overhead_ratio 1.396, vs_gepa 10.12, cpu_us_per_call 1021 (rollout
+stage 687 us per rollout); L = 3 s overhead_ratio 1.128, cpu_us_per_call 990. Plain HTTP alone (aiohttp
+client against the fake server, 1,000 requests at once, L = 1 s, loaded) takes 1.5 s: about 290 us of
+client CPU and 210 us of server CPU per request on the same 2 cores, so the rollout stage cannot end
+much before 1.5 s here whatever the loop does.
+What remains (cProfile, full run, before the last changes): the rollout stage ends about 3.1 s after it starts against a
 1 s latency. The main costs are aiohttp building 1,200 requests (~0.2 s), the gateway and its retry
 wrapper (~0.2 s; `bench/gateway_cpu.py` puts the gateway's own CPU at about 0.1 ms per call), and 1,000 socket
 connects, because all calls start at once and none can reuse a connection. The fake server shares the
@@ -45,6 +52,7 @@ same 2 cores. Each learner stage then runs about 0.3 s over its latency.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -60,10 +68,20 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from bench.fake_server import FakeServer  # noqa: E402
 
 
-def arith_items(n: int) -> list:
+def arith_items(n: int, workdir: Path | None = None) -> tuple[list, str | None]:
+    """`n` arithmetic questions, and the JSONL file that holds them when the built-in task's 200 train
+    questions are too few (a step of 2,000 questions for `--scale`: generated, trained as task `jsonl`)."""
     from tasks.registry import load_task
 
-    return load_task("arith").examples("train")[:n]
+    shipped = load_task("arith").examples("train")
+    if n <= len(shipped) or workdir is None:
+        return shipped[:n], None
+    from tasks import arith
+
+    path = workdir / f"arith-{n}.jsonl"
+    rows = [{"id": f"arith-scale-{i:05d}", **row} for i, row in enumerate(arith.generate(n, 20250103))]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return load_task("jsonl", data_file=str(path), reward="math").examples("train"), str(path)
 
 
 class MemoryLogStore:
@@ -90,14 +108,15 @@ class MemoryLogStore:
 
 
 def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: Path, profile: str | None,
-             what_if: str | None = None) -> dict:
+             what_if: str | None = None, data_file: str | None = None) -> dict:
     """One training step (epochs=1, B questions, G rollouts each); wall time and per-stage times."""
     from experience_store import ExperienceStore, HashEmbedder
     from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
     from tfgrpo.loop.run import train
 
     db = workdir / "ours.duckdb"
-    cfg = TrainConfig(task="arith", library="bench", epochs=1, batch_size=batch, group_size=group, limit=batch, gate_items=0,
+    task = {"task": "jsonl", "task_options": {"data_file": data_file, "reward": "math"}} if data_file else {"task": "arith"}
+    cfg = TrainConfig(**task, library="bench", epochs=1, batch_size=batch, group_size=group, limit=batch, gate_items=0,
                       rollout=SamplingConfig(max_tokens=256))
     model = ModelConfig(model="openai/fake", api_base=api_base, concurrency=concurrency, timeout_s=120)
     marks: list[tuple[str, float]] = []
@@ -197,12 +216,16 @@ def main() -> None:
     batch = args.batch or (40 if args.quick else 200)
     n = batch * args.group
     concurrency = args.concurrency or n
-    items = arith_items(batch)
-    answers = {ex.question: ex.answer for ex in items}
     if args.scale:
         return scale(args, latency, batch)
-    with tempfile.TemporaryDirectory() as tmp, FakeServer(latency, answers, workdir=tmp) as srv:
-        ours = run_ours(srv.api_base, batch, args.group, concurrency, Path(tmp), args.profile, args.what_if)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        items, data_file = arith_items(batch, Path(tmp))
+        if len(items) < batch:
+            raise SystemExit(f"only {len(items)} questions for --batch {batch}")
+        srv = stack.enter_context(FakeServer(latency, {ex.question: ex.answer for ex in items}, workdir=tmp))
+        ours = run_ours(srv.api_base, batch, args.group, concurrency, Path(tmp), args.profile, args.what_if,
+                        data_file)
         llm_stages = [s for s in ("rollout", "summarize", "extract", "consolidate") if ours["calls"].get(s)]
         bound = len(llm_stages) * latency  # the sequential LLM stages that made calls (summarize only when needed)
         ratio = ours["wall"] / bound
