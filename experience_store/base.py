@@ -22,6 +22,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def insert_values(con, head: str, rows: list[list[Any]], *, chunk: int) -> None:
+    """`head` (e.g. "INSERT INTO t (a, b)") with `rows` as parameterized multi-row VALUES, `chunk` rows a
+    statement: one statement per chunk instead of executemany's one per row (about 0.6 ms a row on DuckDB)."""
+    if not rows:
+        return
+    marks = "(" + ", ".join("?" * len(rows[0])) + ")"
+    for i in range(0, len(rows), chunk):
+        part = rows[i:i + chunk]
+        con.execute(f"{head} VALUES {', '.join([marks] * len(part))}", [v for row in part for v in row])
+
+
 class StoreBase:
     """A store's handle on its file. Every use of the connection is one unit of work (`with self._lock:`,
     re-entrant): the file is open only during units (see `session`), so other processes can use it between.
@@ -134,11 +145,7 @@ class StoreBase:
             finally:
                 con.unregister("_rows_in")
             return
-        marks = "(" + ", ".join("?" * len(cols)) + ")"
-        for i in range(0, len(rows), 500):
-            chunk = rows[i:i + 500]
-            con.execute(f"INSERT OR IGNORE INTO {table} ({names}) VALUES {', '.join([marks] * len(chunk))}",
-                        [v for row in chunk for v in row])
+        insert_values(con, f"INSERT OR IGNORE INTO {table} ({names})", rows, chunk=500)
 
     def _check_writable(self, what: str) -> None:
         if self.read_only:

@@ -22,6 +22,7 @@ import numpy as np
 
 from tfgrpo_common.errors import StoreError
 
+from .base import insert_values
 from .reads import check_library_name
 from .store import ExperienceStore
 
@@ -126,14 +127,7 @@ def _shift_taken_ids(con, data: dict[str, Rows], result: CopyResult) -> None:
 
 
 def _insert(con, table: str, rows: Rows) -> None:
-    if not rows.rows:
-        return
-    marks = "(" + ", ".join("?" * len(rows.columns)) + ")"
-    cols = ", ".join(rows.columns)
-    for i in range(0, len(rows.rows), _CHUNK_ROWS):
-        chunk = rows.rows[i:i + _CHUNK_ROWS]
-        con.execute(f"INSERT INTO {table} ({cols}) VALUES {', '.join([marks] * len(chunk))}",
-                    [v for row in chunk for v in row])
+    insert_values(con, f"INSERT INTO {table} ({', '.join(rows.columns)})", rows.rows, chunk=_CHUNK_ROWS)
 
 
 def write_library(dst: ExperienceStore, data: dict[str, Rows], name: str) -> CopyResult:
