@@ -9,6 +9,7 @@ optionally `id` and `solution`; any other field is kept in `Example.meta`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -116,3 +117,12 @@ def read_examples(path: str | Path) -> list[Example]:
     if not rows:
         raise DataError(f"{p} holds no examples; add lines like {{\"question\": ..., \"answer\": ...}}")
     return list(rows)
+
+
+def in_carve(example_id: str, percent: int) -> bool:
+    """Whether an id falls in a fixed `percent`% carve of a dataset: sha256(id) mod 100 < percent.
+
+    A carve depends on the id only, not on the file's order, so two splits carved from one file never
+    share an item and keep their membership when lines are added or moved."""
+    digest = hashlib.sha256(example_id.encode("utf-8")).hexdigest()
+    return int(digest[:8], 16) % 100 < percent

@@ -1,4 +1,9 @@
-"""Math word problems and competition math: gsm8k, math500, aime24, aime25, dapo.
+"""Math word problems and competition math: gsm8k, math500, math500-hard, aime24, aime25, dapo.
+
+`math500-hard` is MATH-500's levels 3-5 (367 problems) split in two by a fixed carve of the ids
+(`tasks.data.in_carve`): "train" is about 40% of them, "test" the rest. Training and its gate then draw
+from the same distribution as the test items and never from them, which a test-only dataset cannot give
+(training on 'dapo' and testing on 'math500' crosses distributions).
 
 Every task asks for step-by-step reasoning with the final answer in `\\boxed{}` and is scored 1/0 by
 `math_reward`: the extracted answer (see `tasks.extract`) is compared with the gold answer as a
@@ -27,6 +32,12 @@ class DatasetSpec:
     split_files: dict[str, tuple[str, ...]]
     hf_name: str
     suggest_train: str = ""  # hint shown when "train" is asked of a test-only dataset
+    levels: tuple[int, ...] = ()  # keep only items whose "level" is one of these (MATH); () keeps all
+    train_percent: int = 0  # > 0: "train" and "test" are disjoint carves of the "test" file
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "test") if self.train_percent else tuple(self.split_files)
 
 
 SPECS: dict[str, DatasetSpec] = {
@@ -37,6 +48,10 @@ SPECS: dict[str, DatasetSpec] = {
     "math500": DatasetSpec(
         "math500", ("math500",), {"test": ("test.jsonl",)}, "HuggingFaceH4/MATH-500",
         "train on 'dapo' (or 'gsm8k') and evaluate on 'math500'",
+    ),
+    "math500-hard": DatasetSpec(
+        "math500-hard", ("math500",), {"test": ("test.jsonl",)}, "HuggingFaceH4/MATH-500",
+        levels=(3, 4, 5), train_percent=40,
     ),
     "aime24": DatasetSpec(
         "aime24", ("aime24",), {"test": ("test.jsonl",)}, "Maxwell-Jia/AIME_2024",
@@ -75,6 +90,17 @@ def check_split(name: str, splits: tuple[str, ...], split: str, hint: str = "") 
     raise DataError(f"task '{name}' has no '{split}' split (it has {', '.join(splits)}){extra}")
 
 
+def _level(example: Example, path: Path) -> int | None:
+    level = example.meta.get("level")
+    if level is None:
+        raise DataError(f"{path}: item {example.id} has no 'level' field; this task keeps MATH levels only, "
+                        "so every line needs one (MATH-500's own file has it)")
+    try:
+        return int(level)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: item {example.id} has level {level!r}, not a number; fix that line") from None
+
+
 class MathTask:
     """A math dataset read from `<data dir>/<folder>/<split>.jsonl`, graded by `math_reward`."""
 
@@ -83,7 +109,7 @@ class MathTask:
     def __init__(self, spec: DatasetSpec, data_dir: str | Path | None = None) -> None:
         self.spec = spec
         self.name = spec.name
-        self.splits = tuple(spec.split_files)
+        self.splits = spec.splits
         self.data_dir = data_dir
 
     def examples(self, split: str) -> list[Example]:
@@ -91,11 +117,17 @@ class MathTask:
         if split == "test" and "test" not in self.splits:
             hint = "evaluate on a held-out task such as 'aime24', 'aime25' or 'math500'"
         check_split(self.name, self.splits, split, hint)
+        spec = self.spec
         path = data.find_dataset_file(
-            self.data_dir, self.spec.folders, self.spec.split_files[split],
-            hf_name=self.spec.hf_name, task=self.name,
+            self.data_dir, spec.folders, spec.split_files["test" if spec.train_percent else split],
+            hf_name=spec.hf_name, task=self.name,
         )
-        return data.read_examples(path)
+        items = data.read_examples(path)
+        if spec.levels:
+            items = [ex for ex in items if _level(ex, path) in spec.levels]
+        if spec.train_percent:
+            items = [ex for ex in items if data.in_carve(ex.id, spec.train_percent) == (split == "train")]
+        return items
 
     def messages(self, example: Example) -> list[dict[str, Any]]:
         return templates.chat("math_system", "math_user", question=example.question)

@@ -13,7 +13,6 @@ yes / no / noanswer the F1 is 0 unless they agree exactly. The reason string alw
 from __future__ import annotations
 
 import collections
-import hashlib
 import re
 import string
 from pathlib import Path
@@ -56,8 +55,7 @@ def f1_score(pred: str, gold: str) -> float:
 
 def in_train_carve(example_id: str) -> bool:
     """Whether an id falls in the fixed "train" carve of the dev set."""
-    digest = hashlib.sha256(example_id.encode("utf-8")).hexdigest()
-    return int(digest[:8], 16) % 100 < TRAIN_PERCENT
+    return data.in_carve(example_id, TRAIN_PERCENT)
 
 
 class HotpotQATask:

@@ -5,6 +5,7 @@
 | arith | train, test | built-in arithmetic word problems, \\boxed{} answer, 1/0 |
 | gsm8k | train, test | math, 1/0 |
 | math500, aime24, aime25 | test | math, 1/0 |
+| math500-hard | train (~40% carve of MATH-500 levels 3-5), test (the rest) | math, 1/0 |
 | dapo | train | math, 1/0 (a 500-problem sample of DAPO-Math-17k) |
 | hotpotqa | train (15% carve of dev), test (the rest) | token F1 (`reward="em"` for exact match) |
 | jsonl | train, test (the same file, or a folder's train/test.jsonl) | exact / numeric / math / regex |

@@ -219,7 +219,7 @@ def test_a_rerun_with_other_settings_is_refused_naming_the_key(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--bench", "math", "--n-train", "490", "--n-gate", "20"], "gate items overlap the training questions"),
+    (["--bench", "math", "--n-train", "130", "--n-gate", "20"], "gate items overlap the training questions"),
     (["--train-split", "test"], "training questions overlap the test items"),
 ])
 def test_overlapping_items_are_refused_at_start(tmp_path, args, message):

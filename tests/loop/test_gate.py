@@ -5,10 +5,12 @@ A batch that adds the helpful lesson must clear the gate; a batch of useless adv
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from experience_store import ExperienceStore, HashEmbedder
+from tasks import data
 from tasks.registry import load_task
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
 from tfgrpo.errors import ConfigError
@@ -117,3 +119,12 @@ def test_gate_slice_is_held_out_and_refused_when_too_small():
         load_examples(TrainConfig(task="arith", gate_items=100_000))
     with pytest.raises(ConfigError, match="test split"):
         load_examples(TrainConfig(task="arith", split="test", gate_items=4))
+
+
+def test_a_carved_task_trains_and_gates_on_its_own_distribution_outside_its_test_items():
+    if not (data.resolve_data_dir() or Path("/nonexistent")).joinpath("math500").is_dir():
+        pytest.skip("the shared MATH-500 file is not on this machine")
+    task, train_items, gate = load_examples(TrainConfig(task="math500-hard", gate_items=32, limit=64))
+    test_ids = {ex.id for ex in task.examples("test")}
+    assert len(train_items) == 64 and len(gate) == 32
+    assert not (set(train_items) | {ex.id for ex in gate}) & test_ids

@@ -59,6 +59,42 @@ def test_hotpotqa_carve_is_disjoint_and_stable() -> None:
     assert test[0].id == "hotpotqa-dev-0" and test[0].meta["type"] == "comparison"
 
 
+def test_math500_hard_is_two_disjoint_carves_of_levels_3_to_5() -> None:
+    need_shared("math500")
+    task = get_task("math500-hard")
+    train, test = task.examples("train"), task.examples("test")
+    assert (len(train), len(test)) == (140, 227)  # 367 level 3-5 problems of MATH-500's 500
+    assert not {e.id for e in train} & {e.id for e in test}
+    assert not {" ".join(e.question.split()) for e in train} & {" ".join(e.question.split()) for e in test}
+    assert {int(e.meta["level"]) for e in train + test} == {3, 4, 5}
+    assert all(data.in_carve(e.id, 40) for e in train) and not any(data.in_carve(e.id, 40) for e in test)
+    full = [e.id for e in get_task("math500").examples("test") if int(e.meta["level"]) >= 3]
+    assert [e.id for e in test] == [i for i in full if not data.in_carve(i, 40)]  # file order kept
+
+
+def test_a_carve_depends_on_ids_not_on_file_order(tmp_path: Path) -> None:
+    rows = [{"id": f"p{i}", "question": f"q{i}", "answer": str(i), "level": 3 + i % 3} for i in range(60)]
+    for name, ordered in (("a", rows), ("b", rows[::-1])):
+        (tmp_path / name / "math500").mkdir(parents=True)
+        (tmp_path / name / "math500" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ordered))
+    a, b = get_task("math500-hard", data_dir=tmp_path / "a"), get_task("math500-hard", data_dir=tmp_path / "b")
+    for split in ("train", "test"):
+        assert {e.id for e in a.examples(split)} == {e.id for e in b.examples(split)}
+    assert 10 < len(a.examples("train")) < 40 and len(a.examples("train")) + len(a.examples("test")) == 60
+
+
+def test_math500_hard_needs_levels_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "math500").mkdir()
+    lines = [{"id": "x1", "question": "1+1?", "answer": "2", "level": 3}, {"id": "x2", "question": "2+2?", "answer": "4"}]
+    (tmp_path / "math500" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(DataError, match="x2 has no 'level'"):
+        get_task("math500-hard", data_dir=tmp_path).examples("test")
+    lines[1]["level"] = "hard"
+    (tmp_path / "math500" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(DataError, match="not a number"):
+        get_task("math500-hard", data_dir=tmp_path).examples("train")
+
+
 def test_test_only_and_train_only_splits_explain() -> None:
     with pytest.raises(DataError, match="dapo"):
         get_task("aime24", data_dir="/nonexistent").examples("train")

@@ -43,7 +43,7 @@ def count_option(*flags: str, help: str, lo: int = 1) -> Any:
 Db = Annotated[Optional[str], typer.Option("--db", help="Store: a DuckDB file or a postgresql:// URL (default "
                                          "$TFGRPO_DB, else $TFGRPO_HOME/tfgrpo.duckdb).")]
 DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="Dataset folder (default $TFGRPO_DATA).")]
-Task = Annotated[str, typer.Option("--task", "-t", help="Task name (gsm8k, math500, aime24, aime25, dapo, "
+Task = Annotated[str, typer.Option("--task", "-t", help="Task name (gsm8k, math500, math500-hard, aime24, aime25, dapo, "
                                                         "hotpotqa, arith, jsonl).")]
 Model = Annotated[str, field_option(ModelConfig, "model", "--model", "-m")]
 ApiBase = Annotated[Optional[str], field_option(ModelConfig, "api_base", "--api-base")]
