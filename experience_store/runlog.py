@@ -71,7 +71,8 @@ class RunLogMixin(StoreBase):
         unknown = set(fields) - _RUN_FIELDS
         if unknown:
             raise StoreError(f"update_run got unknown fields {sorted(unknown)}; allowed: {sorted(_RUN_FIELDS)}")
-        self.get_run(run_id)
+        if self._one("SELECT 1 FROM runs WHERE id = ?", [run_id]) is None:  # not get_run: no counts needed
+            raise StoreError(f"no run {run_id!r} in {self.path}; `tfgrpo runs` lists the run ids")
         if fields.get("status") == "finished" and "finished_at" not in fields:
             fields["finished_at"] = utcnow()
         if isinstance(fields.get("finished_at"), int | float):

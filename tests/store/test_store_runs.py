@@ -58,6 +58,8 @@ def test_run_errors(store):
     run = store.create_run(None, "eval", {}, "m")
     with pytest.raises(StoreError, match="unknown fields"):
         store.update_run(run, colour="blue")
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        store.update_run("nope", status="finished")
 
 
 def test_call_log_protocol_filters_and_limit(store):
