@@ -11,6 +11,7 @@ from tfgrpo.config import ModelConfig, TaskOptions
 from tfgrpo.errors import ConfigError
 from tfgrpo.evaluation.runner import EvalResult, run_eval
 from tfgrpo.llm.factory import ModelPool
+from tfgrpo_common.heap import frozen_heap
 
 
 def evaluate_task(task_name: str, model_cfg: ModelConfig, *, k: int, split: str, limit: int | None, seed: int,
@@ -43,7 +44,8 @@ def evaluate_task(task_name: str, model_cfg: ModelConfig, *, k: int, split: str,
                 if hasattr(chat_model, "aclose"):
                     await chat_model.aclose()
 
-        return asyncio.run(go())
+        with frozen_heap():
+            return asyncio.run(go())
     finally:
         if own:
             pool.close()

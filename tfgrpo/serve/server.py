@@ -20,6 +20,7 @@ from tfgrpo.llm.factory import ModelPool
 from tfgrpo.serve.app import guarded_app
 from tfgrpo.serve.config import ProxyConfig, check_bind
 from tfgrpo.serve.call_log import ProxyCallLog
+from tfgrpo_common.heap import frozen_heap
 
 
 class ProxyRuntime:
@@ -123,7 +124,8 @@ class ProxyRuntime:
         # make that one a no-op so the call log is flushed and the run closed before the process ends.
         previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            server.run()
+            with frozen_heap():  # the full GC passes of a long-lived server walk only what it allocates
+                server.run()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
