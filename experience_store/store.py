@@ -168,8 +168,7 @@ class ExperienceStore(RetrievalMixin, GateLogMixin):
                     "UPDATE libraries SET embed_model = ?, embed_dim = ? WHERE name = ? AND embed_model IS NULL",
                     [*model, library],
                 )
-            for step in steps:
-                write.write_step(con, library, step, version, now)
+            write.write_steps(con, library, steps, version, now)
             if steps:
                 write.write_op_rows(con, library, steps, version, first_op, now)
             if changed:

@@ -104,10 +104,11 @@ def finished_batch(tmp_path_factory) -> dict:
     return snapshot(db)
 
 
-# (hook mode, write function, nth call): before/after the 1st, 4th and last step write; around the op
-# rows; around the version row, which is the last statement before COMMIT; and right after COMMIT.
-KILL_POINTS = [("before", "write_step", 1), ("after", "write_step", 1), ("before", "write_step", 4),
-               ("after", "write_step", 6), ("before", "write_op_rows", 1), ("after", "write_op_rows", 1),
+# (hook mode, write function, nth call): around the batched ADDs (the first statements of the batch); before
+# the UPDATE and after the MERGE (the last step write); around the op rows; around the version row, which is
+# the last statement before COMMIT; and right after COMMIT.
+KILL_POINTS = [("before", "_add_rows", 1), ("after", "_add_rows", 1), ("before", "write_step", 1),
+               ("after", "write_step", 3), ("before", "write_op_rows", 1), ("after", "write_op_rows", 1),
                ("before", "write_version", 1), ("after", "write_version", 1), ("after", "commit", 0)]
 
 
