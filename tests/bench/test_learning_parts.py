@@ -104,7 +104,7 @@ def test_overlap_and_settings_refusals(tmp_path):
         check_disjoint(a, b, a)
     user = resolve_user("gsm8k", {"n": 10}, None)
     assert user["n_train"] == 64 and user["n_gate"] == 32 and user["max_tokens"] == 512 and user["n_ablation"] == 10
-    assert resolve_user("math", {}, {"n": 250})["n"] == 250 and resolve_user("math", {}, None)["max_tokens"] == 1024
+    assert resolve_user("math", {}, {"n": 250})["n"] == 250 and resolve_user("math", {}, None)["max_tokens"] == 2048
     path = tmp_path / "settings.json"
     check_or_write(path, {"n": 6, "seed": 0})
     check_or_write(path, {"n": 6, "seed": 0})
