@@ -35,15 +35,6 @@ def _open_revision(con, library: str, exp_id: int, version: int, text: str, vect
     )
 
 
-def _add(con, library: str, step: Step, version: int, now: datetime) -> None:
-    con.execute(
-        "INSERT INTO experiences (library, id, text, status, created_at, updated_at, created_version,"
-        " updated_version, embedding, kind, gate_delta) VALUES (?, ?, ?, 'live', ?, ?, ?, ?, ?, ?, 0)",
-        [library, step.exp_id, step.after, now, now, version, version, _vec(step.vector), step.op.exp_kind],
-    )
-    _open_revision(con, library, step.exp_id, version, step.after, step.vector)
-
-
 def _set_text(con, library: str, exp_id: int, text: str, vector, version: int, now: datetime) -> None:
     con.execute(
         "UPDATE experiences SET text = ?, embedding = ?, updated_at = ?, updated_version = ?"
@@ -81,15 +72,11 @@ def _merge(con, library: str, step: Step, version: int, now: datetime) -> None:
 
 
 def write_step(con: duckdb.DuckDBPyConnection, library: str, step: Step, version: int, now: datetime) -> None:
-    """Apply one planned step's effect on the experiences and their revisions."""
-    if step.outcome != "applied":
-        return
+    """One applied step other than a plain ADD (those go in batches, `_add_rows`)."""
     if step.support_only:
         con.execute(
             "UPDATE experiences SET support = support + 1 WHERE library = ? AND id = ?", [library, step.exp_id]
         )
-    elif step.kind == OpKind.ADD:
-        _add(con, library, step, version, now)
     elif step.kind == OpKind.UPDATE:
         _set_text(con, library, step.exp_id, step.after or "", step.vector, version, now)
     elif step.kind == OpKind.DELETE:
