@@ -72,7 +72,7 @@ class RunLogMixin(StoreBase):
         if unknown:
             raise StoreError(f"update_run got unknown fields {sorted(unknown)}; allowed: {sorted(_RUN_FIELDS)}")
         if self._one("SELECT 1 FROM runs WHERE id = ?", [run_id]) is None:  # not get_run: no counts needed
-            raise StoreError(f"no run {run_id!r} in {self.path}; `tfgrpo runs` lists the run ids")
+            raise self._no_run(run_id)
         if fields.get("status") == "finished" and "finished_at" not in fields:
             fields["finished_at"] = utcnow()
         if isinstance(fields.get("finished_at"), int | float):
@@ -86,8 +86,11 @@ class RunLogMixin(StoreBase):
         """One run with counts (rollouts, llm_calls, tokens, cost_usd); unknown id -> StoreError."""
         rows = self._dicts(_RUN_SELECT + " WHERE r.id = ?", [run_id])
         if not rows:
-            raise StoreError(f"no run {run_id!r} in {self.path}; `tfgrpo runs` lists the run ids")
+            raise self._no_run(run_id)
         return _run_dict(rows[0])
+
+    def _no_run(self, run_id: str) -> StoreError:
+        return StoreError(f"no run {run_id!r} in {self.path}; `tfgrpo runs` lists the run ids")
 
     def list_runs(self, library: str | None = None) -> list[dict[str, Any]]:
         """All runs (optionally of one library), oldest first, with their counts."""
