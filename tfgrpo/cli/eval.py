@@ -87,8 +87,7 @@ def _evaluate_with_library(task: str, cfg: ModelConfig, opts: TaskOptions, pool:
 
 @guard
 def eval_cmd(
-    task: str = typer.Option(..., "--task", "-t", help="Task name (gsm8k, math500, math500-hard, aime24, aime25, dapo, "
-                                                       "hotpotqa, arith, jsonl)."),
+    task: o.Task,
     model: str = typer.Option("local", "--model", "-m", help="local | local:qwen0.5b | local:smollm2 | litellm name"),
     library: str = typer.Option("none", "--library", "-l", help="Experience library to inject, or `none`."),
     version: Optional[int] = typer.Option(None, "--version", min=0, max=o.MAX_COUNT, help="Library version (default: latest)."),
