@@ -15,7 +15,8 @@ item files, and the next session, on any machine, resumes the training from it.
     python bench/learning.py --report      # tables from the committed files -> bench/results.md, README
 
 Benchmarks: gsm8k (first N test items; train = the first 64 train questions, gate = the last 32, as the
-training loop holds them out) and math (MATH-500 levels 3-5; train and gate on DAPO).
+training loop holds them out) and math (the `math500-hard` task: MATH-500 levels 3-5, train and gate
+from its train carve, test items from its test carve).
 Last line: `status=<complete|partial> arms=<arm>:<done>/<n>,...`.
 """
 
