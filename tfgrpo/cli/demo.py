@@ -48,19 +48,41 @@ def show_library(store, library: str) -> None:
     out.print(table)
 
 
+def show_gate(store, library: str, run_id: str) -> None:
+    """Each step's op batch and what the gate decided about it (a rejected batch's ops are shown too)."""
+    decisions = store.gate_decisions(library, run_id)
+    if not decisions:
+        return
+    table = Table(title="the gate's decisions (proposed library vs current, same held-out questions)")
+    for col in ("step", "decision", "score new vs current", "proposed ops"):
+        table.add_column(col, overflow="fold")
+    for d in decisions:
+        ops = "; ".join(f"{op.get('kind', '?')} {op.get('exp_kind') or ''}: {_short(op.get('text') or '')}".strip()
+                        for op in d["ops"]) or "-"
+        table.add_row(str((d["step"] or 0) + 1), "kept" if d["accepted"] else "rejected",
+                      f"{d['score_new']:.3f} vs {d['score_base']:.3f} ({d['delta']:+.3f}, n={d['n_items']})", ops)
+    out.print(table)
+
+
+def _short(text: str, n: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[:n] + "…"
+
+
 def run_demo(model: str = "local", quick: bool = False, db: str | Path | None = None) -> None:
     start = time.perf_counter()
     library = time.strftime("demo-%Y%m%d-%H%M%S")
     task = demo_task()
     n_train, n_test, g, n_gate = (4, 6, 2, 4) if quick else (4, 10, 3, 8)
-    cfg = TrainConfig(task=task, library=library, epochs=1, batch_size=4, group_size=g, limit=n_train,
+    batch = 2  # two steps: the second learns with what the first kept
+    cfg = TrainConfig(task=task, library=library, epochs=1, batch_size=batch, group_size=g, limit=n_train,
                       rollout=SamplingConfig(temperature=0.7, max_tokens=512), seed=0, gate_items=n_gate)
     policy = ModelConfig(model=model)
     db_path = store_location(db)
     store = open_store(db_path)
     pool = ModelPool(progress=lambda s: console.print(f"[dim]{s}[/]"))
     try:
-        console.print(f"[bold]1/3 learning[/] on {n_train} {task} questions (B=4, G={g}) with {model}; lessons and "
+        console.print(f"[bold]1/3 learning[/] on {n_train} {task} questions (B={batch}, G={g}) with {model}; lessons and "
                       f"worked examples; a batch is kept only if it helps on {n_gate} held-out train questions")
         res = train(cfg, policy, None, store=store, db=db_path,
                     on_stage=lambda st, step, msg: console.print(f"  step {step + 1} [bold]{st}[/] {msg}"),
@@ -71,6 +93,12 @@ def run_demo(model: str = "local", quick: bool = False, db: str | Path | None = 
         run = store.get_run(res.run_id)
         console.print(f"  {run.get('llm_calls')} LLM calls, {run.get('tokens')} tokens, {res.wall_s:.0f}s")
         show_library(store, library)
+        show_gate(store, library, res.run_id)
+        if not store.experiences(library):
+            console.print("[bold]2/3 evaluating[/] skipped: nothing passed the gate, so the library is empty and a "
+                          "prompt with it is the prompt without it (a before/after would compare identical "
+                          f"prompts). Total demo time {(time.perf_counter() - start) / 60:.1f} min.")
+            return
         console.print(f"[bold]2/3 evaluating[/] baseline vs library on {n_test} held-out questions")
         common = dict(k=1, split="test", limit=n_test, seed=1, temperature=0.0, max_tokens=512, pool=pool)
         base = evaluate(task, policy, **common)
