@@ -42,6 +42,12 @@ stage 687 us per rollout); L = 3 s overhead_ratio 1.128, cpu_us_per_call 990. Pl
 client against the fake server, 1,000 requests at once, L = 1 s, loaded) takes 1.5 s: about 290 us of
 client CPU and 210 us of server CPU per request on the same 2 cores, so the rollout stage cannot end
 much before 1.5 s here whatever the loop does.
+Quiet machine, 2026-12-01, after the frozen heap and the batched ADD writes: overhead_ratio 1.296 (L = 1 s,
+vs_gepa 13.29, cpu_us_per_call 768) and 1.083-1.098 (L = 3 s, 5 runs). Timeline at L = 3 s (send and receive
+time of every request): the 1,000 rollout requests leave over 0.15 s, their answers arrive 3.22-3.35 s after
+the first left, the stage ends 0.08 s later; extract and consolidate (with apply) each take ~0.11 s over L.
+Plain aiohttp against this server ends 0.28 s over L on fresh connections (0.13 s warm), so most of what
+remains at L = 3 s is the rig: its server accepts and parses 1,000 requests on the client's 2 cores.
 What remains (cProfile, full run, before the last changes): the rollout stage ends about 3.1 s after it starts against a
 1 s latency. The main costs are aiohttp building 1,200 requests (~0.2 s), the gateway and its retry
 wrapper (~0.2 s; `bench/gateway_cpu.py` puts the gateway's own CPU at about 0.1 ms per call), and 1,000 socket
