@@ -79,6 +79,9 @@ class TrainConfig(_Config):
                             "learning; an op batch becomes a version only if it scores better there (0: no gate).")
     gate_threshold: float = Field(0.0, ge=-1.0, le=1.0, description="Apply a batch only if its paired gain on the "
                                   "slice is greater than this.")
+    prune_after: int = Field(0, ge=0, description="Pruning by evidence: once experiences have been in this many "
+                             "prompts of mixed groups, propose deleting the one with the lowest win rate there "
+                             "(the gate decides, as for any op). 0: off.")
     budget: BudgetConfig = BudgetConfig()
 
     def prior_settings(self) -> dict:
@@ -90,6 +93,9 @@ class TrainConfig(_Config):
     def _check(self) -> "TrainConfig":
         if not (self.learn_lessons or self.learn_examples):
             raise ValueError("nothing to learn: keep lessons, worked examples or both")
+        if self.prune_after and not self.gate_items:
+            raise ValueError("pruning by evidence needs the gate (its deletions are tested there): set "
+                             "--gate-items above 0 or --prune-after 0")
         if self.group_size < 2 and not self.allow_group_of_one:
             raise ValueError("group size must be >= 2 for a group comparison (use --group-size 2 or more, "
                              "or --allow-group-of-one for the G=1 ablation)")

@@ -10,6 +10,7 @@ import asyncio
 from experience_store import RolloutRow
 from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.learner import consolidate
+from tfgrpo.loop.prune import prune_op
 from tfgrpo.loop.rollout import sample_group, score_group, select_groups, tally
 from tfgrpo.loop.rollout_writer import RolloutWriter
 from tfgrpo.prior import Prior
@@ -59,7 +60,8 @@ async def select_stage(ctx: StepContext, state: dict) -> dict:
 
 async def consolidate_stage(ctx: StepContext, state: dict) -> dict:
     step = state["step"]
-    library = [e for e in ctx.store.experiences(ctx.cfg.library) if e.kind == "lesson"]
+    live = ctx.store.experiences(ctx.cfg.library)
+    library = [e for e in live if e.kind == "lesson"]
     examples = state.get("examples", [])
     ctx.stage("consolidate", step, f"{len(state['proposals'])} proposals vs {len(library)} lessons; "
                                     f"{len(examples)} worked examples")
@@ -68,8 +70,13 @@ async def consolidate_stage(ctx: StepContext, state: dict) -> dict:
         max_size=MAX_LIBRARY, retries=ctx.cfg.learner_retries, temperature=ctx.cfg.learner_temperature,
         max_tokens=ctx.cfg.learner_max_tokens, memo=ctx.memo, seed=ctx.seed(step, 70_000),
         reject=ctx.reject(step), fallback=ctx.cfg.fallback_add)
-    return {"ops": [o.model_dump(mode="json") for o in res["ops"]] + examples,
-            "consolidation": {"status": res["status"], "error": res["error"]}}
+    ops = [o.model_dump(mode="json") for o in res["ops"]] + examples
+    prune = prune_op(live, res["ops"], min_seen=ctx.cfg.prune_after, run_id=ctx.run_id, step=step)
+    if prune is not None:
+        ops.append(prune.model_dump(mode="json"))
+        ctx.stage("consolidate", step, f"propose deleting E{prune.target_id}: {prune.reason}")
+    return {"ops": ops, "consolidation": {"status": res["status"], "error": res["error"]}}
+
 
 def _kinds(store, library: str, version: int) -> str:
     exps = store.experiences(library, version)
