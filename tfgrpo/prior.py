@@ -72,11 +72,15 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+def win_rate(e: Any) -> float:
+    """An experience's smoothed win rate in the prompts of mixed groups: (won + 1) / (seen + 2)."""
+    return ((e.times_won or 0) + 1) / ((e.times_injected or 0) + 2)
+
+
 def evidence_key(e: Any) -> tuple:
     """Lesson order within the cap: the gate's credit, then the (smoothed) win rate in the prompts of
     mixed groups, then newer first, so the cap never keeps a lesson just because it is old."""
-    won, seen = e.times_won or 0, e.times_injected or 0
-    return (-(e.gate_delta or 0.0), -(won + 1) / (seen + 2), -e.id)
+    return (-(e.gate_delta or 0.0), -win_rate(e), -e.id)
 
 
 class Prior:

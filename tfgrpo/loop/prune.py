@@ -10,10 +10,7 @@ stays is the gate's call, like any op (which is why pruning needs the gate)."""
 from __future__ import annotations
 
 from experience_store import Experience, Op, OpKind, Provenance
-
-
-def win_rate(e: Experience) -> float:
-    return ((e.times_won or 0) + 1) / ((e.times_injected or 0) + 2)
+from tfgrpo.prior import win_rate
 
 
 def prune_op(experiences: list[Experience], ops: list[Op], *, min_seen: int, run_id: str,
@@ -37,4 +34,3 @@ def prune_op(experiences: list[Experience], ops: list[Op], *, min_seen: int, run
                      f"(win rate {win_rate(worst):.2f} smoothed, the lowest; others {min(others):.2f}-"
                      f"{max(others):.2f}); no gate credit",
               provenance=Provenance(run_id=run_id, step=step))
-
