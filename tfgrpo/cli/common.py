@@ -54,3 +54,9 @@ def data_dir_option(value: Path | None) -> Path | None:
     if value is not None:
         os.environ["TFGRPO_DATA"] = str(value)
     return value
+
+
+def shorten(text: str | None, width: int = 70) -> str:
+    """`text` on one line (whitespace runs collapsed), cut to `width` characters with an ellipsis."""
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from experience_store.open import store_location
 from tfgrpo.cli import options as o
-from tfgrpo.cli.common import console, guard, out
+from tfgrpo.cli.common import console, guard, out, shorten
 from tfgrpo.cli.eval import evaluate, print_metrics
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
 from tfgrpo.evaluation.statistics import paired_diff
@@ -57,16 +57,11 @@ def show_gate(store, library: str, run_id: str) -> None:
     for col in ("step", "decision", "score new vs current", "proposed ops"):
         table.add_column(col, overflow="fold")
     for d in decisions:
-        ops = "; ".join(f"{op.get('kind', '?')} {op.get('exp_kind') or ''}: {_short(op.get('text') or '')}".strip()
+        ops = "; ".join(f"{op.get('kind', '?')} {op.get('exp_kind') or ''}: {shorten(op.get('text'), 160)}".strip()
                         for op in d["ops"]) or "-"
         table.add_row(str((d["step"] or 0) + 1), "kept" if d["accepted"] else "rejected",
                       f"{d['score_new']:.3f} vs {d['score_base']:.3f} ({d['delta']:+.3f}, n={d['n_items']})", ops)
     out.print(table)
-
-
-def _short(text: str, n: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[:n] + "…"
 
 
 def run_demo(model: str = "local", quick: bool = False, db: str | Path | None = None) -> None:

@@ -21,7 +21,7 @@ from rich.text import Text
 from experience_store import Op, OpKind, Provenance, open_store
 from experience_store.io import export_text, import_file
 from tfgrpo.cli import options as o
-from tfgrpo.cli.common import guard
+from tfgrpo.cli.common import guard, shorten
 from tfgrpo.cli.common import out as console_out
 from tfgrpo.errors import ConfigError, StoreError
 
@@ -38,11 +38,6 @@ def _out() -> Console:
 
 def _echo_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
-
-
-def _short(text: str | None, width: int = 70) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _prov(rec) -> str:
@@ -104,7 +99,7 @@ def _print_history(ops, full: bool) -> None:
             change = f"- {r.before}"
         else:
             change = f"{r.before or ''}\n→ {r.after or ''}"
-        change = change if full else _short(change)
+        change = change if full else shorten(change)
         outcome = r.outcome + (f" (dup of {r.duplicate_of})" if r.duplicate_of else "")
         table.add_row(str(r.op_id), f"v{r.version}", r.kind.value, ids, outcome, change, r.reason or "-", _prov(r))
     _out().print(table)
@@ -182,7 +177,7 @@ def import_cmd(
     out = _out()
     out.print(f"imported {len(result.new_ids)} experiences into {library}; now at version {result.version}")
     for rej in result.rejected:
-        out.print(Text(f"  skipped: {_short(rej.op.text, 60)} — {rej.reason}", style="yellow"))
+        out.print(Text(f"  skipped: {shorten(rej.op.text, 60)} — {rej.reason}", style="yellow"))
 
 
 @experiences_app.command("copy")
@@ -261,7 +256,7 @@ def logs_cmd(
     for c in calls:
         table.add_row(datetime.fromtimestamp(c["ts"]).strftime("%m-%d %H:%M:%S"), c["run_id"] or "-", c["stage"],
                       c["model"], str(c["prompt_tokens"]), str(c["completion_tokens"]), f"{c['cost_usd']:.4f}",
-                      f"{c['latency_s']:.2f}", c["finish_reason"] or "-", _short(c["error"], 40) or "-")
+                      f"{c['latency_s']:.2f}", c["finish_reason"] or "-", shorten(c["error"], 40) or "-")
     _out().print(table)
 
 
