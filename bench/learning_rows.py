@@ -1,6 +1,6 @@
 """One row of the learning bench's table, computed from an arm's per-item records (its `<arm>.jsonl`) and
 its training sidecar: n, mean with a bootstrap CI, the paired difference vs `none` on the items both have
-(bootstrap CI, sign-flip p, McNemar), truncation, prompt tokens per call, training and evaluation cost.
+(bootstrap CI, sign-flip p, McNemar, items gained and lost), truncation, prompt tokens per call, training and evaluation cost.
 No model and no dataset is needed: the report is made from the committed files only."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ def _paired(recs: list[dict], base: list[dict] | None, seed: int) -> dict[str, A
     a_s, b_s = [r["score"] for r in common], [b[r["id"]] for r in common]
     d = paired_diff(a_s, b_s, seed=seed)
     return {"n": d.n, "delta": d.delta, "ci": (d.ci_lo, d.ci_hi), "p": d.p_value, "test": d.test,
-            "mcnemar": mcnemar(a_s, b_s)}
+            "mcnemar": mcnemar(a_s, b_s), "gained": sum(a > b for a, b in zip(a_s, b_s)),
+            "lost": sum(a < b for a, b in zip(a_s, b_s))}
 
 
 def arm_row(name: str, label: str, recs: list[dict], planned: int, base: list[dict] | None,
@@ -53,7 +54,8 @@ def row_cells(r: dict[str, Any]) -> list[str]:
     """The Markdown cells of a row (see HEADERS)."""
     mean = "-" if r["mean"] is None else f"{r['mean']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
     p = r["paired"]
-    delta = "-" if p is None else f"{p['delta']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] (n={p['n']})"
+    delta = "-" if p is None else (f"{p['delta']:+.3f} [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}] "
+                                   f"(n={p['n']}, +{p['gained']}/-{p['lost']})")
     calls = "-" if r["train_calls"] is None else f"{r['train_calls']} ({r['learner_calls']})"
     train_min = None if r["train_wall_s"] is None else r["train_wall_s"] / 60
     n = f"{r['n']}/{r['planned']} partial" if r["partial"] else str(r["n"])
@@ -62,7 +64,7 @@ def row_cells(r: dict[str, Any]) -> list[str]:
             f"{r['eval_wall_s'] / 60:.1f}", _f(r["tok_s"], ".1f")]
 
 
-HEADERS = ["arm", "n", "mean [95% CI]", "Δ vs none [95% CI] (paired n)", "p sign-flip", "p McNemar", "truncated",
+HEADERS = ["arm", "n", "mean [95% CI]", "Δ vs none [95% CI] (paired n, items gained/lost)", "p sign-flip", "p McNemar", "truncated",
            "prompt tok/call", "train calls (learner)", "train min", "eval min", "tok/s"]
 
 

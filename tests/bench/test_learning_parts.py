@@ -123,11 +123,12 @@ def test_rows_pair_on_common_items_and_mark_partial():
                                                                        "wall_s": 120.0}, 0)
     assert row["partial"] and row["n"] == 3 and row["paired"]["n"] == 3
     assert row["paired"]["delta"] == pytest.approx(2 / 3) and row["truncated"] == 1.0
+    assert (row["paired"]["gained"], row["paired"]["lost"]) == (2, 0)
     assert row["prompt_tokens_per_call"] == 10 and row["tok_s"] == 2.0
     none = arm_row("none", "n", base, 6, base, None, 0)
     assert none["paired"] is None and not none["partial"]
     md = "\n".join(table([none, row]))
-    assert "| paper | 3/6 partial |" in md and "| 9 (5) | 2.0 |" in md and "| none | 6 |" in md
+    assert "| paper | 3/6 partial |" in md and "(n=3, +2/-0)" in md and "| 9 (5) | 2.0 |" in md and "| none | 6 |" in md
 
 
 def test_replace_section_keeps_the_other_sections():
