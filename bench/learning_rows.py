@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfgrpo.evaluation.statistics import bootstrap_ci, mcnemar, paired_diff
+from tfgrpo.evaluation.statistics import bootstrap_ci, discordant, mcnemar, paired_diff
 
 
 def _paired(recs: list[dict], base: list[dict] | None, seed: int) -> dict[str, Any] | None:
@@ -19,9 +19,9 @@ def _paired(recs: list[dict], base: list[dict] | None, seed: int) -> dict[str, A
         return None
     a_s, b_s = [r["score"] for r in common], [b[r["id"]] for r in common]
     d = paired_diff(a_s, b_s, seed=seed)
+    gained, lost = discordant(a_s, b_s)
     return {"n": d.n, "delta": d.delta, "ci": (d.ci_lo, d.ci_hi), "p": d.p_value, "test": d.test,
-            "mcnemar": mcnemar(a_s, b_s), "gained": sum(a > b for a, b in zip(a_s, b_s)),
-            "lost": sum(a < b for a, b in zip(a_s, b_s))}
+            "mcnemar": mcnemar(a_s, b_s), "gained": gained, "lost": lost}
 
 
 def arm_row(name: str, label: str, recs: list[dict], planned: int, base: list[dict] | None,

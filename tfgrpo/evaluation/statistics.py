@@ -162,17 +162,19 @@ def paired_diff(
     return PairedResult(float(d.mean()), lo, hi, min(1.0, p), test, len(d))
 
 
-def mcnemar(a_binary: Sequence[float], b_binary: Sequence[float], *, threshold: float = 1.0) -> float:
-    """Exact McNemar test (two-sided binomial on the discordant pairs); returns the p-value.
-
-    An item counts as correct when its score is >= threshold (bools work as 0/1).
-    """
+def discordant(a_binary: Sequence[float], b_binary: Sequence[float], *, threshold: float = 1.0) -> tuple[int, int]:
+    """The discordant pairs: (items only `a` got right, items only `b` got right). An item counts as right
+    when its score is >= threshold (bools work as 0/1)."""
     if len(a_binary) != len(b_binary):
         raise ValueError(f"paired items need equal lengths, got {len(a_binary)} and {len(b_binary)}")
     a = [float(x) >= threshold for x in a_binary]
     b = [float(x) >= threshold for x in b_binary]
-    only_a = sum(1 for x, y in zip(a, b) if x and not y)
-    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    return sum(1 for x, y in zip(a, b) if x and not y), sum(1 for x, y in zip(a, b) if y and not x)
+
+
+def mcnemar(a_binary: Sequence[float], b_binary: Sequence[float], *, threshold: float = 1.0) -> float:
+    """Exact McNemar test (two-sided binomial on the discordant pairs, see `discordant`); returns the p-value."""
+    only_a, only_b = discordant(a_binary, b_binary, threshold=threshold)
     n = only_a + only_b
     if n == 0:
         return 1.0
