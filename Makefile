@@ -22,7 +22,14 @@ $(PY):
 # tfgrpo/llm/local.py prefers it. Stamped even when the build fails (make then says so in one line and
 # the embedded model falls back to llama_cpp.server); `rm $(LLAMA_SERVER_STAMP)` to try again.
 LLAMA_CPP_PY := 0.3.36
-LLAMA_SERVER_STAMP := $(VENV)/.stamp-llama-server-$(LLAMA_CPP_PY)
+# Native builds, but without AMX on x86-64: some virtual machines report AMX in cpuid yet fault on its first
+# tile instruction (llama-server died with SIGSEGV at `ldtilecfg` in ggml's AMX matmul on such a VM), and
+# on a 2-core machine AMX buys nothing for decoding. GCC and Clang let an explicit -mno-* win over
+# -march=native whatever the order, so CMake's CFLAGS/CXXFLAGS reach ggml's native flags.
+NO_AMX := $(if $(filter x86_64 amd64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+LLAMA_BUILD_ENV := CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)"
+LLAMA_SERVER_STAMP := $(VENV)/.stamp-llama-server-$(LLAMA_CPP_PY)-noamx
+LLAMA_PY_STAMP := $(VENV)/.stamp-llama-cpp-python-$(LLAMA_CPP_PY)-noamx
 LLAMA_SERVER_TMP := $(VENV)/llama-server-build
 LLAMA_CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_OPENSSL=OFF \
 	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
@@ -32,15 +39,21 @@ $(LLAMA_SERVER_STAMP): | $(PY)
 	start=$$(date +%s); \
 	if ( $(PIP) download -q --no-binary :all: --no-deps llama-cpp-python==$(LLAMA_CPP_PY) -d $$d \
 	     && tar xzf $$d/llama_cpp_python-$(LLAMA_CPP_PY).tar.gz -C $$d \
-	     && cmake -S $$src -B $$d/build $(LLAMA_CMAKE_FLAGS) \
+	     && $(LLAMA_BUILD_ENV) cmake -S $$src -B $$d/build $(LLAMA_CMAKE_FLAGS) \
 	     && cmake --build $$d/build -j$$(nproc 2>/dev/null || echo 2) --target llama-server \
 	     && install -m 755 $$d/build/bin/llama-server $(VENV)/bin/llama-server ) > $$d.log 2>&1; then \
 	  echo "llama-server built in $$(( $$(date +%s) - start ))s: $(VENV)/bin/llama-server"; \
 	else echo "llama-server did not build (log: $$d.log); embedded model falls back to llama_cpp.server (slower)"; fi; \
 	rm -rf $$d; touch $@
 
+# the bindings (llama_cpp.server, the fallback engine), built from source with the same flags; no wheel
+# cache, so a wheel built before with AMX is not reused
+$(LLAMA_PY_STAMP): | $(PY)
+	$(LLAMA_BUILD_ENV) $(PIP) install --no-cache-dir --force-reinstall --no-deps llama-cpp-python==$(LLAMA_CPP_PY)
+	touch $@
+
 # runtime + embedded model server
-$(VENV)/.stamp-local: pyproject.toml | $(PY) $(LLAMA_SERVER_STAMP)
+$(VENV)/.stamp-local: pyproject.toml | $(PY) $(LLAMA_SERVER_STAMP) $(LLAMA_PY_STAMP)
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[local]'
 	touch $@
