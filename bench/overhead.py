@@ -17,7 +17,8 @@ number of metric calls as our rollouts, and the same concurrency for its batch e
     python bench/overhead.py [--quick] [--latency 1.0] [--batch 200] [--group 5] [--no-gepa] [--profile out.prof]
 
 The last line is machine-readable: `overhead_ratio=<x> vs_gepa=<y> cpu_us_per_call=<z> rollouts=<n>
-latency_s=<L> wall_s=<w> bound_s=<b> peak_rss_mb=<m>`. `--scale` runs a step at B and at 10*B (default 1,000
+latency_s=<L> wall_s=<w> bound_s=<b> peak_rss_mb=<m> event_loop=<uvloop|asyncio>` (`TFGRPO_EVENT_LOOP=asyncio`
+runs the step on the standard loop, to compare). `--scale` runs a step at B and at 10*B (default 1,000
 then 10,000 rollouts) and ends with `scale_rollouts=... wall_ratio=<x> rss_ratio=<y> ...`.
 `--what-if memory-log` keeps the LLM call log in memory (a profiling aid, not a product mode).
 
@@ -72,6 +73,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from bench.fake_server import FakeServer  # noqa: E402
+from tfgrpo_common.event_loop import loop_name  # noqa: E402
 
 
 def arith_items(n: int, workdir: Path | None = None) -> tuple[list, str | None]:
@@ -246,7 +248,7 @@ def main() -> None:
                   f"ours {ours_rps:.1f} rollouts/s vs gepa {gepa_rps:.1f} rollouts/s")
     print(f"overhead_ratio={ratio:.3f} vs_gepa={vs:.2f} cpu_us_per_call={ours['cpu_us_per_call']:.0f} "
           f"rollouts={ours['rollouts']} latency_s={latency} wall_s={ours['wall']:.2f} bound_s={bound:.2f} "
-          f"peak_rss_mb={peak_rss_mb():.1f}")
+          f"peak_rss_mb={peak_rss_mb():.1f} event_loop={loop_name()}")
 
 
 def peak_rss_mb() -> float:

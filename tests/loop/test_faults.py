@@ -242,6 +242,22 @@ def test_fault_refusal(server, outcome):
     assert refusals and len(rej) == len(refusals) and all(r["raw"] == sorry for r in rej)
 
 
+def test_fault_fatal_error_cancels_the_calls_in_flight(server, tmp_path):
+    # one rollout is refused (401: fatal) while the other three are still waiting for their answers: those
+    # are cancelled before the run closes its HTTP client, so none is logged as a server disconnect
+    server.script_stage("rollout", ("sleep", 0.8), ("status", 401), ("sleep", 0.8), ("sleep", 0.8))
+    store, res = run(server, tmp_path, max_attempts=1)
+    try:
+        calls = store.calls(run_id=res.run_id)
+        assert res.status == "failed" and "authentication" in (res.error or ""), res
+        assert [c["error"] for c in calls if c["error"]] and all("authentication" in c["error"] for c in calls
+                                                                if c["error"]), calls
+        assert not any("disconnect" in (c["error"] or "").lower() for c in calls)
+        assert_library_consistent(store, LIB)
+    finally:
+        store.close()
+
+
 def test_fault_auth_failure_everywhere_stops_the_run(server, tmp_path):
     server.script(*[("status", 401)] * 50)
     store, res = run(server, tmp_path, max_attempts=1)

@@ -6,7 +6,6 @@ any model; the first row is the reference of the paired statistics. No torch her
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -14,7 +13,7 @@ from tasks.base import Example, Task
 from tfgrpo.evaluation.runner import EvalResult, run_eval
 from tfgrpo.evaluation.statistics import paired_diff
 from tfgrpo_common.chat import ChatModel
-from tfgrpo_common.heap import frozen_heap
+from tfgrpo_common.event_loop import run_hot
 
 ApplyPrior = Callable[[list[dict]], list[dict]]
 ROW_ORDER = ("baseline", "training-free", "weight-update")
@@ -90,9 +89,8 @@ def run_compare(rows: Sequence[RowSpec], task: Task, examples: list[Example], *,
         raise ValueError("compare needs at least one row")
     if not examples:
         raise ValueError("compare needs at least one item")
-    with frozen_heap():
-        results = asyncio.run(_eval_rows(rows, task, examples, k=k, seed=seed, temperature=temperature,
-                                         max_tokens=max_tokens, split=split, on_item=on_item))
+    results = run_hot(_eval_rows(rows, task, examples, k=k, seed=seed, temperature=temperature,
+                                 max_tokens=max_tokens, split=split, on_item=on_item))
     out = [RowResult(spec, res) for spec, res in zip(rows, results)]
     base = out[0].per_item()
     for row in out[1:]:

@@ -3,11 +3,11 @@ and a bootstrap interval. The prior (if any) is applied by the same function tra
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from tfgrpo_common.event_loop import gather_or_cancel
 from tasks.base import Example, Task, is_tool_task
 from tfgrpo.errors import ModelUnreachable
 from tfgrpo.evaluation.statistics import bootstrap_ci, mean_at_k, pass_at_k
@@ -110,7 +110,7 @@ async def _eval_item(model: ChatModel, task: Task, ex: Example, idx: int, k: int
 
 async def _agent_item(model, task, ex, res: ItemResult, k: int, seed: int, temperature: float, max_tokens: int,
                       apply_prior, stage: str = "eval") -> ItemResult:
-    trajs = await asyncio.gather(*[
+    trajs = await gather_or_cancel(*[
         task.rollout(model, ex, apply_prior=apply_prior, temperature=temperature, max_tokens=max_tokens,
                      seed=seed + i * 37, stage=stage, meta={"item": ex.id}) for i in range(k)])
     for t in trajs:
@@ -149,6 +149,6 @@ async def run_eval(model: ChatModel, task: Task, examples: list[Example], *, k: 
             on_item(r)
         return r
 
-    items = await asyncio.gather(*[one(i, ex) for i, ex in zip(positions, examples)])
+    items = await gather_or_cancel(*[one(i, ex) for i, ex in zip(positions, examples)])
     return EvalResult(task.name, getattr(model, "name", "?"), k, split, library, version, list(items),
                       time.perf_counter() - start, seed)

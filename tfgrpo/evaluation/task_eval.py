@@ -3,7 +3,6 @@ evaluation, close the model's HTTP clients inside their event loop. Progress goe
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable
 
 from tasks.registry import load_task
@@ -11,7 +10,7 @@ from tfgrpo.config import ModelConfig, TaskOptions
 from tfgrpo.errors import ConfigError
 from tfgrpo.evaluation.runner import EvalResult, run_eval
 from tfgrpo.llm.factory import ModelPool
-from tfgrpo_common.heap import frozen_heap
+from tfgrpo_common.event_loop import run_hot
 
 
 def evaluate_task(task_name: str, model_cfg: ModelConfig, *, k: int, split: str, limit: int | None, seed: int,
@@ -44,8 +43,7 @@ def evaluate_task(task_name: str, model_cfg: ModelConfig, *, k: int, split: str,
                 if hasattr(chat_model, "aclose"):
                     await chat_model.aclose()
 
-        with frozen_heap():
-            return asyncio.run(go())
+        return run_hot(go())
     finally:
         if own:
             pool.close()

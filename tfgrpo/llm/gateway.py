@@ -11,6 +11,7 @@ from typing import Any, Awaitable, Callable
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
+from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.llm.budget import Budget
 from tfgrpo.errors import LLMError
 from tfgrpo.llm.backends import Backend, RawResponse
@@ -60,7 +61,7 @@ class Gateway(PassthroughMixin):
         missing = n - len(out)
         if missing > 0:
             seeds = [None if seed is None else seed + i for i in range(len(out), n)]
-            parts = await asyncio.gather(*[
+            parts = await gather_or_cancel(*[
                 self._one(messages, temperature, max_tokens, 1, stage, s, meta) for s in seeds])
             out.extend(c for part in parts for c in part)
         return out[:n]

@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
+from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.errors import LLMError
 from tfgrpo.llm.backends import LiteLLMBackend, RawResponse, estimate_cost
 from tfgrpo.llm.errors import classify
@@ -29,11 +30,9 @@ class PassthroughMixin:
         `n > 1` is emulated with separate requests where the backend ignores `n`."""
         n = int(body.get("n") or 1)
         if n > 1 and not self.backend.native_n:
-            import asyncio
-
             seed = body.get("seed")
             bodies = [{**body, "n": 1, **({"seed": seed + i} if isinstance(seed, int) else {})} for i in range(n)]
-            parts = await asyncio.gather(*[self._complete_one(b, stage, meta) for b in bodies])
+            parts = await gather_or_cancel(*[self._complete_one(b, stage, meta) for b in bodies])
             return merge_responses(list(parts))
         return await self._complete_one(body, stage, meta)
 

@@ -4,9 +4,9 @@ and the worked examples of mixed groups. Every stage reads only the usable rollo
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.loop.advantage import extract, summarize
 from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.examples import example_op
@@ -32,7 +32,7 @@ async def summarize_stage(ctx: StepContext, state: dict) -> dict:
     jobs = [(qid, row) for qid in needs for row in group_rows(ctx, state, qid)]
     ctx.stage("summarize", step, f"{len(jobs)} rollouts ({len(state['selected']) - len(needs)} groups shown "
                                  "to the learner as they are)")
-    texts = await asyncio.gather(*[
+    texts = await gather_or_cancel(*[
         summarize(ctx.learner, row, reference=ctx.reference(qid), memo=ctx.memo,
                   key=ctx.summary_key(step, row["id"]), temperature=ctx.cfg.learner_temperature,
                   seed=ctx.seed(step, 50_000 + j))
@@ -58,7 +58,7 @@ async def extract_stage(ctx: StepContext, state: dict) -> dict:
     library = [{"id": e.id, "text": e.text} for e in ctx.store.experiences(ctx.cfg.library) if e.kind == "lesson"]
     groups = sorted(state["selected"].items())
     ctx.stage("extract", step, f"{len(groups)} groups")
-    results = await asyncio.gather(*[_extract_group(ctx, state, j, q, k, library) for j, (q, k) in enumerate(groups)])
+    results = await gather_or_cancel(*[_extract_group(ctx, state, j, q, k, library) for j, (q, k) in enumerate(groups)])
     proposals, examples = [], []
     for (qid, kind), res in zip(groups, results):
         rows = group_rows(ctx, state, qid)

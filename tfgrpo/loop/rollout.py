@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import Any, Callable
 
+from tfgrpo_common.event_loop import gather_or_cancel
 from tasks.base import Example, Task, is_tool_task
 from tfgrpo.errors import BudgetExceeded, LLMError
 from tfgrpo_common.chat import ChatModel
@@ -49,7 +49,7 @@ async def sample_group(model: ChatModel, task: Task, ex: Example, *, run_id: str
                    finish_reason=c.finish_reason, error=None)
         return row
 
-    return list(await asyncio.gather(*[one(i) for i in range(g)]))
+    return await gather_or_cancel(*[one(i) for i in range(g)])
 
 
 def _agent_row(row: dict[str, Any], traj) -> dict[str, Any]:

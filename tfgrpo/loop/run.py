@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tasks.registry import load_task
-from tfgrpo_common.heap import frozen_heap
+from tfgrpo_common.event_loop import run_hot
 from tfgrpo.llm.budget import Budget
 from tfgrpo.config import ModelConfig, TrainConfig
 from tfgrpo.errors import BudgetExceeded, ConfigError, ModelUnreachable, StoreError
@@ -167,8 +167,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *
         ctx = StepContext(cfg, task, examples, policy, learner, store, memo, run_id, on_stage=on_stage,
                           call_log=call_log, gate_examples=gate, on_step=on_step)
         try:
-            with frozen_heap():
-                asyncio.run(_drive(ctx, ckpt))
+            run_hot(_drive(ctx, ckpt))
         except BudgetExceeded as exc:
             status, error = "stopped_budget", str(exc)
         except ModelUnreachable as exc:

@@ -5,8 +5,8 @@ live in `learn_stages`, the gate in `gate`; what they all read is the `StepConte
 
 from __future__ import annotations
 
-import asyncio
 
+from tfgrpo_common.event_loop import gather_or_cancel
 from experience_store import RolloutRow
 from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.learner import consolidate
@@ -41,7 +41,7 @@ async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
         ctx.keep_rollouts(step, rows)
         return qid, [r["id"] for r in rows]
 
-    done = await asyncio.gather(*[group(i, q) for i, q in enumerate(state["batch"])])
+    done = await gather_or_cancel(*[group(i, q) for i, q in enumerate(state["batch"])])
     return {"rollouts": dict(done)}  # ids only: the rows are in the store (and on ctx for the next stages)
 
 

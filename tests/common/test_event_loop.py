@@ -1,0 +1,85 @@
+"""run_hot: the hot paths run on uvloop where it is installed, with the heap frozen; TFGRPO_EVENT_LOOP chooses."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+
+import pytest
+
+from tfgrpo_common.event_loop import ENV, gather_or_cancel, loop_name, run_hot
+
+
+async def _loop_module_and_freeze() -> tuple[str, int]:
+    await asyncio.sleep(0)
+    return type(asyncio.get_running_loop()).__module__, gc.get_freeze_count()
+
+
+def test_uvloop_by_default_with_the_heap_frozen(monkeypatch):
+    pytest.importorskip("uvloop")
+    monkeypatch.delenv(ENV, raising=False)
+    module, frozen = run_hot(_loop_module_and_freeze())
+    assert module.startswith("uvloop")
+    assert loop_name() == "uvloop"
+    assert frozen > 0
+    assert gc.get_freeze_count() == 0  # given back after the run
+
+
+def test_asyncio_when_asked(monkeypatch):
+    monkeypatch.setenv(ENV, "asyncio")
+    module, _ = run_hot(_loop_module_and_freeze())
+    assert module.startswith("asyncio")
+    assert loop_name() == "asyncio"
+
+
+def test_without_uvloop_falls_back_unless_required(monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import fails as if it were not installed
+    monkeypatch.delenv(ENV, raising=False)
+    module, _ = run_hot(_loop_module_and_freeze())
+    assert module.startswith("asyncio")
+    monkeypatch.setenv(ENV, "uvloop")
+    coro = _loop_module_and_freeze()
+    with pytest.raises(RuntimeError, match="uvloop is not installed"):
+        run_hot(coro)
+    assert coro.cr_frame is None  # closed, not left un-awaited
+
+
+def test_errors_propagate():
+    async def boom() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("inner")
+
+    with pytest.raises(ValueError, match="inner"):
+        run_hot(boom())
+    assert gc.get_freeze_count() == 0
+
+
+def test_gather_or_cancel_keeps_order_and_stops_the_others_on_a_failure():
+    finished: list[str] = []
+    cancelled: list[str] = []
+
+    async def ok(name: str, delay: float) -> str:
+        try:
+            await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+        finished.append(name)
+        return name
+
+    async def fails() -> str:
+        await asyncio.sleep(0.01)
+        raise KeyError("fatal")
+
+    async def main() -> tuple[list[str], bool]:
+        order = await gather_or_cancel(ok("slow", 0.05), ok("fast", 0.0))
+        with pytest.raises(KeyError, match="fatal"):  # the failure itself, not an exception group
+            await gather_or_cancel(ok("a", 5.0), fails(), ok("b", 5.0))
+        # by the time the failure reaches the caller, the others are no longer running
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return order, not others
+
+    order, none_left = asyncio.run(main())
+    assert order == ["slow", "fast"]
+    assert none_left and sorted(cancelled) == ["a", "b"] and "a" not in finished
