@@ -49,6 +49,11 @@ time of every request): the 1,000 rollout requests leave over 0.15 s, their answ
 the first left, the stage ends 0.08 s later; extract and consolidate (with apply) each take ~0.11 s over L.
 Plain aiohttp against this server ends 0.28 s over L on fresh connections (0.13 s warm), so most of what
 remains at L = 3 s is the rig: its server accepts and parses 1,000 requests on the client's 2 cores.
+Quiet machine, 2026-12-01 (Intel Xeon VM this time), the fake server on httptools and uvloop (uvicorn[standard]),
+alternating the client's event loop: uvloop 769/787 us per call, overhead_ratio 1.291/1.294; asyncio 817/829 us,
+1.306/1.310 (L = 1 s, no GEPA). Stage ends: rollouts 1.53 s after the stage started (L = 1 s), extract 1.10 s,
+consolidate with apply 1.14 s: the rollout stage's 0.5 s over L is the client sending and then reading 1,000
+requests on one core while the server takes the other.
 What remains (cProfile, full run, before the last changes): the rollout stage ends about 3.1 s after it starts against a
 1 s latency. The main costs are aiohttp building 1,200 requests (~0.2 s), the gateway and its retry
 wrapper (~0.2 s; `bench/gateway_cpu.py` puts the gateway's own CPU at about 0.1 ms per call), and 1,000 socket
