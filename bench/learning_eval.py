@@ -1,5 +1,7 @@
 """Resumable evaluation of one arm: one JSON line per item, appended and flushed as soon as the item is
-scored; a rerun skips the items already in the file. Each item keeps its index in the arm's item list, so
+scored; a rerun skips the items already in the file, except those whose call failed (a timeout or an
+unreachable model is the machine's fault, not the model's answer): those are evaluated again and the new
+line replaces the failed one. Each item keeps its index in the arm's item list, so
 its seed (and at temperature 0 its result) does not depend on which items were left to do."""
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ class ItemFile:
         for line in keep.decode("utf-8").splitlines():
             if line.strip():
                 rec = json.loads(line)
-                self.records.setdefault(rec["id"], rec)
+                old = self.records.get(rec["id"])
+                if old is None or old.get("error"):  # a later line replaces a failed item, nothing else
+                    self.records[rec["id"]] = rec
+
+    def failed(self) -> set[str]:
+        """Ids of the items whose record is a failed call (evaluated again by a rerun)."""
+        return {i for i, rec in self.records.items() if rec.get("error")}
 
     def append(self, rec: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,9 +131,12 @@ def evaluate_arm(model, task, examples: list, path: Path, *, label: str, seed: i
                  apply: Callable | None, concurrency: int = 1, deadline: float | None = None) -> bool:
     """Evaluate the items of `examples` not yet in `path`; True when the arm is complete."""
     out = ItemFile(path)
-    todo = [(i, ex) for i, ex in enumerate(examples) if ex.id not in out.records]
+    failed = out.failed()
+    todo = [(i, ex) for i, ex in enumerate(examples) if ex.id not in out.records or ex.id in failed]
     done = len(examples) - len(todo)
-    print(f"[{label}] {done}/{len(examples)} items already done, {len(todo)} to go", flush=True)
+    again = sum(1 for _, ex in todo if ex.id in failed)
+    retry = f" ({again} whose call failed, again)" if again else ""
+    print(f"[{label}] {done}/{len(examples)} items already done, {len(todo)} to go{retry}", flush=True)
     complete = not todo or asyncio.run(_run_pool(
         UsageModel(model), task, todo, out, seed=seed, max_tokens=max_tokens, apply=apply,
         concurrency=max(1, concurrency), deadline=deadline, progress=Progress(label, len(examples), done)))

@@ -10,7 +10,7 @@ import pytest
 
 from bench.learning_arms import (ARMS, RetrievalPrior, SettingsError, missing_fields, parse_arms, render_examples,
                                  train_overrides)
-from bench.learning_eval import ItemFile, read_items, summary_line
+from bench.learning_eval import ItemFile, evaluate_arm, read_items, summary_line
 from bench.learning_report import replace_section
 from bench.learning_rows import arm_row, table
 from bench.learning_setup import check_disjoint, check_or_write, resolve_user
@@ -67,6 +67,24 @@ def test_item_file_drops_a_cut_line_and_keeps_one_record_per_id(tmp_path):
     f.append({**rec, "id": "q1", "index": 1, "finish_reasons": ["length"]})
     assert [r["id"] for r in read_items(path)] == ["q0", "q1"]
     assert "2/4 items: mean 1.000, truncated 50.0%" in summary_line("x", read_items(path), 4)
+
+
+def test_an_item_whose_call_failed_is_evaluated_again_and_replaced(tmp_path):
+    # a timeout under load is the machine's fault: a rerun evaluates the item again, the new line wins; an
+    # item that was answered (right or wrong) is never evaluated twice
+    path = tmp_path / "arm.jsonl"
+    base = {"index": 0, "score": 0.0, "scores": [0.0], "finish_reasons": [None], "wall_s": 300.0,
+            "completion_tokens": 0}
+    path.write_text(json.dumps({**base, "id": "q0", "error": "local: no answer within 300s"}) + "\n"
+                    + json.dumps({**base, "id": "q1", "index": 1, "error": None, "finish_reasons": ["stop"]}) + "\n")
+    assert ItemFile(path).failed() == {"q0"}
+    model = Seeds()
+    assert evaluate_arm(model, OneTask(), [ex(0), ex(1), ex(2)], path, label="a", seed=0, max_tokens=16, apply=None)
+    assert sorted(model.seeds) == ["q0", "q2"]  # q1 was answered: not asked again
+    recs = {r["id"]: r for r in read_items(path)}
+    assert recs["q0"]["error"] is None and recs["q0"]["score"] == 1.0 and recs["q1"]["score"] == 0.0
+    assert len(path.read_text().splitlines()) == 4  # the failed line stays in the file, as history
+    assert ItemFile(path).failed() == set()
 
 
 def test_arms_table():
