@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tfgrpo.evaluation.runner import run_eval
+from tfgrpo_common.event_loop import gather_or_cancel
 
 
 class ItemFile:
@@ -119,7 +120,7 @@ async def _run_pool(model: UsageModel, task, todo: list[tuple[int, Any]], out: I
                            apply_prior=apply, on_item=lambda it: done(it, index), indices=[index])
 
     try:
-        await asyncio.gather(*(one(i, ex) for i, ex in todo))
+        await gather_or_cancel(*(one(i, ex) for i, ex in todo))
     finally:  # the HTTP sessions belong to this event loop: close them with it (no "Unclosed client session")
         close = getattr(model.inner, "aclose", None)
         if close is not None:
