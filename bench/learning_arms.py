@@ -19,7 +19,6 @@ from typing import Any
 from tfgrpo.prior import Prior, inject, last_user_text
 
 
-
 def _prior_defaults() -> dict[str, Any]:
     sig = inspect.signature(Prior.__init__)
     return {n: p.default for n, p in sig.parameters.items()
@@ -30,6 +29,7 @@ def _prior_defaults() -> dict[str, Any]:
 PRIOR_SETTINGS = _prior_defaults()
 RETRIEVAL_K = 2
 GATE = "n_gate"  # an override value taken from the bench's settings: gate_items = --n-gate (default 32)
+GATE_ALPHA = 0.1  # the gate's significance level in the gated arms (TrainConfig's default)
 RETRIEVAL_HEADER = "Worked examples of similar problems:"
 
 
@@ -52,15 +52,20 @@ ARMS: dict[str, Arm] = {a.name: a for a in (
     Arm("none", "none", "no prior"),
     Arm("paper", "train", "paper loop (lessons, no gate)", optional={"gate_items": 0, "learn_examples": False,
                                                                         "learner_context_tokens": 0}),
-    Arm("ours", "train", "ours (gate + lessons + examples)",
-        overrides={"gate_items": GATE, "learn_examples": True}, needs=("gate_items", "learn_examples")),
+    Arm("ours-lax", "train", "ours, first gate (kept on any gain on the slice)",
+        overrides={"gate_items": GATE, "learn_examples": True, "gate_alpha": 1.0},
+        needs=("gate_items", "learn_examples", "gate_alpha")),
+    Arm("ours", "train", f"ours (gate: gain with p <= {GATE_ALPHA:g} + lessons + examples)",
+        overrides={"gate_items": GATE, "learn_examples": True, "gate_alpha": GATE_ALPHA},
+        needs=("gate_items", "learn_examples", "gate_alpha")),
     Arm("retrieval", "retrieval", f"retrieval ({RETRIEVAL_K} nearest train solutions)"),
     Arm("gepa", "gepa", "GEPA (system prompt)"),
     Arm("ours-lessons", "train", "ours, lessons only", "ablation",
-        overrides={"gate_items": GATE, "learn_examples": False}, needs=("gate_items", "learn_examples")),
+        overrides={"gate_items": GATE, "learn_examples": False, "gate_alpha": GATE_ALPHA},
+        needs=("gate_items", "learn_examples", "gate_alpha")),
     Arm("ours-examples", "train", "ours, examples only", "ablation",
-        overrides={"gate_items": GATE, "learn_lessons": False, "learn_examples": True},
-        needs=("gate_items", "learn_lessons", "learn_examples")),
+        overrides={"gate_items": GATE, "learn_lessons": False, "learn_examples": True, "gate_alpha": GATE_ALPHA},
+        needs=("gate_items", "learn_lessons", "learn_examples", "gate_alpha")),
 )}
 
 

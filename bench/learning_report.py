@@ -63,9 +63,13 @@ def _gate_line(gate: list[dict[str, Any]] | None) -> str:
     if not gate:
         return ""
     kept = [g for g in gate if g["accepted"]]
-    each = "; ".join(f"step {g['step']} {g['score_new']:.3f} vs {g['score_base']:.3f} "
-                     f"{'kept' if g['accepted'] else 'refused'}" for g in gate)
-    return (f" Gate ({gate[0]['n_items']} held-out train questions, proposed vs current library): "
+    each = "; ".join(f"step {g['step']} {g['score_new']:.3f} vs {g['score_base']:.3f}"
+                     + (f" (+{g['gained']}/-{g['lost']}, p={g['p_value']:.3f})" if "p_value" in g else "")
+                     + f" {'kept' if g['accepted'] else 'refused'}" for g in gate)
+    alpha = gate[0].get("alpha")
+    rule = f"kept if it gains with one-sided sign-test p <= {alpha:g}" if alpha is not None and alpha < 1 else \
+        "kept on any gain"
+    return (f" Gate ({gate[0]['n_items']} held-out train questions, proposed vs current library; {rule}): "
             f"{len(kept)} of {len(gate)} batches kept ({each}).")
 
 

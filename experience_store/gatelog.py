@@ -1,5 +1,6 @@
 """The gate's decisions: for each proposed op batch, the scores of the current and the proposed library on
-the validation slice, the paired difference, and whether the batch became a version. Rejected batches are
+the validation slice (per item, and the items each side won alone), the paired difference, its one-sided
+p-value, and whether the batch became a version. Rejected batches are
 kept here as data (their ops included), so `runs`, `logs` and the report can show what was turned away."""
 
 from __future__ import annotations
@@ -13,15 +14,26 @@ from .base import StoreBase, utcnow
 class GateLogMixin(StoreBase):
     def record_gate(self, library: str, *, run_id: str | None, step: int | None, base_version: int,
                     new_version: int | None, n_items: int, score_base: float, score_new: float, threshold: float,
-                    accepted: bool, ops: list[dict[str, Any]]) -> int:
-        """Record one gate decision; returns its id."""
+                    accepted: bool, ops: list[dict[str, Any]], alpha: float | None = None,
+                    p_value: float | None = None, item_scores: dict[str, list[float]] | None = None) -> int:
+        """Record one gate decision; returns its id. `item_scores` ({"base": [...], "new": [...]}, the slice's
+        per-item scores in one order) is kept, and the items each side won alone are counted from it."""
         self._check_writable("record a gate decision")
+        gained = lost = None
+        if item_scores is not None:
+            pairs = list(zip(item_scores["new"], item_scores["base"]))
+            gained, lost = sum(n > b for n, b in pairs), sum(n < b for n, b in pairs)
+        row = {"library": library, "run_id": run_id, "step": step, "base_version": base_version,
+               "new_version": new_version, "n_items": n_items, "score_base": score_base, "score_new": score_new,
+               "delta": score_new - score_base, "threshold": threshold, "accepted": accepted,
+               "ops": json.dumps(ops, ensure_ascii=False), "created_at": utcnow(), "alpha": alpha,
+               "p_value": p_value, "gained": gained, "lost": lost,
+               "item_scores": json.dumps(item_scores) if item_scores is not None else None}
         with self._tx() as con:
             gid = self._next_id("gate_decisions")
-            con.execute(
-                "INSERT INTO gate_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [gid, library, run_id, step, base_version, new_version, n_items, score_base, score_new,
-                 score_new - score_base, threshold, accepted, json.dumps(ops, ensure_ascii=False), utcnow()])
+            cols = ["id", *row]
+            con.execute(f"INSERT INTO gate_decisions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [gid, *row.values()])
         return gid
 
     def gate_decisions(self, library: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -35,6 +47,7 @@ class GateLogMixin(StoreBase):
         rows = self._dicts(sql, params)
         for r in rows:
             r["ops"] = json.loads(r["ops"]) if r.get("ops") else []
+            r["item_scores"] = json.loads(r["item_scores"]) if r.get("item_scores") else None
         return rows
 
     def add_gate_evidence(self, library: str, ids: list[int], delta: float) -> None:

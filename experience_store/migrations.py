@@ -196,6 +196,15 @@ CREATE TABLE gate_decisions (
 """
 
 
+_GATE_EVIDENCE = """
+ALTER TABLE gate_decisions ADD COLUMN alpha DOUBLE;
+ALTER TABLE gate_decisions ADD COLUMN p_value DOUBLE;
+ALTER TABLE gate_decisions ADD COLUMN gained INTEGER;
+ALTER TABLE gate_decisions ADD COLUMN lost INTEGER;
+ALTER TABLE gate_decisions ADD COLUMN item_scores VARCHAR;
+"""
+
+
 def dialect_of(con) -> str:
     """"postgres" for the store's Postgres connection (`pg.PgConnection`), else "duckdb"."""
     return getattr(con, "dialect", "duckdb")
@@ -225,6 +234,7 @@ MIGRATIONS: list[Migration] = [
     ("0002_runs_rollouts_calls", _sql(_RUNS)),
     ("0003_counter_marks", _sql(_COUNTER_MARKS)),
     ("0004_kinds_gate_prior", _sql(_KINDS_GATE_PRIOR)),
+    ("0005_gate_evidence", _sql(_GATE_EVIDENCE)),
 ]
 
 _LEDGER = "CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"

@@ -108,7 +108,8 @@ class RunLogMixin(StoreBase):
 
     # -- rollouts --------------------------------------------------------------------------------
     def add_rollouts(self, rows: list[RolloutRow]) -> None:
-        """Store rollouts; a row whose id is already stored is left as it is (idempotent resume)."""
+        """Store rollouts; a row whose id is already stored is left as it is (idempotent resume), unless the
+        stored one is a failed call: a resumed step samples those again, and the new row replaces it."""
         self._check_writable("add rollouts")
         if not rows:
             return
@@ -118,7 +119,9 @@ class RunLogMixin(StoreBase):
             data = RolloutRow.model_validate(row).model_dump()
             data["extra"] = _dumps(data["extra"])
             values.append([data[c] for c in _ROLLOUT_COLS] + [now])
+        ids = [v[_ROLLOUT_COLS.index("id")] for v in values]
         with self._tx() as con:
+            con.execute("DELETE FROM rollouts WHERE error IS NOT NULL AND list_contains(?, id)", [ids])
             self._insert_ignore(con, "rollouts", _ROLLOUT_COLS + ["created_at"], values)
 
     def rollouts(self, run_id: str, step: int | None = None) -> list[RolloutRow]:

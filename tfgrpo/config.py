@@ -79,6 +79,9 @@ class TrainConfig(_Config):
                             "learning; an op batch becomes a version only if it scores better there (0: no gate).")
     gate_threshold: float = Field(0.0, ge=-1.0, le=1.0, description="Apply a batch only if its paired gain on the "
                                   "slice is greater than this.")
+    gate_alpha: float = Field(0.1, gt=0.0, le=1.0, description="Apply a batch only if its gain on the slice is "
+                              "also unlikely to be luck: a one-sided paired sign test over the slice items whose "
+                              "score changed must give p <= this (1: off, any gain above the threshold passes).")
     prune_after: int = Field(0, ge=0, description="Pruning by evidence: once experiences have been in this many "
                              "prompts of mixed groups, propose deleting the one with the lowest win rate there "
                              "(the gate decides, as for any op). 0: off.")

@@ -65,6 +65,10 @@ def runnable_arms() -> list[str]:
     return arms + (["ours", "ours-lessons", "ours-examples"] if HAVE_OURS else [])
 
 
+def ablation(arm: str) -> bool:
+    return arm in ("ours-lessons", "ours-examples")
+
+
 RESULTS_MD = """# Benchmark results
 
 | bench | figures |
@@ -90,7 +94,7 @@ def test_every_arm_writes_its_files_and_the_report_has_every_row(tmp_path):
     folder = tmp_path / "out" / "gsm8k"
     for arm in arms:
         recs = lines(folder / f"{arm}.jsonl")
-        assert len(recs) == (3 if arm.startswith("ours-") else 6) and len({r["id"] for r in recs}) == len(recs)
+        assert len(recs) == (3 if ablation(arm) else 6) and len({r["id"] for r in recs}) == len(recs)
         assert {"id", "index", "score", "scores", "extracted", "finish_reasons", "prompt_tokens", "completion_tokens",
                 "wall_s"} <= set(recs[0])
     meta = json.loads((folder / "paper.train.json").read_text())
@@ -102,6 +106,7 @@ def test_every_arm_writes_its_files_and_the_report_has_every_row(tmp_path):
         gate = json.loads((folder / "ours.train.json").read_text())["gate"]
         assert [g["step"] for g in gate] == [1, 2] and all(g["n_items"] == 2 and g["ops"] for g in gate)
         assert all(isinstance(g["accepted"], bool) and 0 <= g["score_base"] <= 1 for g in gate)
+        assert all(g["alpha"] == 0.1 and 0 < g["p_value"] <= 1 and g["gained"] + g["lost"] <= 2 for g in gate)
     settings = json.loads((folder / "settings.json").read_text())
     assert settings["n"] == 6 and settings["max_tokens"] == 512 and settings["test_ids_sha"]
 
@@ -114,9 +119,10 @@ def test_every_arm_writes_its_files_and_the_report_has_every_row(tmp_path):
     text, block = res_md.read_text(), readme.read_text()
     assert "(old)" not in text and "| store | `topk=1` |" in text and text.rstrip().endswith("kept")
     for arm in arms:
-        assert f"| {arm} | {3 if arm.startswith('ours-') else 6} |" in text and f"| {arm} |" in block
+        assert f"| {arm} | {3 if ablation(arm) else 6} |" in text and f"| {arm} |" in block
     if HAVE_OURS:
-        assert "Gate (2 held-out train questions, proposed vs current library):" in text and "step 2 " in text
+        assert ("Gate (2 held-out train questions, proposed vs current library; kept if it gains with one-sided "
+                "sign-test p <= 0.1):") in text and "step 2 " in text
     assert "stale" not in block and block.endswith("<!-- learning-results:end -->\nrest\n")
     compare = json.loads((folder / "compare.json").read_text())
     assert [r["row"] for r in compare["rows"]] == [a for a in ARMS if a in arms]  # the arms table's order
@@ -232,7 +238,7 @@ def test_overlapping_items_are_refused_at_start(tmp_path, args, message):
 
 def test_ours_refuses_while_train_config_lacks_its_fields_else_runs(tmp_path):
     proc = bench(tmp_path, "--arms", "none,ours")
-    missing = [f for f in ("gate_items", "learn_examples") if f not in TrainConfig.model_fields]
+    missing = [f for f in ("gate_items", "learn_examples", "gate_alpha") if f not in TrainConfig.model_fields]
     if missing:
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert f"TrainConfig.{missing[0]}" in proc.stderr and "'ours'" in proc.stderr

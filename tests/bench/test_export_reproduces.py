@@ -32,7 +32,7 @@ def questions():
         pytest.skip(f"gsm8k data not available: {exc}")
 
 
-@pytest.mark.parametrize("arm", ["ours", "paper"])
+@pytest.mark.parametrize("arm", ["ours-lax", "ours", "paper"])
 def test_user_import_and_eval_prompt_equals_the_bench_prompt(arm, questions, tmp_path):
     export = EXPORTS / f"{arm}.library.jsonl"
     if not export.is_file():

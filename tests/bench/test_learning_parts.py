@@ -91,15 +91,17 @@ def test_arms_table():
     assert [a.name for a in parse_arms("paper, none,paper")] == ["paper", "none"]
     with pytest.raises(SettingsError, match="unknown arm.*bogus.*choose from"):
         parse_arms("none,bogus")
-    assert missing_fields(ARMS["ours"], {"gate_items": 1}) == ["learn_examples"]
+    assert missing_fields(ARMS["ours"], {"gate_items": 1}) == ["learn_examples", "gate_alpha"]
     assert train_overrides(ARMS["paper"], {}) == {}
     assert train_overrides(ARMS["paper"], {"gate_items": 1}) == {"gate_items": 0}
     assert train_overrides(ARMS["paper"], {"gate_items": 1, "learn_examples": 1}) == {"gate_items": 0,
                                                                                       "learn_examples": False}
-    assert train_overrides(ARMS["ours"], {}, {"n_gate": 2}) == {"gate_items": 2, "learn_examples": True}
+    assert train_overrides(ARMS["ours"], {}, {"n_gate": 2}) == {"gate_items": 2, "learn_examples": True,
+                                                                "gate_alpha": 0.1}
+    assert train_overrides(ARMS["ours-lax"], {})["gate_alpha"] == 1.0  # the first gate: any gain passes
     assert train_overrides(ARMS["ours"], {})["gate_items"] == 32
     assert train_overrides(ARMS["ours-examples"], {})["learn_lessons"] is False
-    assert {a.size for a in ARMS.values() if a.name.startswith("ours-")} == {"ablation"}
+    assert {a.size for a in ARMS.values() if a.name in ("ours-lessons", "ours-examples")} == {"ablation"}
 
 
 def test_retrieval_prior_picks_the_nearest_training_solutions():

@@ -13,6 +13,7 @@ from scipy import stats
 from tfgrpo.evaluation.statistics import (
     PairedResult,
     bootstrap_ci,
+    gain_p_value,
     mcnemar,
     mean_at_k,
     paired_diff,
@@ -143,3 +144,32 @@ def test_mcnemar_threshold_and_errors() -> None:
     assert mcnemar([0.9, 0.9], [0.1, 0.1]) == 1.0
     with pytest.raises(ValueError):
         mcnemar([1], [1, 0])
+
+
+def _brute_greater(d: list[float]) -> float:
+    """P(sum of sign-flipped nonzero d >= observed), by enumerating every flip."""
+    nz = [x for x in d if x != 0]
+    obs = sum(nz)
+    hits = sum(1 for s in itertools.product((1, -1), repeat=len(nz)) if sum(a * b for a, b in zip(s, nz)) >= obs - 1e-9)
+    return hits / 2 ** len(nz)
+
+
+def test_gain_p_value_is_the_one_sided_sign_test():
+    base = [0, 0, 0, 0, 1, 1, 1, 1]
+    assert gain_p_value([1] * 8, base) == pytest.approx(1 / 16)  # 4 won, none lost
+    assert gain_p_value(base, [1] * 8) == pytest.approx(1.0)  # only losses: no evidence of a gain
+    assert gain_p_value(base, base) == 1.0  # nothing changed
+    # 13 vs 10 of 32 as 5 won / 2 lost: binomial tail P(X >= 5 | 7) = 29/128
+    new = [1] * 5 + [0] * 2 + [1] * 8 + [0] * 17
+    old = [0] * 5 + [1] * 2 + [1] * 8 + [0] * 17
+    assert gain_p_value(new, old) == pytest.approx(29 / 128)
+    # F1-like scores: exact enumeration, and Monte Carlo past 16 changed items, against brute force
+    rng = np.random.default_rng(3)
+    for m in (9, 18):
+        a, b = rng.random(m), rng.random(m)
+        d = list(a - b)
+        want = _brute_greater(d)
+        got = gain_p_value(a, b, n_perm=20_000)
+        assert got == pytest.approx(want, abs=0.0 if m <= 16 else 0.01)
+    with pytest.raises(ValueError, match="equal lengths"):
+        gain_p_value([1, 0], [1])

@@ -49,6 +49,7 @@ def advice_follower(lesson: str):
 
 def run(tmp_path, monkeypatch, lesson: str, **kw):
     monkeypatch.setattr(factory, "ScriptedBackend", lambda: ScriptedBackend(advice_follower(lesson)))
+    tmp_path.mkdir(parents=True, exist_ok=True)
     db = tmp_path / "gate.duckdb"
     store = ExperienceStore(db, embedder=HashEmbedder())
     base = dict(task="arith", library="lib", epochs=1, batch_size=2, group_size=4, limit=4, gate_items=6,
@@ -59,21 +60,47 @@ def run(tmp_path, monkeypatch, lesson: str, **kw):
 
 
 def test_gate_accepts_a_batch_that_helps_and_credits_it(tmp_path, monkeypatch):
-    store, res = run(tmp_path, monkeypatch, HELPFUL)
+    store, res = run(tmp_path, monkeypatch, HELPFUL, gate_items=8)
     try:
         assert res.status == "completed", res.error
         decisions = store.gate_decisions("lib", res.run_id)
         assert decisions and decisions[0]["accepted"] and decisions[0]["delta"] > 0
-        assert decisions[0]["n_items"] == 6 and decisions[0]["new_version"] == 1
+        assert decisions[0]["n_items"] == 8 and decisions[0]["new_version"] == 1
+        # 4 items won, none lost: p = 1/16 under the one-sided sign test, below the default alpha 0.1
+        first = decisions[0]
+        assert (first["gained"], first["lost"]) == (4, 0) and first["p_value"] == pytest.approx(1 / 16)
+        assert first["alpha"] == 0.1 and first["item_scores"]["new"] == [1.0] * 8
+        assert sum(first["item_scores"]["base"]) == 4
         exps = store.experiences("lib")
         lesson = next(e for e in exps if e.kind == "lesson")
         assert lesson.text == HELPFUL and lesson.gate_delta == pytest.approx(decisions[0]["delta"])
         assert store.prior_settings("lib") == TrainConfig(task="arith").prior_settings()
         # gate calls are in the call log, labelled; a version's slice score is computed once
         gate_calls = [c for c in store.calls(run_id=res.run_id) if c["stage"] == "gate"]
-        assert len(gate_calls) == 6 * (1 + len(decisions))  # the base once, then each proposal once
+        assert len(gate_calls) == 8 * (1 + len(decisions))  # the base once, then each proposal once
         totals = store.get_run(res.run_id)["metrics"]["totals"]
         assert totals["gate_accepted"] >= 1
+    finally:
+        store.close()
+
+
+def test_gate_refuses_a_lead_that_could_be_luck_unless_alpha_is_off(tmp_path, monkeypatch):
+    """On 6 items the helpful batch wins 3 and loses none: p = 1/8, more than the default alpha 0.1, so the
+    default gate keeps nothing; with --gate-alpha 1 any gain above the threshold passes."""
+    store, res = run(tmp_path, monkeypatch, HELPFUL, learn_examples=False)
+    try:
+        assert res.status == "completed", res.error
+        first = store.gate_decisions("lib", res.run_id)[0]
+        assert not first["accepted"] and first["delta"] == pytest.approx(0.5)
+        assert (first["gained"], first["lost"]) == (3, 0) and first["p_value"] == pytest.approx(1 / 8)
+        assert store.experiences("lib") == []
+    finally:
+        store.close()
+    store, res = run(tmp_path / "lax", monkeypatch, HELPFUL, learn_examples=False, gate_alpha=1.0)
+    try:
+        first = store.gate_decisions("lib", res.run_id)[0]
+        assert first["accepted"] and first["p_value"] == pytest.approx(1 / 8) and first["alpha"] == 1.0
+        assert [e.text for e in store.experiences("lib")] == [HELPFUL]
     finally:
         store.close()
 
@@ -128,3 +155,18 @@ def test_a_carved_task_trains_and_gates_on_its_own_distribution_outside_its_test
     test_ids = {ex.id for ex in task.examples("test")}
     assert len(train_items) == 64 and len(gate) == 32
     assert not (set(train_items) | {ex.id for ex in gate}) & test_ids
+
+
+def test_a_run_started_before_the_significance_test_resumes_with_the_gate_it_started_with(tmp_path):
+    from tfgrpo.loop.run import start_or_resume
+
+    with ExperienceStore(tmp_path / "old.duckdb", embedder=HashEmbedder()) as store:
+        store.ensure_library("lib")
+        old = TrainConfig(task="arith", library="lib").model_dump(mode="json")
+        del old["gate_alpha"]
+        model = ModelConfig(model="scripted").model_dump(mode="json")
+        run_id = store.create_run("lib", "train", {"train": old, "policy": model, "learner": model}, "scripted")
+        got_id, cfg, _, _ = start_or_resume(store, TrainConfig(task="arith", library="lib"),
+                                            ModelConfig(model="scripted"), ModelConfig(model="scripted"), True)
+        assert got_id == run_id and cfg.gate_alpha == 1.0
+        assert TrainConfig(task="arith").gate_alpha == 0.1  # new runs get the significance test

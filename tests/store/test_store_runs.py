@@ -52,6 +52,18 @@ def test_rollouts_round_trip(store):
     assert store.rollouts(run)[0].extra["injected"] == [1, 2]
 
 
+def test_a_failed_rollout_is_replaced_by_its_resample_and_an_answered_one_is_never(store):
+    run = store.create_run("lib", "train", {}, "m")
+    failed = rollout(run, 1, "q1", 0, 0.0).model_copy(update={"completion": "", "error": "cannot connect"})
+    store.add_rollouts([failed, rollout(run, 1, "q1", 1, 1.0)])
+    store.add_rollouts([rollout(run, 1, "q1", 0, 1.0), rollout(run, 1, "q1", 1, 0.0)])  # the resumed step
+    got = {r.id: r for r in store.rollouts(run)}
+    assert len(got) == 2 and not any(r.error for r in got.values())
+    assert got[failed.id].reward == 1.0 and got[failed.id].completion == "answer 0"
+    assert got[f"{run}:1:q1:1"].reward == 1.0  # answered before: kept as it was
+    assert store.get_run(run)["rollouts"] == 2
+
+
 def test_run_errors(store):
     with pytest.raises(StoreError, match="no run 'nope'"):
         store.get_run("nope")

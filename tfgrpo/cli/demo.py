@@ -60,7 +60,9 @@ def show_gate(store, library: str, run_id: str) -> None:
         ops = "; ".join(f"{op.get('kind', '?')} {op.get('exp_kind') or ''}: {shorten(op.get('text'), 160)}".strip()
                         for op in d["ops"]) or "-"
         table.add_row(str((d["step"] or 0) + 1), "kept" if d["accepted"] else "rejected",
-                      f"{d['score_new']:.3f} vs {d['score_base']:.3f} ({d['delta']:+.3f}, n={d['n_items']})", ops)
+                      f"{d['score_new']:.3f} vs {d['score_base']:.3f} ({d['delta']:+.3f}, n={d['n_items']}"
+                      + (f", +{d['gained']}/-{d['lost']} items, p={d['p_value']:.2f}" if d.get("p_value") is not None
+                         else "") + ")", ops)
     out.print(table)
 
 
@@ -78,7 +80,8 @@ def run_demo(model: str = "local", quick: bool = False, db: str | Path | None = 
     pool = ModelPool(progress=lambda s: console.print(f"[dim]{s}[/]"))
     try:
         console.print(f"[bold]1/3 learning[/] on {n_train} {task} questions (B={batch}, G={g}) with {model}; lessons and "
-                      f"worked examples; a batch is kept only if it helps on {n_gate} held-out train questions")
+                      f"worked examples; a batch is kept only if it wins on {n_gate} held-out train questions by more "
+                      f"than luck would (one-sided sign test, p <= {cfg.gate_alpha:g})")
         res = train(cfg, policy, None, store=store, db=db_path,
                     on_stage=lambda st, step, msg: console.print(f"  step {step + 1} [bold]{st}[/] {msg}"),
                     progress=lambda s: console.print(f"[dim]{s}[/]"), pool=pool)

@@ -80,6 +80,7 @@ MaxTokensTotal = Annotated[Optional[int], field_option(BudgetConfig, "max_tokens
 # -- learning what helps (TrainConfig) ---------------------------------------------------------------
 GateItems = Annotated[int, field_option(TrainConfig, "gate_items", "--gate-items")]
 GateThreshold = Annotated[float, field_option(TrainConfig, "gate_threshold", "--gate-threshold")]
+GateAlpha = Annotated[float, field_option(TrainConfig, "gate_alpha", "--gate-alpha")]
 PruneAfter = Annotated[int, field_option(TrainConfig, "prune_after", "--prune-after")]
 PriorExamples = Annotated[int, field_option(TrainConfig, "prior_examples", "--prior-examples")]
 LearnerApiBase = Annotated[Optional[str], typer.Option("--learner-api-base", help="OpenAI-compatible base URL of "

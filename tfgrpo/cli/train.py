@@ -72,6 +72,7 @@ def train_cmd(
     no_all_wrong: o.NoAllWrong = False,
     gate_items: o.GateItems = 32,
     gate_threshold: o.GateThreshold = 0.0,
+    gate_alpha: o.GateAlpha = 0.1,
     prune_after: o.PruneAfter = 0,
     lessons: o.Lessons = True,
     examples: o.Examples = True,
@@ -95,7 +96,8 @@ def train_cmd(
         seed=seed, rollout=SamplingConfig(temperature=temperature, max_tokens=max_tokens),
         budget=_budget(budget_usd, max_calls, max_total_tokens), ground_truth=not no_ground_truth,
         allow_group_of_one=allow_group_of_one, learn_all_wrong=not no_all_wrong, gate_items=gate_items,
-        gate_threshold=gate_threshold, prune_after=prune_after, learn_lessons=lessons, learn_examples=examples,
+        gate_threshold=gate_threshold, gate_alpha=gate_alpha, prune_after=prune_after, learn_lessons=lessons,
+        learn_examples=examples,
         prior_examples=prior_examples, task_options=task_options(agent, max_turns, data_file, reward, sandbox))
     policy = ModelConfig(model=model, api_base=api_base, gguf=gguf)
     # the learner has its own endpoint: a local policy's --api-base is not where a hosted learner lives

@@ -162,6 +162,34 @@ def paired_diff(
     return PairedResult(float(d.mean()), lo, hi, min(1.0, p), test, len(d))
 
 
+def gain_p_value(a_items: Sequence[float], b_items: Sequence[float], *, n_perm: int = 10_000, seed: int = 0) -> float:
+    """One-sided paired p-value that system a beats system b on the same items: the share of sign flips of
+    the nonzero per-item differences whose sum is at least the observed one. Binary differences (all of one
+    size) use the exact binomial tail; otherwise exact enumeration up to 16 nonzero differences, then Monte
+    Carlo with `n_perm` flips drawn from `seed`."""
+    a = np.asarray(a_items, dtype=float)
+    b = np.asarray(b_items, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired items need equal lengths, got {a.shape} and {b.shape}")
+    d = a - b
+    nz = d[d != 0]
+    m = len(nz)
+    if m == 0:
+        return 1.0
+    observed = float(nz.sum())
+    sizes = np.abs(nz)
+    if np.allclose(sizes, sizes[0]):
+        wins = int(np.count_nonzero(nz > 0))
+        return min(1.0, sum(math.comb(m, i) for i in range(wins, m + 1)) / 2**m)
+    tol = 1e-9 * max(1.0, float(sizes.sum()))
+    if m <= 16:
+        sums = np.array(list(product((1.0, -1.0), repeat=m))) @ nz
+        return float(np.count_nonzero(sums >= observed - tol)) / 2.0**m
+    rng = np.random.default_rng(seed)
+    signs = rng.choice((-1.0, 1.0), size=(n_perm, m))
+    return (1 + int(np.count_nonzero(signs @ nz >= observed - tol))) / (1 + n_perm)
+
+
 def discordant(a_binary: Sequence[float], b_binary: Sequence[float], *, threshold: float = 1.0) -> tuple[int, int]:
     """The discordant pairs: (items only `a` got right, items only `b` got right). An item counts as right
     when its score is >= threshold (bools work as 0/1)."""

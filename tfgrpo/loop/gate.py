@@ -16,6 +16,7 @@ import numpy as np
 from experience_store import Experience, Op
 from tfgrpo.loop.context import StepContext
 from tfgrpo.evaluation.runner import run_eval
+from tfgrpo.evaluation.statistics import gain_p_value
 from tfgrpo.prior import Prior
 
 GATE_SEED = 7_777
@@ -86,23 +87,42 @@ async def gate_stage(ctx: StepContext, state: dict) -> dict:
         decision = await _decide(ctx, state["version"], [Op.model_validate(o) for o in ops])
         ctx.memo.put(key, decision)
     _record(ctx, state, decision, ops)
+    ctx.stage("gate", step, describe(decision, ctx.cfg.gate_threshold, ctx.cfg.gate_alpha))
     verdict = "accepted" if decision["accepted"] else "rejected"
-    ctx.stage("gate", step, f"{verdict}: {decision['score_new']:.3f} vs {decision['score_base']:.3f} on "
-                            f"{decision['n_items']} held-out train questions (delta {decision['delta']:+.3f}, "
-                            f"needs > {ctx.cfg.gate_threshold:+.3f})")
-    return {"ops": ops if decision["accepted"] else [], "gate": {"status": verdict, **decision}}
+    summary = {k: v for k, v in decision.items() if k != "items"}  # per-item scores live in the store
+    return {"ops": ops if decision["accepted"] else [], "gate": {"status": verdict, **summary}}
+
+
+def describe(decision: dict[str, Any], threshold: float, alpha: float) -> str:
+    """One line: the verdict, both scores, the items each side won alone, and what passing needed."""
+    verdict = "accepted" if decision["accepted"] else "rejected"
+    won = f", +{decision['gained']}/-{decision['lost']} items" if decision.get("gained") is not None else ""
+    p = f", p={decision['p_value']:.3f}" if decision.get("p_value") is not None else ""
+    needs = f"delta > {threshold:+.3f}" + (f" and p <= {alpha:g}" if alpha < 1 else "")
+    return (f"{verdict}: {decision['score_new']:.3f} vs {decision['score_base']:.3f} on {decision['n_items']} "
+            f"held-out train questions (delta {decision['delta']:+.3f}{won}{p}; needs {needs})")
+
+
+def passes(base: list[float], new: list[float], threshold: float, alpha: float) -> dict[str, Any]:
+    """The gate's test on paired per-item slice scores: the mean gain must exceed `threshold` and, unless
+    `alpha` is 1, the one-sided paired sign test must give p <= `alpha` (a small slice cannot tell a
+    lead of an item or two from luck, and a lucky batch that passes is a harmful one as often as not)."""
+    s_base, s_new = float(np.mean(base)), float(np.mean(new))
+    p = gain_p_value(new, base)
+    accepted = s_new - s_base > threshold and (alpha >= 1.0 or p <= alpha)
+    return {"accepted": accepted, "score_base": s_base, "score_new": s_new, "delta": s_new - s_base,
+            "p_value": p, "gained": sum(n > b for n, b in zip(new, base)),
+            "lost": sum(n < b for n, b in zip(new, base)), "n_items": len(new)}
 
 
 async def _decide(ctx: StepContext, version: int, ops: list[Op]) -> dict[str, Any]:
     base = await version_scores(ctx, version)
     view = ProposedLibrary(ctx.store, ctx.cfg.library, ctx.store.preview(ctx.cfg.library, ops))
     new = await score(ctx, Prior(view, ctx.cfg.library, ProposedLibrary.VERSION, **ctx.cfg.prior_settings()))
-    s_base, s_new = float(np.mean(base)), float(np.mean(new))
-    accepted = s_new - s_base > ctx.cfg.gate_threshold
-    if accepted:  # the next step's base: the version these ops make scores as their preview did
+    decision = passes(base, new, ctx.cfg.gate_threshold, ctx.cfg.gate_alpha)
+    if decision["accepted"]:  # the next step's base: the version these ops make scores as their preview did
         ctx.memo.put(f"gate:{ctx.cfg.library}:v{version + 1}:{slice_key(ctx)}", new)
-    return {"accepted": accepted, "score_base": s_base, "score_new": s_new, "delta": s_new - s_base,
-            "n_items": len(new), "base_version": version}
+    return {**decision, "base_version": version, "items": {"base": list(base), "new": list(new)}}
 
 
 def _record(ctx: StepContext, state: dict, decision: dict[str, Any], ops: list[dict]) -> None:
@@ -115,4 +135,5 @@ def _record(ctx: StepContext, state: dict, decision: dict[str, Any], ops: list[d
                           new_version=decision["base_version"] + 1 if decision["accepted"] else None,
                           n_items=decision["n_items"], score_base=decision["score_base"],
                           score_new=decision["score_new"], threshold=ctx.cfg.gate_threshold,
-                          accepted=decision["accepted"], ops=ops)
+                          accepted=decision["accepted"], ops=ops, alpha=ctx.cfg.gate_alpha,
+                          p_value=decision.get("p_value"), item_scores=decision.get("items"))

@@ -88,7 +88,8 @@ def start_or_resume(store, cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg
         raise StoreError(f"library {cfg.library!r} has no unfinished training run to resume; "
                          "start one without --resume")
     conf = run["config"]
-    train_cfg = TrainConfig.model_validate(conf["train"])
+    # a run started before the gate had a significance test keeps the gate it started with
+    train_cfg = TrainConfig.model_validate({"gate_alpha": 1.0, **conf["train"]})
     if cfg.budget != TrainConfig(task=cfg.task).budget:  # a new budget given on resume replaces the old
         train_cfg = train_cfg.model_copy(update={"budget": cfg.budget})
     return (run["id"], train_cfg, ModelConfig.model_validate(conf["policy"]),

@@ -21,7 +21,9 @@ MAX_LIBRARY = 40
 async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
     step, lib = state["step"], ctx.cfg.library
     prior = Prior(ctx.store, lib, state["version"], **ctx.cfg.prior_settings())
-    existing = {r.id: r.model_dump() for r in ctx.store.rollouts(ctx.run_id, step)}
+    # a resumed step reuses its stored rollouts, except failed calls (the model was down, a call timed out):
+    # those are sampled again and replace the stored row
+    existing = {r.id: r.model_dump() for r in ctx.store.rollouts(ctx.run_id, step) if not r.error}
     ctx.stage("rollouts", step, f"{len(state['batch'])} x {ctx.cfg.group_size} rollouts "
                                  f"(library v{state['version']}: {_kinds(ctx.store, lib, state['version'])})")
 
