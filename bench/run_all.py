@@ -30,6 +30,8 @@ BENCHES = {
               "experience store: top-10 retrieval latency at N experiences, ADD throughput"),
     "prior": ("prior_bench.py", [], ["--sizes", "10,100,1000", "--calls", "100"],
               "prior tokens added vs library size; proxy overhead per call vs direct"),
+    "gate_power": ("gate_power.py", [], ["--items", "32", "--trials", "500"],
+                   "how often the gate keeps a batch by its true effect (simulated slices, the gate's own test)"),
     "local_throughput": ("local_throughput.py", [], ["--model", "local:smollm2", "--prompts", "2", "--max-tokens", "64"],
                          "generated tokens/s through the gateway vs the raw llama.cpp server"),
 }

@@ -31,3 +31,23 @@ def test_overhead_steps_beyond_the_shipped_questions_get_generated_ones(tmp_path
     items, path = arith_items(450, tmp_path)
     assert len(items) == 450 and len({ex.question for ex in items}) == 450 and path and path.endswith(".jsonl")
     assert all(ex.answer for ex in items)
+
+
+def test_gate_power_keeps_harmful_batches_rarely_with_the_sign_test():
+    """The gate's own decision on simulated slices: the lax gate (alpha 1) keeps a -5-point batch about a fifth
+    of the time on 32 items, the default (alpha 0.1) about one time in a hundred; a +10 batch passes more often
+    than a null one."""
+    import numpy as np
+
+    from bench.gate_power import keep_rate
+
+    rng = np.random.default_rng(1)
+    lax, strict = (keep_rate(32, -0.05, 0.2, alpha, 600, rng) for alpha in (1.0, 0.1))
+    assert 0.12 < lax < 0.3 and strict < 0.04
+    null, good = (keep_rate(32, d, 0.2, 0.1, 600, rng) for d in (0.0, 0.10))
+    assert null <= 0.1 and good > null + 0.15
+    out = subprocess.run([sys.executable, "bench/gate_power.py", "--items", "16", "--trials", "50"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(r"keep_harmful_alpha1=[\d.]+ keep_harmful_alpha0.1=[\d.]+ power_alpha0.1=[\d.]+ items=16 "
+                        r"harmful=-0.05 good=\+0.10", out.stdout.strip().splitlines()[-1])
