@@ -51,3 +51,18 @@ def test_gate_power_keeps_harmful_batches_rarely_with_the_sign_test():
     assert out.returncode == 0, out.stderr
     assert re.fullmatch(r"keep_harmful_alpha1=[\d.]+ keep_harmful_alpha0.1=[\d.]+ power_alpha0.1=[\d.]+ items=16 "
                         r"harmful=-0.05 good=\+0.10", out.stdout.strip().splitlines()[-1])
+
+
+def test_determinism_bench_runs_three_passes_on_the_real_embedded_model(smollm2_server):
+    """Real SmolLM2 over HTTP: the three passes run and the last line counts what they compared."""
+    out = subprocess.run([sys.executable, "bench/determinism.py", "--task", "arith", "--model", "local:smollm2",
+                          "--n", "3", "--concurrency", "2", "--max-tokens", "24"], cwd=REPO, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    last = out.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"same_text_AB=(\d)/3 same_text_AC=(\d)/3 score_flips_AB=(\d) score_flips_AC=(\d) "
+                     r"mean_A=[\d.]+ tok_s=([\d.]+)", last)
+    assert m and float(m.group(5)) > 0 and int(m.group(3)) <= 3 - int(m.group(1)), last
+    bad = subprocess.run([sys.executable, "bench/determinism.py", "--n", "1"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode != 0 and "at least 2" in bad.stderr and "Traceback" not in bad.stderr
