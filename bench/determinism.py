@@ -29,9 +29,16 @@ from tfgrpo_common.event_loop import run_hot  # noqa: E402
 
 def one_pass(pool, model: str, concurrency: int, task, items, order, max_tokens: int):
     gw = pool.gateway(ModelConfig(model=model, concurrency=concurrency))
+
+    async def run():
+        try:
+            return await run_eval(gw, task, [items[i] for i in order], k=1, seed=0, temperature=0.0,
+                                  max_tokens=max_tokens, indices=order)
+        finally:
+            await gw.aclose()
+
     start = time.perf_counter()
-    res = run_hot(run_eval(gw, task, [items[i] for i in order], k=1, seed=0, temperature=0.0,
-                           max_tokens=max_tokens, indices=order))
+    res = run_hot(run())
     wall = time.perf_counter() - start
     by_id = {it.id: it for it in res.items}
     got = [by_id[ex.id] for ex in items]
