@@ -163,7 +163,7 @@ def test_gain_p_value_is_the_one_sided_sign_test():
     new = [1] * 5 + [0] * 2 + [1] * 8 + [0] * 17
     old = [0] * 5 + [1] * 2 + [1] * 8 + [0] * 17
     assert gain_p_value(new, old) == pytest.approx(29 / 128)
-    # F1-like scores: exact enumeration, and Monte Carlo past 16 changed items, against brute force
+    # F1-like scores: exact enumeration (up to 20 changed items) against brute force
     rng = np.random.default_rng(3)
     for m in (9, 18):
         a, b = rng.random(m), rng.random(m)
@@ -171,5 +171,11 @@ def test_gain_p_value_is_the_one_sided_sign_test():
         want = _brute_greater(d)
         got = gain_p_value(a, b, n_perm=20_000)
         assert got == pytest.approx(want, abs=0.0 if m <= 16 else 0.01)
+    # past 20 changed items, Monte Carlo against the exact enumeration
+    from tfgrpo.evaluation.statistics import _sign_flip_exact
+
+    a, b = rng.random(24), rng.random(24)
+    want = _sign_flip_exact(a - b, float((a - b).sum()), greater=True)
+    assert gain_p_value(a, b, n_perm=20_000) == pytest.approx(want, abs=0.01)
     with pytest.raises(ValueError, match="equal lengths"):
         gain_p_value([1, 0], [1])

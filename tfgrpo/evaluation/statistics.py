@@ -101,8 +101,16 @@ def bootstrap_ci(
     return _percentile_ci(np.asarray(per_item, dtype=float), n_boot, alpha, seed)
 
 
-def _sign_flip_exact(d: np.ndarray, observed: float) -> float:
-    """Exact two-sided p-value: share of all 2^m sign flips with |sum| >= |observed|."""
+def _as_extreme(sums: np.ndarray, observed: float, tol: float, greater: bool) -> int:
+    """How many flipped sums are at least as extreme as `observed`: |sum| >= |observed| (two-sided), or
+    sum >= observed (one-sided, `greater`)."""
+    if greater:
+        return int(np.count_nonzero(sums >= observed - tol))
+    return int(np.count_nonzero(np.abs(sums) >= abs(observed) - tol))
+
+
+def _sign_flip_exact(d: np.ndarray, observed: float, greater: bool = False) -> float:
+    """Exact sign-flip p-value: share of all 2^m sign flips at least as extreme as `observed`."""
     m = len(d)
     tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
     head = min(m, 14)  # enumerate the first `head` signs as a matrix, loop over the rest
@@ -111,12 +119,12 @@ def _sign_flip_exact(d: np.ndarray, observed: float) -> float:
     hits = 0
     for tail in product((1.0, -1.0), repeat=m - head):
         total = head_sums + float(np.dot(tail, d[head:])) if m > head else head_sums
-        hits += int(np.count_nonzero(np.abs(total) >= abs(observed) - tol))
+        hits += _as_extreme(total, observed, tol, greater)
     return hits / 2.0**m
 
 
-def _sign_flip_mc(d: np.ndarray, observed: float, n_perm: int, seed: int) -> float:
-    """Monte Carlo two-sided sign-flip p-value, (1 + hits) / (1 + n_perm)."""
+def _sign_flip_mc(d: np.ndarray, observed: float, n_perm: int, seed: int, greater: bool = False) -> float:
+    """Monte Carlo sign-flip p-value, (1 + hits) / (1 + n_perm)."""
     rng = np.random.default_rng(seed)
     tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
     rows = max(1, _CHUNK_CELLS // len(d))
@@ -124,7 +132,7 @@ def _sign_flip_mc(d: np.ndarray, observed: float, n_perm: int, seed: int) -> flo
     for start in range(0, n_perm, rows):
         size = min(rows, n_perm - start)
         signs = rng.choice((-1.0, 1.0), size=(size, len(d)))
-        hits += int(np.count_nonzero(np.abs(signs @ d) >= abs(observed) - tol))
+        hits += _as_extreme(signs @ d, observed, tol, greater)
     return (1 + hits) / (1 + n_perm)
 
 
@@ -165,8 +173,8 @@ def paired_diff(
 def gain_p_value(a_items: Sequence[float], b_items: Sequence[float], *, n_perm: int = 10_000, seed: int = 0) -> float:
     """One-sided paired p-value that system a beats system b on the same items: the share of sign flips of
     the nonzero per-item differences whose sum is at least the observed one. Binary differences (all of one
-    size) use the exact binomial tail; otherwise exact enumeration up to 16 nonzero differences, then Monte
-    Carlo with `n_perm` flips drawn from `seed`."""
+    size) use the exact binomial tail; otherwise exact enumeration up to EXACT_MAX_NONZERO nonzero
+    differences, then Monte Carlo with `n_perm` flips drawn from `seed` (the helpers of `paired_diff`)."""
     a = np.asarray(a_items, dtype=float)
     b = np.asarray(b_items, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
@@ -176,18 +184,14 @@ def gain_p_value(a_items: Sequence[float], b_items: Sequence[float], *, n_perm: 
     m = len(nz)
     if m == 0:
         return 1.0
-    observed = float(nz.sum())
     sizes = np.abs(nz)
     if np.allclose(sizes, sizes[0]):
         wins = int(np.count_nonzero(nz > 0))
         return min(1.0, sum(math.comb(m, i) for i in range(wins, m + 1)) / 2**m)
-    tol = 1e-9 * max(1.0, float(sizes.sum()))
-    if m <= 16:
-        sums = np.array(list(product((1.0, -1.0), repeat=m))) @ nz
-        return float(np.count_nonzero(sums >= observed - tol)) / 2.0**m
-    rng = np.random.default_rng(seed)
-    signs = rng.choice((-1.0, 1.0), size=(n_perm, m))
-    return (1 + int(np.count_nonzero(signs @ nz >= observed - tol))) / (1 + n_perm)
+    observed = float(nz.sum())
+    if m <= EXACT_MAX_NONZERO:
+        return _sign_flip_exact(nz, observed, greater=True)
+    return _sign_flip_mc(nz, observed, n_perm, seed, greater=True)
 
 
 def discordant(a_binary: Sequence[float], b_binary: Sequence[float], *, threshold: float = 1.0) -> tuple[int, int]:
