@@ -15,14 +15,11 @@ class GateLogMixin(StoreBase):
     def record_gate(self, library: str, *, run_id: str | None, step: int | None, base_version: int,
                     new_version: int | None, n_items: int, score_base: float, score_new: float, threshold: float,
                     accepted: bool, ops: list[dict[str, Any]], alpha: float | None = None,
-                    p_value: float | None = None, item_scores: dict[str, list[float]] | None = None) -> int:
-        """Record one gate decision; returns its id. `item_scores` ({"base": [...], "new": [...]}, the slice's
-        per-item scores in one order) is kept, and the items each side won alone are counted from it."""
+                    p_value: float | None = None, gained: int | None = None, lost: int | None = None,
+                    item_scores: dict[str, list[float]] | None = None) -> int:
+        """Record one gate decision; returns its id. `gained`/`lost`: the slice items only the proposed / only
+        the current library won; `item_scores` ({"base": [...], "new": [...]}): the per-item scores."""
         self._check_writable("record a gate decision")
-        gained = lost = None
-        if item_scores is not None:
-            pairs = list(zip(item_scores["new"], item_scores["base"]))
-            gained, lost = sum(n > b for n, b in pairs), sum(n < b for n, b in pairs)
         row = {"library": library, "run_id": run_id, "step": step, "base_version": base_version,
                "new_version": new_version, "n_items": n_items, "score_base": score_base, "score_new": score_new,
                "delta": score_new - score_base, "threshold": threshold, "accepted": accepted,

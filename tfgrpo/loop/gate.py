@@ -136,4 +136,5 @@ def _record(ctx: StepContext, state: dict, decision: dict[str, Any], ops: list[d
                           n_items=decision["n_items"], score_base=decision["score_base"],
                           score_new=decision["score_new"], threshold=ctx.cfg.gate_threshold,
                           accepted=decision["accepted"], ops=ops, alpha=ctx.cfg.gate_alpha,
-                          p_value=decision.get("p_value"), item_scores=decision.get("items"))
+                          p_value=decision.get("p_value"), gained=decision.get("gained"),
+                          lost=decision.get("lost"), item_scores=decision.get("items"))
