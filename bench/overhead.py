@@ -156,19 +156,22 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
     for c in calls:
         by_stage[c["stage"]] = by_stage.get(c["stage"], 0) + 1
     stages = {name: round(t, 3) for name, t in marks}
-    # our process's CPU from one stage message to the next, given to the LLM stage running in between (the
-    # rollouts message opens the rollouts, the select message follows them; likewise for the learner stages)
-    call_stage = {"rollouts": "rollout", "summarize": "summarize", "extract": "extract", "consolidate": "consolidate"}
+    # our process's CPU from one stage message to the next, given to the LLM calls made in between: the
+    # rollouts message opens the step's groups, each sampled and learned from (summarize, extract) as soon
+    # as it is scored, and the select message follows the last group; then consolidate
+    call_stage = {"rollouts": "groups", "consolidate": "consolidate"}
     cpu_stage: dict[str, float] = {}
     bounds = [("start", 0.0), *cpu_marks, ("end", cpu)]
     for (name, t0), (_, t1) in zip(bounds, bounds[1:]):
         key = call_stage.get(name, "other")
         cpu_stage[key] = cpu_stage.get(key, 0.0) + t1 - t0
+    stage_calls = {**by_stage, "groups": sum(by_stage.get(k, 0) for k in ("rollout", "summarize", "extract"))}
     n_calls = sum(by_stage.values())
     return {"wall": wall, "rollouts": rollouts, "calls": by_stage, "stage_start_s": stages, "ops": ops,
             "errors": sum(1 for c in calls if c["error"]), "cpu_s": cpu,
             "cpu_us_per_call": cpu / max(1, n_calls) * 1e6,
-            "cpu_us_per_call_by_stage": {k: round(v / by_stage[k] * 1e6) for k, v in cpu_stage.items() if by_stage.get(k)},
+            "cpu_us_per_call_by_stage": {k: round(v / stage_calls[k] * 1e6) for k, v in cpu_stage.items()
+                                         if stage_calls.get(k)},
             "cpu_s_by_stage": {k: round(v, 3) for k, v in cpu_stage.items()}}
 
 
@@ -240,7 +243,8 @@ def main() -> None:
         print(f"ours: {ours['rollouts']} rollouts in {ours['wall']:.2f} s (bound {len(llm_stages)}L = {bound:.2f} s: "
               f"{', '.join(llm_stages)}); "
               f"calls {ours['calls']}; ops applied {ours['ops']}; errors {ours['errors']}")
-        print(f"ours: stage end times (s) {json.dumps(ours['stage_start_s'])}")
+        print(f"ours: stage messages at (s) {json.dumps(ours['stage_start_s'])} (rollouts opens the groups, select "
+              "follows the last one)")
         print(f"ours: our process's CPU {ours['cpu_s']:.2f} s = {ours['cpu_us_per_call']:.0f} us per LLM call; "
               f"CPU s by stage {json.dumps(ours['cpu_s_by_stage'])}; us per call of the stage "
               f"{json.dumps(ours['cpu_us_per_call_by_stage'])}")

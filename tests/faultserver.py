@@ -68,7 +68,9 @@ def _reset(transport) -> None:
 
 class FaultServer:
     """See the module docstring. `requests` holds every request body; `stages` the stage of each;
-    `headers` the request headers of each (names in lower case)."""
+    `headers` the request headers of each (names in lower case); `timeline` (stage, arrived, answered) per
+    request in the order they were answered (time.monotonic()). `slow_rollouts[text]` delays the rollouts whose question
+    contains `text` by that many seconds (one group slower than the others)."""
 
     def __init__(self, *, plausible: bool = False, answers: dict[str, str] | None = None) -> None:
         self.actions: deque = deque()
@@ -76,6 +78,8 @@ class FaultServer:
         self.requests: list[dict[str, Any]] = []
         self.stages: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.timeline: list[tuple[str, float, float]] = []
+        self.slow_rollouts: dict[str, float] = {}
         self.default_text = "The answer is \\boxed{4}."
         self.plausible = plausible
         self.answers = answers or {}
@@ -114,6 +118,16 @@ class FaultServer:
     async def _chat(self, request: Request):
         body = await request.json()
         stage = stage_of(body.get("messages") or [])
+        arrived = time.monotonic()
+        try:
+            return await self._answer(request, body, stage)
+        finally:
+            self.timeline.append((stage, arrived, time.monotonic()))
+
+    async def _answer(self, request: Request, body: dict, stage: str):
+        if stage == "rollout":
+            last = str((body.get("messages") or [{}])[-1].get("content", ""))
+            await asyncio.sleep(max([d for text, d in self.slow_rollouts.items() if text in last], default=0.0))
         self.requests.append(body)
         self.stages.append(stage)
         self.headers.append(dict(request.headers))

@@ -1,5 +1,8 @@
-"""One Training-Free GRPO step as a LangGraph StateGraph, one node per stage, looping until the last
-epoch. Checkpointed after every node (thread id = run id), so a killed run resumes where it stopped."""
+"""One Training-Free GRPO step as a LangGraph StateGraph, looping until the last epoch: sample, rollouts
+(each group sampled and learned from as soon as it is scored, `pipeline`), consolidate, gate, apply.
+Checkpointed after every node (thread id = run id), so a killed run resumes where it stopped. The nodes
+select, summarize and extract (the stage-by-stage step) are reached only by resuming a run checkpointed
+before the pipeline at one of them."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from tfgrpo.loop.commit import apply_step
 from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.gate import gate_stage
 from tfgrpo.loop.learn_stages import extract_stage, summarize_stage
-from tfgrpo.loop.stages import consolidate_stage, rollouts_stage, select_stage
+from tfgrpo.loop.pipeline import rollouts_stage
+from tfgrpo.loop.stages import consolidate_stage, select_stage
 
 
 class StepState(TypedDict, total=False):
@@ -72,8 +76,9 @@ def build_graph(ctx: StepContext):
         g.add_node(name, node(stage))
     g.add_node("apply", apply_and_advance)
     g.add_edge(START, "sample")
-    for a, b in (("sample", "rollouts"), ("rollouts", "select"), ("select", "summarize"),
-                 ("summarize", "extract"), ("extract", "consolidate"), ("consolidate", "gate"), ("gate", "apply")):
+    for a, b in (("sample", "rollouts"), ("rollouts", "consolidate"), ("consolidate", "gate"), ("gate", "apply"),
+                 # a run checkpointed before the per-group pipeline may stop at one of these; it resumes there
+                 ("select", "summarize"), ("summarize", "extract"), ("extract", "consolidate")):
         g.add_edge(a, b)
     g.add_conditional_edges("apply", lambda s: END if s.get("done") else "sample", ["sample", END])
     return g

@@ -1,12 +1,12 @@
-"""The stages of one step (the graph's nodes): rollouts, select, summarize, extract, consolidate, gate,
-apply. Each stage reads what earlier stages left in the state and the store; LLM results are memoized and
-rollouts are stored as soon as a group finishes, so resume repeats no finished call. The learning stages
-live in `learn_stages`, the gate in `gate`; what they all read is the `StepContext`."""
+"""The stages of one step (the graph's nodes): rollouts (each group sampled, scored, stored and learned
+from as soon as it is: `pipeline`), consolidate, gate, apply. Each stage reads what earlier stages left in
+the state and the store; LLM results are memoized and rollouts are stored as soon as a group finishes, so
+resume repeats no finished call. The learning helpers live in `learn_stages`, the gate in `gate`; what
+they all read is the `StepContext`. `select` (with `learn_stages`' summarize and extract) is the node of
+runs checkpointed before the pipeline."""
 
 from __future__ import annotations
 
-
-from tfgrpo_common.event_loop import gather_or_cancel
 from experience_store import RolloutRow
 from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.learner import consolidate
@@ -18,45 +18,55 @@ from tfgrpo.prior import Prior
 MAX_LIBRARY = 40
 
 
-async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
+async def sample_and_store(ctx: StepContext, state: dict, i: int, qid: str, prior: Prior, existing: dict,
+                           writer: RolloutWriter) -> list[dict]:
+    """The group of question `qid` (the batch's i-th): sampled with the prior, scored, stored (rollouts
+    already stored are reused); its rows, also kept on `ctx` for the step."""
+    step, ex = state["step"], ctx.examples[qid]
+    rows = await sample_group(
+        ctx.policy, ctx.task, ex, run_id=ctx.run_id, step=step, epoch=state["epoch"],
+        g=ctx.cfg.group_size, temperature=ctx.cfg.rollout.temperature,
+        max_tokens=ctx.cfg.rollout.max_tokens, seed=ctx.seed(step, i * 1000),
+        apply_prior=prior.apply_with_ids, version=state["version"], existing=existing)
+    new = [r for r in rows if r["id"] not in existing]
+    if new:
+        score_group(ctx.task, ex, rows, ground_truth=ctx.cfg.ground_truth)
+        await writer.write([RolloutRow.model_validate(r) for r in new])
+    ctx.keep_rollouts(step, rows)
+    return rows
+
+
+def start_rollouts(ctx: StepContext, state: dict, note: str = "") -> tuple[Prior, dict, RolloutWriter]:
+    """What sampling a step's groups needs: the prior of the step's library version, the rollouts a resumed
+    step already stored (failed calls excepted: the model was down, a call timed out; those are sampled again
+    and replace the stored row), and the writer that stores finished groups."""
     step, lib = state["step"], ctx.cfg.library
     prior = Prior(ctx.store, lib, state["version"], **ctx.cfg.prior_settings())
-    # a resumed step reuses its stored rollouts, except failed calls (the model was down, a call timed out):
-    # those are sampled again and replace the stored row
     existing = {r.id: r.model_dump() for r in ctx.store.rollouts(ctx.run_id, step) if not r.error}
     ctx.stage("rollouts", step, f"{len(state['batch'])} x {ctx.cfg.group_size} rollouts "
-                                 f"(library v{state['version']}: {_kinds(ctx.store, lib, state['version'])})")
-
-    writer = RolloutWriter(ctx.store, ctx.flush)  # groups finishing together share one transaction
-
-    async def group(i: int, qid: str) -> tuple[str, list[dict]]:
-        ex = ctx.examples[qid]
-        rows = await sample_group(
-            ctx.policy, ctx.task, ex, run_id=ctx.run_id, step=step, epoch=state["epoch"],
-            g=ctx.cfg.group_size, temperature=ctx.cfg.rollout.temperature,
-            max_tokens=ctx.cfg.rollout.max_tokens, seed=ctx.seed(step, i * 1000),
-            apply_prior=prior.apply_with_ids, version=state["version"], existing=existing)
-        new = [r for r in rows if r["id"] not in existing]
-        score_group(ctx.task, ex, rows, ground_truth=ctx.cfg.ground_truth) if new else None
-        if new:
-            await writer.write([RolloutRow.model_validate(r) for r in new])
-        ctx.keep_rollouts(step, rows)
-        return qid, [r["id"] for r in rows]
-
-    done = await gather_or_cancel(*[group(i, q) for i, q in enumerate(state["batch"])])
-    return {"rollouts": dict(done)}  # ids only: the rows are in the store (and on ctx for the next stages)
+                                 f"(library v{state['version']}: {_kinds(ctx.store, lib, state['version'])}){note}")
+    return prior, existing, RolloutWriter(ctx.store, ctx.flush)  # groups finishing together share a transaction
 
 
-async def select_stage(ctx: StepContext, state: dict) -> dict:
-    has_ref = ctx.task.has_reference and ctx.cfg.ground_truth
-    groups = ctx.all_rollouts(state)
-    chosen = select_groups(groups, learn_all_wrong=ctx.cfg.learn_all_wrong,
-                           learn_all_right=ctx.cfg.learn_all_right, has_reference=has_ref)
+def chosen_groups(ctx: StepContext, groups: dict[str, list[dict]]) -> dict[str, str]:
+    """The groups learned from, and why (mixed, all wrong, all right), judged on their usable rollouts."""
+    return select_groups(groups, learn_all_wrong=ctx.cfg.learn_all_wrong, learn_all_right=ctx.cfg.learn_all_right,
+                         has_reference=ctx.task.has_reference and ctx.cfg.ground_truth)
+
+
+def report_selection(ctx: StepContext, step: int, groups: dict[str, list[dict]], chosen: dict[str, str]) -> None:
     t = tally(groups)
     failed, cut = t["rollouts_failed"], t["rollouts_truncated"]
     left_out = f"; {failed} failed and {cut} truncated rollouts left out of the groups" if failed or cut else ""
-    ctx.stage("select", state["step"], f"mean reward {t['mean_reward']:.2f}; learning from {len(chosen)} groups "
-                                        f"({', '.join(sorted(set(chosen.values()))) or 'none'}){left_out}")
+    ctx.stage("select", step, f"mean reward {t['mean_reward']:.2f}; learning from {len(chosen)} groups "
+                              f"({', '.join(sorted(set(chosen.values()))) or 'none'}){left_out}")
+
+
+async def select_stage(ctx: StepContext, state: dict) -> dict:
+    """The `select` node (runs checkpointed before the per-group pipeline, see `pipeline`)."""
+    groups = ctx.all_rollouts(state)
+    chosen = chosen_groups(ctx, groups)
+    report_selection(ctx, state["step"], groups, chosen)
     return {"selected": chosen}
 
 

@@ -1,0 +1,106 @@
+"""A step learns from each group as soon as the group is scored (`tfgrpo/loop/pipeline.py`): over real HTTP
+(the fault server, one group's rollouts made slow), the learner reads the fast group while the slow one is
+still being sampled, and the step still learns from both."""
+
+from __future__ import annotations
+
+import pytest
+
+from experience_store import ExperienceStore, HashEmbedder
+from tasks.builtin import ArithTask
+from tests.conftest import PAPER_LOOP
+from tests.faultserver import FaultServer
+from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
+from tfgrpo.loop.run import train
+
+ITEMS = ArithTask().examples("train")[:2]
+SLOW_S = 3.0
+
+
+@pytest.fixture()
+def store(tmp_db):
+    s = ExperienceStore(tmp_db, embedder=HashEmbedder())
+    yield s
+    s.close()
+
+
+def test_the_learner_reads_a_finished_group_while_a_slower_group_is_still_sampled(store, tmp_db):
+    with FaultServer(plausible=True, answers={ex.question: ex.answer for ex in ITEMS}) as srv:
+        srv.slow_rollouts[ITEMS[1].question] = SLOW_S
+        cfg = TrainConfig(task="arith", library="lib", epochs=1, batch_size=2, group_size=2, limit=2, **PAPER_LOOP,
+                          rollout=SamplingConfig(max_tokens=64))
+        res = train(cfg, ModelConfig(model="openai/fake", api_base=srv.api_base, timeout_s=30), None,
+                    store=store, db=tmp_db)
+        timeline = list(srv.timeline)
+    assert res.status == "completed", res.error
+    rollouts = [(a, b) for stage, a, b in timeline if stage == "rollout"]
+    learner = [(stage, a) for stage, a, _ in timeline if stage in ("summarize", "extract")]
+    assert len(rollouts) == 4
+    slow_done = max(b for _, b in rollouts)
+    assert slow_done - min(a for a, _ in rollouts) >= SLOW_S
+    # the fast group's summaries and extraction were asked for before the slow group's rollouts were answered
+    early = [stage for stage, a in learner if a < slow_done]
+    assert "extract" in early and early.count("summarize") == 2, timeline
+    # both groups were learned from (each alternates a right and a wrong answer: mixed), in one step
+    calls = store.calls(run_id=res.run_id)
+    assert sum(1 for c in calls if c["stage"] == "extract") == 2
+    assert sorted({c["meta"].get("group", "") for c in calls if c["stage"] == "extract"}) == \
+        sorted(f"{res.run_id}:0:ext:{ex.id}" for ex in ITEMS)
+    assert store.experiences("lib"), "the step's op batch was applied"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _library(store) -> list[tuple[str, str]]:
+    return sorted((e.kind, e.text) for e in store.experiences("lib"))
+
+
+def test_a_run_checkpointed_before_the_pipeline_resumes_through_the_stage_by_stage_nodes(tmp_path):
+    """A run whose checkpoint says "summarize next" (the step graph before the pipeline) resumes through the
+    select/summarize/extract nodes, reuses every memoized learner answer, and ends with the library an
+    uninterrupted run learns."""
+    import asyncio
+
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from tfgrpo.loop.graph import build_graph
+    from tfgrpo.loop.run import side_paths
+
+    cfg = TrainConfig(task="arith", library="lib", epochs=1, batch_size=2, group_size=2, limit=2, **PAPER_LOOP,
+                      rollout=SamplingConfig(max_tokens=64))
+    model = ModelConfig(model="scripted")
+    with ExperienceStore(tmp_path / "ref.duckdb", embedder=HashEmbedder()) as ref:
+        assert train(cfg, model, None, store=ref, db=tmp_path / "ref.duckdb").status == "completed"
+        expected = _library(ref)
+
+    db = tmp_path / "old.duckdb"
+
+    def stop_before_consolidate(stage, step, msg):
+        if stage == "consolidate":
+            raise _Stop("killed after the rollouts node was checkpointed")
+
+    with ExperienceStore(db, embedder=HashEmbedder()) as store:
+        res = train(cfg, model, None, store=store, db=db, on_stage=stop_before_consolidate)
+        assert res.status == "failed" and "killed after" in res.error
+        run_id = res.run_id
+
+    async def rewind() -> tuple:  # the state the stage-by-stage graph had after its select node
+        ckpt, _ = side_paths(db)
+        async with AsyncSqliteSaver.from_conn_string(str(ckpt)) as saver:
+            graph = build_graph(None).compile(checkpointer=saver)
+            config = {"configurable": {"thread_id": run_id}}
+            await graph.aupdate_state(config, {"summaries": [], "proposals": [], "examples": []}, as_node="select")
+            return (await graph.aget_state(config)).next
+
+    assert asyncio.run(rewind()) == ("summarize",)
+    stages: list[str] = []
+    with ExperienceStore(db, embedder=HashEmbedder()) as store:
+        calls_before = len(store.calls(run_id=run_id))
+        res = train(cfg, model, None, store=store, db=db, resume=True, on_stage=lambda st, *_: stages.append(st))
+        assert res.status == "completed", res.error
+        assert stages[:2] == ["summarize", "extract"] and "consolidate" in stages
+        new_calls = store.calls(run_id=run_id)[calls_before:]
+        assert {c["stage"] for c in new_calls} == {"consolidate"}, "summaries and extractions come from the memo"
+        assert _library(store) == expected

@@ -1,0 +1,51 @@
+"""The step's first node: each question's group goes through rollouts -> select -> summarize (only when the
+attempts do not fit the learner) -> extract on its own, so the learner reads a group as soon as the group is
+scored, while other groups are still being sampled. The step waits for its slowest group, not for the
+slowest rollout of the batch and then the slowest learner call: with a local model, learner calls fill the
+slots that the batch's last rollouts leave idle; with a hosted one, the step's wall time approaches its
+critical path (rollout, learner, consolidate). Everything a group produces is stored or memoized as it
+finishes, so a killed step resumes without repeating a finished call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tfgrpo_common.event_loop import gather_or_cancel
+from tfgrpo.loop.context import StepContext
+from tfgrpo.loop.learn_stages import collect, extract_group, lessons, needs_summaries, summarize_rows
+from tfgrpo.loop.rollout import usable
+from tfgrpo.loop.stages import chosen_groups, report_selection, sample_and_store, start_rollouts
+
+
+async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
+    step = state["step"]
+    prior, existing, writer = start_rollouts(ctx, state, "; each group is learned from once it is scored")
+    library = lessons(ctx)  # the lessons as the step started: the op batch is applied after consolidate
+
+    async def group(i: int, qid: str) -> tuple[str, list[dict], str | None, dict[str, str], dict[str, Any] | None]:
+        rows = await sample_and_store(ctx, state, i, qid, prior, existing, writer)
+        kind = chosen_groups(ctx, {qid: rows}).get(qid)
+        if kind is None:
+            return qid, rows, None, {}, None
+        good = [r for r in rows if usable(r)]
+        summaries: dict[str, str] = {}
+        if needs_summaries(ctx, good):
+            seeds = [ctx.seed(step, 50_000 + i * 100 + k) for k in range(len(good))]
+            summaries = dict(zip([r["id"] for r in good], await summarize_rows(ctx, step, qid, good, seeds)))
+        res = await extract_group(ctx, step, qid, kind, good, summaries, library, ctx.seed(step, 60_000 + i * 10))
+        return qid, rows, kind, summaries, res
+
+    done = await gather_or_cancel(*[group(i, q) for i, q in enumerate(state["batch"])])
+    groups = {qid: rows for qid, rows, *_ in done}
+    chosen = {qid: kind for qid, _, kind, _, _ in done if kind is not None}
+    report_selection(ctx, step, groups, chosen)
+    summaries = {rid: text for *_, s, _ in done for rid, text in s.items()}
+    ctx.keep_summaries(step, summaries)
+    learned = collect(ctx, step, [(qid, kind, [r for r in rows if usable(r)], res)
+                                  for qid, rows, kind, _, res in done if kind is not None])
+    shown = sum(1 for qid, _, kind, s, _ in done if kind is not None and not s)
+    ctx.stage("extract", step, f"{len(chosen)} groups learned from ({shown} shown to the learner as they are, "
+                               f"{len(summaries)} rollouts summarized): {len(learned['proposals'])} proposals, "
+                               f"{len(learned['examples'])} worked examples")
+    return {"rollouts": {qid: [r["id"] for r in rows] for qid, rows in groups.items()}, "selected": chosen,
+            "summaries": sorted(summaries), **learned}
