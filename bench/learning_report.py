@@ -63,13 +63,17 @@ def _gate_line(gate: list[dict[str, Any]] | None) -> str:
     if not gate:
         return ""
     kept = [g for g in gate if g["accepted"]]
-    each = "; ".join(f"step {g['step']} {g['score_new']:.3f} vs {g['score_base']:.3f}"
+    def scored(g: dict[str, Any]) -> str:  # the gate stops scoring a batch once it cannot pass
+        n, of = g["n_items"], g.get("slice_items", g["n_items"])
+        return "" if n == of else (" on none (it could not pass)" if n == 0 else f" on {n} scored")
+    each = "; ".join(f"step {g['step']} {g['score_new']:.3f} vs {g['score_base']:.3f}{scored(g)}"
                      + (f" (+{g['gained']}/-{g['lost']}, p={g['p_value']:.3f})" if "p_value" in g else "")
                      + f" {'kept' if g['accepted'] else 'refused'}" for g in gate)
     alpha = gate[0].get("alpha")
     rule = f"kept if it gains with one-sided sign-test p <= {alpha:g}" if alpha is not None and alpha < 1 else \
         "kept on any gain"
-    return (f" Gate ({gate[0]['n_items']} held-out train questions, proposed vs current library; {rule}): "
+    size = gate[0].get("slice_items", gate[0]["n_items"])
+    return (f" Gate ({size} held-out train questions, proposed vs current library; {rule}): "
             f"{len(kept)} of {len(gate)} batches kept ({each}).")
 
 

@@ -104,7 +104,9 @@ def test_every_arm_writes_its_files_and_the_report_has_every_row(tmp_path):
     assert meta["gate"] == []  # the paper arm has no gate
     if HAVE_OURS:  # every step of a gated arm has its decision in the export, with the ops it judged
         gate = json.loads((folder / "ours.train.json").read_text())["gate"]
-        assert [g["step"] for g in gate] == [1, 2] and all(g["n_items"] == 2 and g["ops"] for g in gate)
+        assert [g["step"] for g in gate] == [1, 2] and all(g["slice_items"] == 2 and g["ops"] for g in gate)
+        # on 2 items a gain is never significant at 0.1 (p >= 1/4), so the gate refuses unscored
+        assert all(g["n_items"] == 0 and not g["accepted"] for g in gate)
         assert all(isinstance(g["accepted"], bool) and 0 <= g["score_base"] <= 1 for g in gate)
         assert all(g["alpha"] == 0.1 and 0 < g["p_value"] <= 1 and g["gained"] + g["lost"] <= 2 for g in gate)
     settings = json.loads((folder / "settings.json").read_text())

@@ -46,11 +46,26 @@ def test_gate_power_keeps_harmful_batches_rarely_with_the_sign_test():
     assert 0.12 < lax < 0.3 and strict < 0.04
     null, good = (keep_rate(32, d, 0.2, 0.1, 600, rng) for d in (0.0, 0.10))
     assert null <= 0.1 and good > null + 0.15
-    out = subprocess.run([sys.executable, "bench/gate_power.py", "--items", "16", "--trials", "50"], cwd=REPO,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "bench/gate_power.py", "--items", "16", "--trials", "50", "--cost-trials",
+                          "50"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+    last = out.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"keep_harmful_alpha1=[\d.]+ keep_harmful_alpha0.1=[\d.]+ power_alpha0.1=[\d.]+ items=16 "
-                        r"harmful=-0.05 good=\+0.10", out.stdout.strip().splitlines()[-1])
+                        r"harmful=-0.05 good=\+0.10 scored_share_null=[\d.]+ stop_changed=0", last)
+
+
+def test_the_gate_stops_scoring_early_without_changing_a_decision():
+    """Scoring the proposal item by item and stopping once it cannot pass gives the decision of scoring every
+    item (checked on every trial), and a harmful batch is refused after part of the slice."""
+    import numpy as np
+
+    from bench.gate_power import scored_share
+
+    rng = np.random.default_rng(2)
+    harmful, changed = scored_share(32, -0.10, 0.2, 0.1, 300, rng, 0.5)
+    good, changed_good = scored_share(32, 0.10, 0.2, 0.1, 300, rng, 0.5)
+    assert changed == changed_good == 0
+    assert harmful < 0.8 and good > harmful
 
 
 def test_determinism_bench_runs_three_passes_on_the_real_embedded_model(smollm2_server):

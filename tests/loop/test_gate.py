@@ -21,6 +21,7 @@ from tfgrpo.prior import Prior
 
 HELPFUL = "When a question has several steps, write each intermediate result before the final answer."
 USELESS = "When a question mentions a house number, admire the house before answering anything."
+HARMFUL = "When a question has numbers, add one to the result before boxing it."
 ANSWERS = {ex.question: ex.answer for ex in load_task("arith").examples("train")}
 
 
@@ -35,7 +36,7 @@ def advice_follower(lesson: str):
             question = next((q for q in ANSWERS if q in asked), None)
             gold = ANSWERS.get(question, "0")
             seed = index  # replies alternate right/wrong by call order when no lesson helps
-            right = HELPFUL in text or seed % 2 == 1
+            right = HELPFUL in text or (HARMFUL not in text and seed % 2 == 1)
             return f"Step by step: I work it out. The answer is \\boxed{{{gold if right else int(gold) + 1}}}."
         if stage == "extract":
             return ('Assessment: the winner wrote its steps. Comparison: steps. Pattern: word problems.\n'
@@ -47,7 +48,7 @@ def advice_follower(lesson: str):
     return responder
 
 
-def run(tmp_path, monkeypatch, lesson: str, **kw):
+def run(tmp_path, monkeypatch, lesson: str, model: ModelConfig = ModelConfig(model="scripted"), **kw):
     monkeypatch.setattr(factory, "ScriptedBackend", lambda: ScriptedBackend(advice_follower(lesson)))
     tmp_path.mkdir(parents=True, exist_ok=True)
     db = tmp_path / "gate.duckdb"
@@ -55,7 +56,7 @@ def run(tmp_path, monkeypatch, lesson: str, **kw):
     base = dict(task="arith", library="lib", epochs=1, batch_size=2, group_size=4, limit=4, gate_items=6,
                 rollout=SamplingConfig(max_tokens=64))
     cfg = TrainConfig(**{**base, **kw})
-    res = train(cfg, ModelConfig(model="scripted"), None, store=store, db=db)
+    res = train(cfg, model, None, store=store, db=db)
     return store, res
 
 
@@ -91,9 +92,13 @@ def test_gate_refuses_a_lead_that_could_be_luck_unless_alpha_is_off(tmp_path, mo
     try:
         assert res.status == "completed", res.error
         first = store.gate_decisions("lib", res.run_id)[0]
-        assert not first["accepted"] and first["delta"] == pytest.approx(0.5)
-        assert (first["gained"], first["lost"]) == (3, 0) and first["p_value"] == pytest.approx(1 / 8)
+        # 3 of 6 are right without it: winning all 3 others gives p = 1/8 at best, so it is refused unscored
+        assert not first["accepted"] and first["n_items"] == 0 and first["p_value"] == pytest.approx(1 / 8)
+        assert (first["gained"], first["lost"], first["delta"]) == (0, 0, 0.0)
+        assert first["item_scores"]["new"] == [None] * 6 and sum(first["item_scores"]["base"]) == 3
         assert store.experiences("lib") == []
+        gate_calls = [c for c in store.calls(run_id=res.run_id) if c["stage"] == "gate"]
+        assert len(gate_calls) == 6  # the current library's slice only
     finally:
         store.close()
     store, res = run(tmp_path / "lax", monkeypatch, HELPFUL, learn_examples=False, gate_alpha=1.0)
@@ -106,7 +111,7 @@ def test_gate_refuses_a_lead_that_could_be_luck_unless_alpha_is_off(tmp_path, mo
 
 
 def test_gate_rejects_useless_advice_and_keeps_the_batch_as_data(tmp_path, monkeypatch):
-    store, res = run(tmp_path, monkeypatch, USELESS, learn_examples=False)
+    store, res = run(tmp_path, monkeypatch, USELESS, learn_examples=False, gate_alpha=1.0)
     try:
         assert res.status == "completed", res.error
         decisions = store.gate_decisions("lib", res.run_id)
@@ -115,6 +120,26 @@ def test_gate_rejects_useless_advice_and_keeps_the_batch_as_data(tmp_path, monke
         assert any(op["text"] == USELESS for d in decisions for op in d["ops"])
         assert store.current_version("lib") == 0 and store.experiences("lib") == []
         assert store.get_run(res.run_id)["metrics"]["totals"]["gate_rejected"] == len(decisions)
+    finally:
+        store.close()
+
+
+def test_gate_stops_scoring_a_batch_once_it_cannot_pass(tmp_path, monkeypatch):
+    """A harmful lesson loses every item the current library solved; after the first such loss no result on
+    the items left could give p <= 0.1, so their calls are cancelled and the batch is refused."""
+    monkeypatch.setenv("TFGRPO_SCRIPTED_DELAY", "0.02")  # one call at a time, each visibly finished
+    store, res = run(tmp_path, monkeypatch, HARMFUL, ModelConfig(model="scripted", concurrency=1),
+                     learn_examples=False, gate_items=8)
+    try:
+        assert res.status == "completed", res.error
+        first = store.gate_decisions("lib", res.run_id)[0]
+        assert not first["accepted"] and first["lost"] >= 1 and first["gained"] == 0
+        assert 0 < first["n_items"] < 8
+        new = first["item_scores"]["new"]
+        assert sum(x is not None for x in new) == first["n_items"] and None in new
+        gate_calls = [c for c in store.calls(run_id=res.run_id) if c["stage"] == "gate"]
+        assert len(gate_calls) < 8 + 8  # the current library's 8, then fewer than 8 for the proposal
+        assert store.experiences("lib") == []
     finally:
         store.close()
 
@@ -170,3 +195,28 @@ def test_a_run_started_before_the_significance_test_resumes_with_the_gate_it_sta
                                             ModelConfig(model="scripted"), ModelConfig(model="scripted"), True)
         assert got_id == run_id and cfg.gate_alpha == 1.0
         assert TrainConfig(task="arith").gate_alpha == 0.1  # new runs get the significance test
+
+
+def test_can_pass_is_false_only_when_no_scores_of_the_other_items_could_pass():
+    """The early stop's rule on F1-like scores (the sign-flip test, not the binomial): whenever it says a batch
+    cannot pass, no completion of the unscored items passes, including the best one."""
+    import numpy as np
+
+    from tfgrpo.loop.gate import can_pass, passes
+
+    rng = np.random.default_rng(3)
+    said_no = 0
+    for _ in range(300):
+        n = int(rng.integers(4, 12))
+        base = list(np.round(rng.random(n), 2))
+        new = list(np.round(np.clip(np.array(base) + rng.normal(0.1, 0.3, n), 0, 1), 2))
+        k = int(rng.integers(0, n))
+        scored = {i: new[i] for i in range(k)}
+        if can_pass(base, scored, 0.0, 0.2):
+            continue
+        said_no += 1
+        for _ in range(5):
+            rest = list(np.round(rng.random(n - k), 2))
+            assert not passes(base, new[:k] + rest, 0.0, 0.2)["accepted"]
+        assert not passes(base, new[:k] + [1.0] * (n - k), 0.0, 0.2)["accepted"]
+    assert said_no > 20

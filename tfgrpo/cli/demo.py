@@ -48,6 +48,16 @@ def show_library(store, library: str) -> None:
     out.print(table)
 
 
+def _scores(d: dict) -> str:
+    """The decision's paired scores; the gate stops scoring a batch that can no longer pass."""
+    size = len((d.get("item_scores") or {}).get("base") or []) or d["n_items"]
+    if d["n_items"] == 0:
+        return f"not scored: even solving all {size} items could not pass (best p={d['p_value']:.2f})"
+    p = f", +{d['gained']}/-{d['lost']} items, p={d['p_value']:.2f}" if d.get("p_value") is not None else ""
+    of = f" of {size}, then stopped: it could not pass" if d["n_items"] < size else ""
+    return f"{d['score_new']:.3f} vs {d['score_base']:.3f} ({d['delta']:+.3f}, n={d['n_items']}{of}{p})"
+
+
 def show_gate(store, library: str, run_id: str) -> None:
     """Each step's op batch and what the gate decided about it (a rejected batch's ops are shown too)."""
     decisions = store.gate_decisions(library, run_id)
@@ -59,10 +69,7 @@ def show_gate(store, library: str, run_id: str) -> None:
     for d in decisions:
         ops = "; ".join(f"{op.get('kind', '?')} {op.get('exp_kind') or ''}: {shorten(op.get('text'), 160)}".strip()
                         for op in d["ops"]) or "-"
-        table.add_row(str((d["step"] or 0) + 1), "kept" if d["accepted"] else "rejected",
-                      f"{d['score_new']:.3f} vs {d['score_base']:.3f} ({d['delta']:+.3f}, n={d['n_items']}"
-                      + (f", +{d['gained']}/-{d['lost']} items, p={d['p_value']:.2f}" if d.get("p_value") is not None
-                         else "") + ")", ops)
+        table.add_row(str((d["step"] or 0) + 1), "kept" if d["accepted"] else "rejected", _scores(d), ops)
     out.print(table)
 
 

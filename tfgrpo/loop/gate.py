@@ -4,10 +4,15 @@ on a fixed validation slice of train questions, held out from learning (same ite
 The proposed library is planned exactly as the store would apply it (`ExperienceStore.preview`) and
 rendered by the same `Prior` as everywhere else, through a read-only view. A version's scores are cached in
 the memo, so a slice is never scored twice for one version (and a resumed step repeats no gate call).
-Rejected batches are recorded with their ops and scores (`store.gate_decisions`)."""
+Rejected batches are recorded with their ops and scores (`store.gate_decisions`).
+
+The proposed library's items are scored concurrently, and the scoring stops as soon as the batch cannot
+pass whatever the items not yet scored would score (each at the best reward, 1): the test is monotone in
+each item's gain, so stopping never changes a decision, it only saves the calls of a batch already lost."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -20,6 +25,7 @@ from tfgrpo.evaluation.statistics import gain_p_value
 from tfgrpo.prior import Prior
 
 GATE_SEED = 7_777
+REWARD_MAX = 1.0  # rewards are in [0, 1] (tasks.base.Reward)
 
 
 class ProposedLibrary:
@@ -67,6 +73,42 @@ async def score(ctx: StepContext, prior: Prior) -> list[float]:
     return res.item_means()
 
 
+async def _score_item(ctx: StepContext, prior: Prior, i: int) -> float:
+    """Item i of the slice, scored exactly as `score` scores it (its seed comes from its position)."""
+    res = await run_eval(ctx.policy, ctx.task, [ctx.gate_examples[i]], k=1, seed=GATE_SEED, temperature=0.0,
+                         max_tokens=ctx.cfg.rollout.max_tokens, apply_prior=prior.apply, split=ctx.cfg.split,
+                         stage="gate", indices=[i])
+    return res.item_means()[0]
+
+
+def can_pass(base: list[float], scored: dict[int, float], threshold: float, alpha: float) -> bool:
+    """Whether the proposed library could still pass if every item not yet scored got the best reward."""
+    best = [scored.get(i, max(REWARD_MAX, b)) for i, b in enumerate(base)]
+    return passes(base, best, threshold, alpha)["accepted"]
+
+
+async def score_until_decided(ctx: StepContext, prior: Prior, base: list[float]) -> dict[int, float]:
+    """The proposed library's score per slice item, by position; only the items scored before the batch
+    could no longer pass (the calls still queued or running then are cancelled)."""
+    scored: dict[int, float] = {}
+    if not can_pass(base, scored, ctx.cfg.gate_threshold, ctx.cfg.gate_alpha):
+        return scored  # not even a perfect score on every item would pass: nothing to score
+    jobs = {asyncio.create_task(_score_item(ctx, prior, i)): i for i in range(len(base))}
+    pending = set(jobs)
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for job in done:
+                scored[jobs[job]] = job.result()  # a fatal error (budget, model gone) stops the run here
+            if pending and not can_pass(base, scored, ctx.cfg.gate_threshold, ctx.cfg.gate_alpha):
+                break
+    finally:
+        for job in pending:
+            job.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    return scored
+
+
 async def version_scores(ctx: StepContext, version: int) -> list[float]:
     key = f"gate:{ctx.cfg.library}:v{version}:{slice_key(ctx)}"
     cached = ctx.memo.get(key)
@@ -99,7 +141,19 @@ def describe(decision: dict[str, Any], threshold: float, alpha: float) -> str:
     won = f", +{decision['gained']}/-{decision['lost']} items" if decision.get("gained") is not None else ""
     p = f", p={decision['p_value']:.3f}" if decision.get("p_value") is not None else ""
     needs = f"delta > {threshold:+.3f}" + (f" and p <= {alpha:g}" if alpha < 1 else "")
-    return (f"{verdict}: {decision['score_new']:.3f} vs {decision['score_base']:.3f} on {decision['n_items']} "
+    n = decision["n_items"]
+    if decision.get("ceiling"):
+        top = decision["ceiling"]
+        return (f"{verdict} without scoring it: even solving all {decision['slice_items']} held-out train questions "
+                f"it would reach {top['score_new']:.3f} vs {decision['score_base']:.3f} (+{top['gained']} items, "
+                f"p={decision['p_value']:.3f}), and passing needs {needs} (a larger --gate-items or --gate-alpha "
+                "lets a gain show)")
+    if decision.get("stopped_early"):
+        left = decision["slice_items"] - n
+        return (f"{verdict} after {n} of {decision['slice_items']} held-out train questions: it could not pass "
+                f"whatever the other {left} scored ({decision['score_new']:.3f} vs {decision['score_base']:.3f} on "
+                f"those {n}, delta {decision['delta']:+.3f}{won}{p}; needs {needs} on all)")
+    return (f"{verdict}: {decision['score_new']:.3f} vs {decision['score_base']:.3f} on {n} "
             f"held-out train questions (delta {decision['delta']:+.3f}{won}{p}; needs {needs})")
 
 
@@ -118,11 +172,23 @@ def passes(base: list[float], new: list[float], threshold: float, alpha: float) 
 async def _decide(ctx: StepContext, version: int, ops: list[Op]) -> dict[str, Any]:
     base = await version_scores(ctx, version)
     view = ProposedLibrary(ctx.store, ctx.cfg.library, ctx.store.preview(ctx.cfg.library, ops))
-    new = await score(ctx, Prior(view, ctx.cfg.library, ProposedLibrary.VERSION, **ctx.cfg.prior_settings()))
-    decision = passes(base, new, ctx.cfg.gate_threshold, ctx.cfg.gate_alpha)
-    if decision["accepted"]:  # the next step's base: the version these ops make scores as their preview did
-        ctx.memo.put(f"gate:{ctx.cfg.library}:v{version + 1}:{slice_key(ctx)}", new)
-    return {**decision, "base_version": version, "items": {"base": list(base), "new": list(new)}}
+    prior = Prior(view, ctx.cfg.library, ProposedLibrary.VERSION, **ctx.cfg.prior_settings())
+    scored = await score_until_decided(ctx, prior, base)
+    done = sorted(scored)
+    if not done:  # nothing compared (n_items 0, no difference); p: the best the batch could have reached
+        best = passes(base, [max(REWARD_MAX, b) for b in base], ctx.cfg.gate_threshold, ctx.cfg.gate_alpha)
+        decision = {"accepted": False, "score_base": best["score_base"], "score_new": best["score_base"],
+                    "delta": 0.0, "p_value": best["p_value"], "gained": 0, "lost": 0, "n_items": 0,
+                    "ceiling": {"score_new": best["score_new"], "gained": best["gained"]}, "slice_items": len(base)}
+    else:
+        decision = passes([base[i] for i in done], [scored[i] for i in done], ctx.cfg.gate_threshold,
+                          ctx.cfg.gate_alpha)
+    if 0 < len(done) < len(base):  # stopped: the batch could not pass whatever the other items scored
+        decision.update(accepted=False, stopped_early=True, slice_items=len(base))
+    elif decision["accepted"]:  # the next step's base: the version these ops make scores as their preview did
+        ctx.memo.put(f"gate:{ctx.cfg.library}:v{version + 1}:{slice_key(ctx)}", [scored[i] for i in done])
+    return {**decision, "base_version": version, "items": {"base": list(base), "new": [scored.get(i) for i in
+                                                                                      range(len(base))]}}
 
 
 def _record(ctx: StepContext, state: dict, decision: dict[str, Any], ops: list[dict]) -> None:
