@@ -119,14 +119,18 @@ def test_real_embedded_model_gates_an_evidence_deletion(smollm2_server, tmp_path
         store.apply("lib", [Op(kind=OpKind.ADD, text=HELPFUL), Op(kind=OpKind.ADD, text=HARMFUL)])
         store.bump_counters_once("lib", {1: (12, 9), 2: (12, 1)}, mark="seed")
         cfg = TrainConfig(task="arith", library="lib", epochs=1, batch_size=2, group_size=2, limit=2, gate_items=2,
-                          rollout=SamplingConfig(max_tokens=64), prune_after=10)
+                          gate_alpha=1.0, rollout=SamplingConfig(max_tokens=64), prune_after=10)
         res = train(cfg, ModelConfig(model="local:smollm2"), ModelConfig(model="scripted"), store=store, db=db)
         assert res.status in ("completed", "nothing_learned"), res.error
         [decision] = store.gate_decisions("lib", res.run_id)
         assert [o["target_id"] for o in decision["ops"] if o["kind"] == "DELETE"] == [2]
-        assert decision["n_items"] == 2 and 0.0 <= decision["score_base"] <= 1.0
+        # the current library is scored on both items; the proposal on those scored before it could not pass
+        scores = decision["item_scores"]
+        assert len(scores["base"]) == 2 and 0.0 <= decision["score_base"] <= 1.0
+        assert decision["n_items"] == sum(x is not None for x in scores["new"]) <= 2
         gate_calls = [c for c in store.calls(run_id=res.run_id) if c["stage"] == "gate"]
-        assert len(gate_calls) == 4 and all(c["completion_tokens"] > 0 for c in gate_calls)
+        assert 2 + decision["n_items"] <= len(gate_calls) <= 4  # a call may finish as the rest are cancelled
+        assert all(c["completion_tokens"] > 0 for c in gate_calls)
         assert (2 in {e.id for e in store.experiences("lib")}) != decision["accepted"]
 
 
