@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -99,6 +100,12 @@ class TrainConfig(_Config):
         if self.prune_after and not self.gate_items:
             raise ValueError("pruning by evidence needs the gate (its deletions are tested there): set "
                              "--gate-items above 0 or --prune-after 0")
+        if self.gate_items and self.gate_alpha < 1 and 0.5 ** self.gate_items > self.gate_alpha:
+            smallest = 0.5 ** self.gate_items  # every item of the slice won: the test's smallest p
+            raise ValueError(f"a gate slice of {self.gate_items} items can never show p <= {self.gate_alpha:g} (its "
+                             f"smallest p, every item won, is {smallest:.3g}), so every batch would be refused: use "
+                             f"--gate-items {math.ceil(math.log2(1 / self.gate_alpha))} or more, or --gate-alpha "
+                             f"{smallest:.3g} or more")
         if self.group_size < 2 and not self.allow_group_of_one:
             raise ValueError("group size must be >= 2 for a group comparison (use --group-size 2 or more, "
                              "or --allow-group-of-one for the G=1 ablation)")

@@ -220,3 +220,16 @@ def test_can_pass_is_false_only_when_no_scores_of_the_other_items_could_pass():
             assert not passes(base, new[:k] + rest, 0.0, 0.2)["accepted"]
         assert not passes(base, new[:k] + [1.0] * (n - k), 0.0, 0.2)["accepted"]
     assert said_no > 20
+
+
+def test_cli_refuses_a_gate_slice_too_small_for_its_alpha_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from tfgrpo.cli import app
+
+    db = tmp_path / "g.duckdb"
+    r = CliRunner().invoke(app, ["train", "--task", "arith", "--model", "scripted", "--library", "x",
+                                 "--gate-items", "3", "--db", str(db)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "a gate slice of 3 items can never show p <= 0.1" in " ".join(r.output.split())
+    assert "--gate-items 4 or more" in " ".join(r.output.split()) and not db.exists()
