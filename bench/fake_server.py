@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import random
@@ -93,11 +94,20 @@ class FakeApp:
     """A bare ASGI app (no framework: the server's own CPU should not be what a bench measures)."""
 
     def __init__(self, latency: float, answers: dict[str, str] | None = None,
-                 faults: FaultPlan | None = None) -> None:
-        self.latency = latency
+                 faults: FaultPlan | None = None, jitter: float = 0.0) -> None:
+        self.latency, self.jitter = latency, jitter
         self.answers = answers or {}
         self.faults = faults
         self.calls = 0
+
+    def _latency(self, messages: list) -> float:
+        """L, or with `jitter` J a latency in L * [1 - J, 1 + J] drawn from the request's messages (the same
+        request gets the same latency in every run, whatever the code that sends it)."""
+        if not self.jitter:
+            return self.latency
+        digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        return self.latency * (1 + self.jitter * (2 * u - 1))
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -127,8 +137,8 @@ class FakeApp:
         if fault == "reset" and not body.get("stream"):
             await asyncio.sleep(self.latency)
             return await reset_connection(scope)
-        await asyncio.sleep(self.hang_s if fault == "timeout" else self.latency)
         messages = body.get("messages") or []
+        await asyncio.sleep(self.hang_s if fault == "timeout" else self._latency(messages))
         text = reply_for(stage_of(messages), body, self.answers)
         words = sum(len(_text(m.get("content")).split()) for m in messages if isinstance(m, dict))
         reply = completion_body(text, model=str(body.get("model") or "fake"), prompt_words=words)
@@ -164,12 +174,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(port: int, latency: float, answers: dict[str, str], faults: FaultPlan | None = None) -> None:
+def serve(port: int, latency: float, answers: dict[str, str], faults: FaultPlan | None = None,
+          jitter: float = 0.0) -> None:
     import uvicorn
 
     # with faults: the h11 protocol that can reset a connection, and no log line per injected fault
     extra = {"http": TransportInScope, "log_level": "critical"} if faults is not None else {"log_level": "error"}
-    config = uvicorn.Config(FakeApp(latency, answers, faults), host="127.0.0.1", port=port, access_log=False,
+    config = uvicorn.Config(FakeApp(latency, answers, faults, jitter), host="127.0.0.1", port=port, access_log=False,
                             lifespan="off", backlog=8192, timeout_keep_alive=60, **extra)
     uvicorn.Server(config).run()
 
@@ -179,8 +190,8 @@ class FakeServer:
     `fault_rate` > 0 injects faults (see the module docstring)."""
 
     def __init__(self, latency: float, answers: dict[str, str] | None = None, workdir: str | Path | None = None,
-                 *, fault_rate: float = 0.0, fault_seed: int = 0, hang_s: float = 5.0):
-        self.latency = latency
+                 *, fault_rate: float = 0.0, fault_seed: int = 0, hang_s: float = 5.0, jitter: float = 0.0):
+        self.latency, self.jitter = latency, jitter
         self.fault_args = ["--fault-rate", str(fault_rate), "--fault-seed", str(fault_seed), "--hang-s",
                            str(hang_s)] if fault_rate > 0 else []
         self.port = free_port()
@@ -196,7 +207,7 @@ class FakeServer:
         import httpx
 
         cmd = [sys.executable, str(Path(__file__).resolve()), "--port", str(self.port), "--latency",
-               str(self.latency), "--answers", str(self.answers_path), *self.fault_args]
+               str(self.latency), "--jitter", str(self.jitter), "--answers", str(self.answers_path), *self.fault_args]
         self.proc = subprocess.Popen(cmd)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -228,6 +239,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="fake OpenAI-compatible server")
     ap.add_argument("--port", type=int, default=8900)
     ap.add_argument("--latency", type=float, default=0.5)
+    ap.add_argument("--jitter", type=float, default=0.0, help="latency spread: each request waits L * [1-J, 1+J]")
     ap.add_argument("--answers", default=None, help="JSON file {question: answer}")
     ap.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that get a fault (0-1)")
     ap.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws")
@@ -235,7 +247,7 @@ def main() -> None:
     args = ap.parse_args()
     answers = json.loads(Path(args.answers).read_text()) if args.answers else {}
     faults = FaultPlan(args.fault_rate, args.fault_seed, args.hang_s) if args.fault_rate > 0 else None
-    serve(args.port, args.latency, answers, faults)
+    serve(args.port, args.latency, answers, faults, args.jitter)
 
 
 if __name__ == "__main__":

@@ -218,6 +218,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="questions per step B (default 200)")
     ap.add_argument("--group", type=int, default=5, help="rollouts per question G")
     ap.add_argument("--concurrency", type=int, default=None, help="gateway concurrency (default B*G)")
+    ap.add_argument("--jitter", type=float, default=0.0, help="latency spread J: each call waits L * [1-J, 1+J] "
+                    "(the same call the same time in every run), so groups finish at different times")
     ap.add_argument("--no-gepa", action="store_true")
     ap.add_argument("--profile", default=None, help="write a cProfile of our run to this file")
     ap.add_argument("--scale", action="store_true", help="a step at B and at 10*B questions (no GEPA): wall, peak "
@@ -234,7 +236,8 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         items, data_file = arith_items(batch, Path(tmp))
-        srv = stack.enter_context(FakeServer(latency, {ex.question: ex.answer for ex in items}, workdir=tmp))
+        srv = stack.enter_context(FakeServer(latency, {ex.question: ex.answer for ex in items}, workdir=tmp,
+                                             jitter=args.jitter))
         ours = run_ours(srv.api_base, batch, args.group, concurrency, Path(tmp), args.profile, args.what_if,
                         data_file)
         llm_stages = [s for s in ("rollout", "summarize", "extract", "consolidate") if ours["calls"].get(s)]
@@ -257,7 +260,7 @@ def main() -> None:
                   f"ours {ours_rps:.1f} rollouts/s vs gepa {gepa_rps:.1f} rollouts/s")
     print(f"overhead_ratio={ratio:.3f} vs_gepa={vs:.2f} cpu_us_per_call={ours['cpu_us_per_call']:.0f} "
           f"rollouts={ours['rollouts']} latency_s={latency} wall_s={ours['wall']:.2f} bound_s={bound:.2f} "
-          f"peak_rss_mb={peak_rss_mb():.1f} event_loop={loop_name()}")
+          f"peak_rss_mb={peak_rss_mb():.1f} event_loop={loop_name()}" + (f" jitter={args.jitter}" if args.jitter else ""))
 
 
 def peak_rss_mb() -> float:
