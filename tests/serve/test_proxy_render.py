@@ -19,7 +19,7 @@ from tfgrpo.loop.memo import Memo
 from tfgrpo.serve.config import ProxyConfig
 from tfgrpo.serve.server import ProxyRuntime
 from tfgrpo.loop.context import StepContext
-from tfgrpo.loop.stages import rollouts_stage
+from tfgrpo.loop.pipeline import rollouts_stage
 
 LESSONS = ["Add the ones digits first, then the tens.", "Re-read the question for the exact operation.",
            "Write the final number inside \\boxed{}."]
@@ -37,7 +37,7 @@ def training_rollout_messages(store, upstream: FaultServer, tmp_path, version: i
         asyncio.run(rollouts_stage(ctx, {"step": 0, "epoch": 0, "version": version, "batch": [ex.id]}))
     finally:
         memo.close()
-    rollouts = list(upstream.requests)
+    rollouts = [r for r, stage in zip(upstream.requests, upstream.stages) if stage == "rollout"]  # not the learner's
     assert len(rollouts) == 2
     assert rollouts[0]["messages"] == rollouts[1]["messages"]
     return rollouts[0]["messages"], ex
