@@ -69,7 +69,7 @@ def gate_log(store, library: str, run_id: str) -> list[dict[str, Any]]:
     for d in store.gate_decisions(library, run_id):
         out.append({"step": d["step"] + 1, "accepted": bool(d["accepted"]), "base_version": d["base_version"],
                     "new_version": d["new_version"], "n_items": d["n_items"],
-                    "slice_items": len((d.get("item_scores") or {}).get("base") or []) or d["n_items"],
+                    "slice_items": d["slice_items"],
                     "score_base": round(float(d["score_base"]), 4), "score_new": round(float(d["score_new"]), 4),
                     **({"gained": d["gained"], "lost": d["lost"], "p_value": round(float(d["p_value"]), 4),
                         "alpha": d["alpha"]} if d.get("p_value") is not None else {}),

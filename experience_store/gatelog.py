@@ -34,7 +34,9 @@ class GateLogMixin(StoreBase):
         return gid
 
     def gate_decisions(self, library: str | None = None, run_id: str | None = None) -> list[dict[str, Any]]:
-        """Gate decisions, oldest first, optionally of one library and/or run (`ops` parsed back)."""
+        """Gate decisions, oldest first, optionally of one library and/or run (`ops` parsed back).
+        `slice_items`: the slice's size (`n_items` counts the items both libraries were scored on, fewer when
+        the gate stopped scoring a batch that could no longer pass)."""
         where, params = [], []
         for col, val in (("library", library), ("run_id", run_id)):
             if val is not None:
@@ -45,6 +47,7 @@ class GateLogMixin(StoreBase):
         for r in rows:
             r["ops"] = json.loads(r["ops"]) if r.get("ops") else []
             r["item_scores"] = json.loads(r["item_scores"]) if r.get("item_scores") else None
+            r["slice_items"] = len(r["item_scores"]["base"]) if r["item_scores"] else r["n_items"]
         return rows
 
     def add_gate_evidence(self, library: str, ids: list[int], delta: float) -> None:

@@ -50,7 +50,7 @@ def show_library(store, library: str) -> None:
 
 def _scores(d: dict) -> str:
     """The decision's paired scores; the gate stops scoring a batch that can no longer pass."""
-    size = len((d.get("item_scores") or {}).get("base") or []) or d["n_items"]
+    size = d["slice_items"]
     if d["n_items"] == 0:
         return f"not scored: even solving all {size} items could not pass (best p={d['p_value']:.2f})"
     p = f", +{d['gained']}/-{d['lost']} items, p={d['p_value']:.2f}" if d.get("p_value") is not None else ""

@@ -65,26 +65,24 @@ def slice_key(ctx: StepContext) -> str:
     return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
-async def score(ctx: StepContext, prior: Prior) -> list[float]:
-    """Per-item scores of the policy with `prior` on the slice (greedy, fixed seed)."""
-    res = await run_eval(ctx.policy, ctx.task, ctx.gate_examples, k=1, seed=GATE_SEED, temperature=0.0,
-                         max_tokens=ctx.cfg.rollout.max_tokens, apply_prior=prior.apply, split=ctx.cfg.split,
-                         stage="gate")
+async def score(ctx: StepContext, prior: Prior, positions: list[int] | None = None) -> list[float]:
+    """Per-item scores of the policy with `prior` on the slice items at `positions` (all by default; greedy,
+    fixed seed, each item's seed from its position in the slice)."""
+    at = list(range(len(ctx.gate_examples))) if positions is None else positions
+    res = await run_eval(ctx.policy, ctx.task, [ctx.gate_examples[i] for i in at], k=1, seed=GATE_SEED,
+                         temperature=0.0, max_tokens=ctx.cfg.rollout.max_tokens, apply_prior=prior.apply,
+                         split=ctx.cfg.split, stage="gate", indices=at)
     return res.item_means()
 
 
-async def _score_item(ctx: StepContext, prior: Prior, i: int) -> float:
-    """Item i of the slice, scored exactly as `score` scores it (its seed comes from its position)."""
-    res = await run_eval(ctx.policy, ctx.task, [ctx.gate_examples[i]], k=1, seed=GATE_SEED, temperature=0.0,
-                         max_tokens=ctx.cfg.rollout.max_tokens, apply_prior=prior.apply, split=ctx.cfg.split,
-                         stage="gate", indices=[i])
-    return res.item_means()[0]
+def best_case(base: list[float], scored: dict[int, float]) -> list[float]:
+    """The proposal's scores if every item not yet scored got the best reward."""
+    return [scored.get(i, max(REWARD_MAX, b)) for i, b in enumerate(base)]
 
 
 def can_pass(base: list[float], scored: dict[int, float], threshold: float, alpha: float) -> bool:
     """Whether the proposed library could still pass if every item not yet scored got the best reward."""
-    best = [scored.get(i, max(REWARD_MAX, b)) for i, b in enumerate(base)]
-    return passes(base, best, threshold, alpha)["accepted"]
+    return passes(base, best_case(base, scored), threshold, alpha)["accepted"]
 
 
 async def score_until_decided(ctx: StepContext, prior: Prior, base: list[float]) -> dict[int, float]:
@@ -93,13 +91,13 @@ async def score_until_decided(ctx: StepContext, prior: Prior, base: list[float])
     scored: dict[int, float] = {}
     if not can_pass(base, scored, ctx.cfg.gate_threshold, ctx.cfg.gate_alpha):
         return scored  # not even a perfect score on every item would pass: nothing to score
-    jobs = {asyncio.create_task(_score_item(ctx, prior, i)): i for i in range(len(base))}
+    jobs = {asyncio.create_task(score(ctx, prior, [i])): i for i in range(len(base))}
     pending = set(jobs)
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for job in done:
-                scored[jobs[job]] = job.result()  # a fatal error (budget, model gone) stops the run here
+                [scored[jobs[job]]] = job.result()  # a fatal error (budget, model gone) stops the run here
             if pending and not can_pass(base, scored, ctx.cfg.gate_threshold, ctx.cfg.gate_alpha):
                 break
     finally:
@@ -176,7 +174,7 @@ async def _decide(ctx: StepContext, version: int, ops: list[Op]) -> dict[str, An
     scored = await score_until_decided(ctx, prior, base)
     done = sorted(scored)
     if not done:  # nothing compared (n_items 0, no difference); p: the best the batch could have reached
-        best = passes(base, [max(REWARD_MAX, b) for b in base], ctx.cfg.gate_threshold, ctx.cfg.gate_alpha)
+        best = passes(base, best_case(base, {}), ctx.cfg.gate_threshold, ctx.cfg.gate_alpha)
         decision = {"accepted": False, "score_base": best["score_base"], "score_new": best["score_base"],
                     "delta": 0.0, "p_value": best["p_value"], "gained": 0, "lost": 0, "n_items": 0,
                     "ceiling": {"score_new": best["score_new"], "gained": best["gained"]}, "slice_items": len(base)}

@@ -8,7 +8,7 @@ finishes, so a killed step resumes without repeating a finished call."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.loop.context import StepContext
@@ -17,35 +17,45 @@ from tfgrpo.loop.rollout import usable
 from tfgrpo.loop.stages import chosen_groups, report_selection, sample_and_store, start_rollouts
 
 
+class Group(NamedTuple):
+    """What one group came to: its rollouts, why it is learned from (None: it is not), the usable rollouts
+    the learner read, their summaries (only when they did not fit) and the learner's extraction."""
+    qid: str
+    rows: list[dict]
+    kind: str | None = None
+    usable: list[dict] = []
+    summaries: dict[str, str] = {}
+    extraction: dict[str, Any] | None = None
+
+
 async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
     step = state["step"]
     prior, existing, writer = start_rollouts(ctx, state, "; each group is learned from once it is scored")
     library = lessons(ctx)  # the lessons as the step started: the op batch is applied after consolidate
 
-    async def group(i: int, qid: str) -> tuple[str, list[dict], str | None, dict[str, str], dict[str, Any] | None]:
+    async def group(i: int, qid: str) -> Group:
         rows = await sample_and_store(ctx, state, i, qid, prior, existing, writer)
         kind = chosen_groups(ctx, {qid: rows}).get(qid)
         if kind is None:
-            return qid, rows, None, {}, None
+            return Group(qid, rows)
         good = [r for r in rows if usable(r)]
         summaries: dict[str, str] = {}
         if needs_summaries(ctx, good):
             seeds = [ctx.seed(step, 50_000 + i * 100 + k) for k in range(len(good))]
             summaries = dict(zip([r["id"] for r in good], await summarize_rows(ctx, step, qid, good, seeds)))
         res = await extract_group(ctx, step, qid, kind, good, summaries, library, ctx.seed(step, 60_000 + i * 10))
-        return qid, rows, kind, summaries, res
+        return Group(qid, rows, kind, good, summaries, res)
 
-    done = await gather_or_cancel(*[group(i, q) for i, q in enumerate(state["batch"])])
-    groups = {qid: rows for qid, rows, *_ in done}
-    chosen = {qid: kind for qid, _, kind, _, _ in done if kind is not None}
-    report_selection(ctx, step, groups, chosen)
-    summaries = {rid: text for *_, s, _ in done for rid, text in s.items()}
+    done: list[Group] = await gather_or_cancel(*[group(i, q) for i, q in enumerate(state["batch"])])
+    learned_from = [g for g in done if g.kind is not None]
+    chosen = {g.qid: g.kind for g in learned_from}
+    report_selection(ctx, step, {g.qid: g.rows for g in done}, chosen)
+    summaries = {rid: text for g in learned_from for rid, text in g.summaries.items()}
     ctx.keep_summaries(step, summaries)
-    learned = collect(ctx, step, [(qid, kind, [r for r in rows if usable(r)], res)
-                                  for qid, rows, kind, _, res in done if kind is not None])
-    shown = sum(1 for qid, _, kind, s, _ in done if kind is not None and not s)
+    learned = collect(ctx, step, [(g.qid, g.kind, g.usable, g.extraction) for g in learned_from])
+    shown = sum(1 for g in learned_from if not g.summaries)
     ctx.stage("extract", step, f"{len(chosen)} groups learned from ({shown} shown to the learner as they are, "
                                f"{len(summaries)} rollouts summarized): {len(learned['proposals'])} proposals, "
                                f"{len(learned['examples'])} worked examples")
-    return {"rollouts": {qid: [r["id"] for r in rows] for qid, rows in groups.items()}, "selected": chosen,
+    return {"rollouts": {g.qid: [r["id"] for r in g.rows] for g in done}, "selected": chosen,
             "summaries": sorted(summaries), **learned}
