@@ -97,7 +97,10 @@ def cmd(
                                              "turn the prior off."),
     served_name: Optional[str] = typer.Option(None, "--served-model-name", help="Id in /v1/models "
                                                                                 "(default: --model)."),
-    timeout: float = typer.Option(300.0, "--timeout", min=1.0, max=86400.0, help="Per-call upstream timeout (s)."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0, max=86400.0,
+                                            help="Per-call upstream timeout (s); default 300, and for an "
+                                                 "embedded model longer for long answers (60 s + 0.5 s per "
+                                                 "max_tokens)."),
     max_attempts: int = typer.Option(2, "--max-attempts", min=1, max=o.MAX_COUNT, help="Attempts per call on transient faults."),
     concurrency: int = typer.Option(64, "--concurrency", min=1, max=4096, help="Max upstream calls in flight; "
                                     "more requests wait their turn (an embedded model: at most its slots)."),
@@ -115,8 +118,9 @@ def cmd(
         token_cap=token_cap, placement=placement, host=host, port=port, api_key=api_key,
         max_body_bytes=int(max_body_mb * 1024 * 1024), allow_override=allow_override,
         served_model=served_name or model)
-    model_cfg = ModelConfig(model=model, api_base=api_base, api_key=upstream_key, gguf=gguf, timeout_s=timeout,
-                            max_attempts=max_attempts, concurrency=concurrency)
+    model_cfg = ModelConfig(model=model, api_base=api_base, api_key=upstream_key, gguf=gguf,
+                            max_attempts=max_attempts, concurrency=concurrency,
+                            **({"timeout_s": timeout} if timeout is not None else {}))
     from tfgrpo.serve.server import ProxyRuntime
 
     with ProxyRuntime(cfg, model_cfg, db=db, progress=lambda s: console.print(f"[dim]{s}[/]")) as rt:

@@ -22,11 +22,18 @@ def _status(exc: BaseException) -> int | None:
     return getattr(resp, "status_code", None) if resp is not None else None
 
 
-def classify(exc: BaseException, model: str, timeout_s: float) -> LLMError:
-    """Map any transport exception to an `LLMError` whose `retryable` flag drives the retry policy."""
+def classify(exc: BaseException, model: str, timeout_s: float, *, retry_timeouts: bool = True) -> LLMError:
+    """Map any transport exception to an `LLMError` whose `retryable` flag drives the retry policy.
+    `retry_timeouts=False` (an embedded server): a timeout is final, since the same request would take as
+    long again."""
     if isinstance(exc, (asyncio.TimeoutError, httpx.TimeoutException)) or "Timeout" in type(exc).__name__:
-        err = LLMError(f"{model}: no answer within {timeout_s:.0f}s (raise --timeout if the model is slow)",
-                       retryable=True)
+        if retry_timeouts:
+            err = LLMError(f"{model}: no answer within {timeout_s:.0f}s (raise --timeout if the model is slow)",
+                           retryable=True)
+        else:
+            err = LLMError(f"{model}: no answer within {timeout_s:.0f}s; not retried, since the embedded server "
+                           "would decode the same request again. Lower --max-tokens, or give the server fewer "
+                           "requests at once (TFGRPO_LLAMA_SLOTS)")
         err.unreachable = True  # type: ignore[attr-defined]
     else:
         status = _status(exc)

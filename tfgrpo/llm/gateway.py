@@ -1,6 +1,11 @@
 """The one LLM gateway: async chat with a global concurrency limit, per-call timeout, retries with
 backoff on transient faults (tenacity), no retry on permanent ones, n-emulation, usage + USD per call,
-`finish_reason` kept, every call recorded in the call log, hard budgets."""
+`finish_reason` kept, every call recorded in the call log, hard budgets.
+
+An embedded llama.cpp server is not a remote API: its gateways (policy and learner) share one limit of
+its slots (`Slots`), so a call's clock runs only while a slot decodes it, not while it waits behind the
+process's other calls; its timeout grows with the call's `max_tokens` (`min_decode_tps`); and a timeout is
+not retried, since the same request on the same server would take as long again."""
 
 from __future__ import annotations
 
@@ -20,6 +25,51 @@ from tfgrpo.llm.passthrough import PassthroughMixin
 from tfgrpo_common.chat import CallLog, CallRecord, Completion, Message
 
 
+#: Seconds allowed for an embedded server's prompt and queue, on top of `max_tokens / min_decode_tps`.
+PROMPT_ALLOWANCE_S = 60.0
+
+
+class Slots:
+    """At most `n` calls in flight to one server, shared by every gateway that calls it (one semaphore
+    per event loop: a semaphore belongs to the loop it was first awaited on)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._sems: dict[int, asyncio.Semaphore] = {}
+
+    def sem(self) -> asyncio.Semaphore:
+        loop_id = id(asyncio.get_running_loop())
+        sem = self._sems.get(loop_id)
+        if sem is None:
+            sem = self._sems[loop_id] = asyncio.Semaphore(self.n)
+        return sem
+
+
+class _Both:
+    """Two semaphores taken in a fixed order (the gateway's own, then the server's shared one)."""
+
+    def __init__(self, first: asyncio.Semaphore, second: asyncio.Semaphore) -> None:
+        self.first, self.second = first, second
+
+    async def acquire(self) -> None:
+        await self.first.acquire()
+        try:
+            await self.second.acquire()
+        except BaseException:
+            self.first.release()
+            raise
+
+    def release(self) -> None:
+        self.second.release()
+        self.first.release()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc) -> None:
+        self.release()
+
+
 class Gateway(PassthroughMixin):
     """Implements the `ChatModel` protocol on top of a `Backend`; `complete` / `open_stream` (from
     `PassthroughMixin`) forward whole OpenAI request bodies for the proxy."""
@@ -28,6 +78,7 @@ class Gateway(PassthroughMixin):
         self, backend: Backend, *, name: str | None = None, concurrency: int = 8, timeout_s: float = 300.0,
         max_attempts: int = 4, backoff_max_s: float = 30.0, call_log: CallLog | None = None,
         budget: Budget | None = None, run_id: str | None = None, is_local: bool = False,
+        slots: Slots | None = None, min_decode_tps: float | None = None, retry_timeouts: bool = True,
     ) -> None:
         self.backend = backend
         self.name = name or backend.model
@@ -39,13 +90,25 @@ class Gateway(PassthroughMixin):
         self.budget = budget
         self.run_id = run_id
         self.is_local = is_local
-        self._sems: dict[int, asyncio.Semaphore] = {}
+        self.min_decode_tps = min_decode_tps
+        self.retry_timeouts = retry_timeouts
+        self._own = Slots(concurrency)
+        self._shared = slots if slots is not None and slots.n <= concurrency else None
+        if slots is not None and self._shared is None:  # fewer than the server's slots: both limits hold
+            self._both = slots
 
-    def _sem(self) -> asyncio.Semaphore:
-        loop_id = id(asyncio.get_running_loop())
-        if loop_id not in self._sems:
-            self._sems[loop_id] = asyncio.Semaphore(self.concurrency)
-        return self._sems[loop_id]
+    def _sem(self) -> asyncio.Semaphore | _Both:
+        if self._shared is not None:
+            return self._shared.sem()
+        shared = getattr(self, "_both", None)
+        return self._own.sem() if shared is None else _Both(self._own.sem(), shared.sem())
+
+    def call_timeout(self, max_tokens: int | None) -> float:
+        """The limit for one call: `timeout_s`, or for an embedded server (`min_decode_tps` set) at least
+        long enough to decode `max_tokens` at that rate after the prompt."""
+        if self.min_decode_tps is None or not max_tokens:
+            return self.timeout_s
+        return max(self.timeout_s, PROMPT_ALLOWANCE_S + max_tokens / self.min_decode_tps)
 
     async def chat(
         self, messages: list[Message], *, temperature: float = 0.7, max_tokens: int = 512, n: int = 1,
@@ -111,33 +174,39 @@ class Gateway(PassthroughMixin):
         ]
 
     async def _send_with_retry(self, messages, temperature, max_tokens, n, seed, stage) -> tuple[RawResponse, int]:
+        timeout = self.call_timeout(max_tokens)
         return await self._retry(lambda: self.backend.send(
-            messages, temperature=temperature, max_tokens=max_tokens, n=n, seed=seed, timeout=self.timeout_s,
-            stage=stage))
+            messages, temperature=temperature, max_tokens=max_tokens, n=n, seed=seed, timeout=timeout,
+            stage=stage), timeout=timeout)
 
-    async def _attempt(self, send: Callable[[], Awaitable[Any]], check_choices: bool) -> Any:
+    def _classify(self, exc: BaseException, timeout: float) -> LLMError:
+        return classify(exc, self.name, timeout, retry_timeouts=self.retry_timeouts)
+
+    async def _attempt(self, send: Callable[[], Awaitable[Any]], check_choices: bool, timeout: float) -> Any:
         """One attempt; every fault comes out as an `LLMError` (retryable or not)."""
         try:
-            async with asyncio.timeout(self.timeout_s + 5):  # a backstop above the transport's own timeout
+            async with asyncio.timeout(timeout + 5):  # a backstop above the transport's own timeout
                 raw = await send()
         except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
-            raise classify(exc, self.name, self.timeout_s) from exc
+            raise self._classify(exc, timeout) from exc
         except LLMError:
             raise
         except Exception as exc:  # transport errors are classified, never leaked raw
-            raise classify(exc, self.name, self.timeout_s) from exc
+            raise self._classify(exc, timeout) from exc
         if check_choices and not raw.choices:
             raise LLMError(f"{self.name} returned no choices", retryable=True)
         return raw
 
-    async def _retry(self, send: Callable[[], Awaitable[Any]], *, check_choices: bool = True) -> tuple[Any, int]:
+    async def _retry(self, send: Callable[[], Awaitable[Any]], *, check_choices: bool = True,
+                     timeout: float | None = None) -> tuple[Any, int]:
         """Await `send()` with the retry policy; returns (result, attempts). Faults become `LLMError`.
 
         The first attempt runs on its own: most calls succeed at once, and tenacity's machinery costs
         about 0.1 ms a call. A retryable failure enters tenacity as its first attempt, so waits (Retry-After,
         backoff) and the attempt count are the policy's own."""
+        timeout = self.timeout_s if timeout is None else timeout
         try:
-            return await self._attempt(send, check_choices), 1
+            return await self._attempt(send, check_choices, timeout), 1
         except LLMError as exc:
             first = exc
         attempts = 0
@@ -153,7 +222,7 @@ class Gateway(PassthroughMixin):
                     attempts += 1
                     if attempts == 1:
                         raise first
-                    return await self._attempt(send, check_choices), attempts
+                    return await self._attempt(send, check_choices, timeout), attempts
         except LLMError as exc:
             exc.attempts = attempts  # type: ignore[attr-defined]
             if exc.retryable:

@@ -15,11 +15,19 @@ from typing import Any, AsyncIterator
 from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.errors import LLMError
 from tfgrpo.llm.backends import LiteLLMBackend, RawResponse, estimate_cost
-from tfgrpo.llm.errors import classify
 from tfgrpo.llm.openai_shapes import merge_responses, replay_as_chunks
 from tfgrpo_common.chat import CallRecord
 
 Body = dict[str, Any]
+
+
+def _max_tokens(body: Body) -> int | None:
+    """The completion budget a request body asks for (None: the upstream's default)."""
+    value = body.get("max_completion_tokens") or body.get("max_tokens")
+    try:
+        return int(value) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 class PassthroughMixin:
@@ -42,7 +50,8 @@ class PassthroughMixin:
         try:
             async with self._sem():
                 start = time.perf_counter()
-                raw, attempts = await self._retry(lambda: self._send_body(body, stage))
+                timeout = self.call_timeout(_max_tokens(body))
+                raw, attempts = await self._retry(lambda: self._send_body(body, stage, timeout), timeout=timeout)
         except LLMError as exc:
             self._failed(rec, exc, start)
             raise
@@ -53,15 +62,14 @@ class PassthroughMixin:
                                   "total_tokens": raw.prompt_tokens + raw.completion_tokens})
         return data
 
-    async def _send_body(self, body: Body, stage: str) -> RawResponse:
+    async def _send_body(self, body: Body, stage: str, timeout: float) -> RawResponse:
         send_body = getattr(self.backend, "send_body", None)
         if send_body is not None:
-            return await send_body(body, timeout=self.timeout_s)
+            return await send_body(body, timeout=timeout)
         temperature = body.get("temperature")
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 512
         raw = await self.backend.send(
             body["messages"], temperature=1.0 if temperature is None else float(temperature),
-            max_tokens=int(max_tokens), n=1, seed=body.get("seed"), timeout=self.timeout_s, stage=stage)
+            max_tokens=_max_tokens(body) or 512, n=1, seed=body.get("seed"), timeout=timeout, stage=stage)
         raw.extra["body"] = body_from_raw(raw)
         return raw
 
@@ -112,7 +120,7 @@ class PassthroughMixin:
                 yield chunk
             acc.done = True
         except Exception as exc:
-            err = exc if isinstance(exc, LLMError) else classify(exc, self.name, self.timeout_s)
+            err = exc if isinstance(exc, LLMError) else self._classify(exc, self.timeout_s)
             rec.error = str(err)
             raise err from exc
         finally:
