@@ -72,11 +72,25 @@ class UsageModel:
         return comps
 
 
+def loop_period(text: str, repeats: int = 4, longest: int = 400) -> int | None:
+    """The length of the unit that the text's end repeats `repeats` times in a row (a decoding loop), else
+    None: the answer ran out of tokens while still working."""
+    text = text.rstrip()
+    for p in range(1, longest + 1):
+        if len(text) >= repeats * p and text[-repeats * p:] == text[-p:] * repeats:
+            return p
+    return None
+
+
 def item_record(it, index: int, usage: list[int], wall_s: float) -> dict[str, Any]:
-    return {"id": it.id, "index": index, "score": sum(it.scores) / len(it.scores) if it.scores else 0.0,
-            "scores": it.scores, "extracted": it.extracted, "finish_reasons": it.finish_reasons,
-            "format_ok": it.format_ok, "prompt_tokens": usage[0], "completion_tokens": usage[1],
-            "calls": len(it.scores), "wall_s": round(wall_s, 3), "error": it.error}
+    rec = {"id": it.id, "index": index, "score": sum(it.scores) / len(it.scores) if it.scores else 0.0,
+           "scores": it.scores, "extracted": it.extracted, "finish_reasons": it.finish_reasons,
+           "format_ok": it.format_ok, "prompt_tokens": usage[0], "completion_tokens": usage[1],
+           "calls": len(it.scores), "wall_s": round(wall_s, 3), "error": it.error}
+    cut = [(text or "") for text, f in zip(it.completions, it.finish_reasons) if f == "length"]
+    if cut:  # why an answer ran to the limit: a loop (its period) or a long derivation (null), and its end
+        rec["truncated"] = [{"loop_period": loop_period(t), "tail": t[-200:]} for t in cut]
+    return rec
 
 
 class Progress:
@@ -152,6 +166,8 @@ def summary_line(label: str, recs: list[dict[str, Any]], total: int) -> str:
     finishes = [f for r in recs for f in r["finish_reasons"]]
     wall = sum(r["wall_s"] for r in recs)
     toks = sum(r["completion_tokens"] for r in recs)
+    cut = [t for r in recs for t in r.get("truncated", [])]  # items written before this field: not counted
+    loops = f" ({sum(t['loop_period'] is not None for t in cut)} of {len(cut)} with text: loops)" if cut else ""
     return (f"[{label}] {len(recs)}/{total} items: mean {sum(r['score'] for r in recs) / len(recs):.3f}, "
-            f"truncated {sum(f == 'length' for f in finishes) / max(1, len(finishes)):.1%}, "
+            f"truncated {sum(f == 'length' for f in finishes) / max(1, len(finishes)):.1%}{loops}, "
             f"eval {wall / 60:.1f} min, {toks / wall if wall else 0:.1f} tok/s")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from bench.learning_arms import (ARMS, RetrievalPrior, SettingsError, missing_fields, parse_arms, render_examples,
                                  train_overrides)
-from bench.learning_eval import ItemFile, evaluate_arm, read_items, summary_line
+from bench.learning_eval import ItemFile, evaluate_arm, item_record, loop_period, read_items, summary_line
 from bench.learning_report import replace_section
 from bench.learning_rows import arm_row, table
 from bench.learning_setup import check_disjoint, check_or_write, resolve_user
@@ -67,6 +68,19 @@ def test_item_file_drops_a_cut_line_and_keeps_one_record_per_id(tmp_path):
     f.append({**rec, "id": "q1", "index": 1, "finish_reasons": ["length"]})
     assert [r["id"] for r in read_items(path)] == ["q0", "q1"]
     assert "2/4 items: mean 1.000, truncated 50.0%" in summary_line("x", read_items(path), 4)
+
+
+def test_a_truncated_answer_is_kept_with_its_loop_period():
+    loop = "Let x = 2. " + "= z^2(1 + z) - z " * 30
+    assert loop_period(loop) == len("= z^2(1 + z) - z ") and loop_period("n = 31: no\nn = 32: no\nn = 33") is None
+    it = SimpleNamespace(id="q0", scores=[0.0, 0.0], extracted=[None, None], finish_reasons=["length", "length"],
+                         format_ok=[False, False], error=None, completions=[loop, "try n = 47, then n = 53"])
+    rec = item_record(it, 0, [10, 20], 1.0)
+    assert [t["loop_period"] for t in rec["truncated"]] == [17, None] and rec["truncated"][0]["tail"] == loop[-200:]
+    done = {**rec, "id": "q1", "truncated": rec["truncated"][:1], "finish_reasons": ["length"]}
+    assert "truncated 100.0% (2 of 3 with text: loops)" in summary_line("x", [rec, done], 2)
+    plain = item_record(SimpleNamespace(**{**vars(it), "finish_reasons": ["stop", "stop"]}), 0, [1, 1], 1.0)
+    assert "truncated" not in plain
 
 
 def test_an_item_whose_call_failed_is_evaluated_again_and_replaced(tmp_path):
