@@ -117,12 +117,12 @@ def test_pool_gives_embedded_gateways_one_limit(monkeypatch):
     pool = ModelPool()
     policy = pool.gateway(ModelConfig(model="local:smollm2"))
     learner = pool.gateway(ModelConfig(model="local:smollm2", concurrency=16))
-    assert policy._shared is learner._shared is not None
+    assert policy.slots is learner.slots is not None
     assert policy.min_decode_tps == MIN_LOCAL_DECODE_TPS and not policy.retry_timeouts
     explicit = pool.gateway(ModelConfig(model="local:smollm2", timeout_s=30))
     assert explicit.call_timeout(2048) == 30  # a timeout the user set is kept
     remote = pool.gateway(ModelConfig(model="openai/x", api_base="http://127.0.0.1:9/v1"))
-    assert remote._shared is None and remote.retry_timeouts and remote.min_decode_tps is None
+    assert remote.slots is None and remote.retry_timeouts and remote.min_decode_tps is None
 
 
 @pytest.mark.real
@@ -150,7 +150,7 @@ def test_policy_and_learner_share_the_real_servers_slots(smollm2_server):
                                               max_tokens=24) for i in range(4) for gw in gws])
 
     out = run_closing(gws, run())
-    limit = gws[0]._shared.n
+    limit = gws[0].slots.n
     assert len(out) == 8 and all(c[0].completion_tokens > 0 for c in out)
     assert active["peak"] == limit
 

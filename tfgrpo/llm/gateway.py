@@ -92,16 +92,17 @@ class Gateway(PassthroughMixin):
         self.is_local = is_local
         self.min_decode_tps = min_decode_tps
         self.retry_timeouts = retry_timeouts
-        self._own = Slots(concurrency)
-        self._shared = slots if slots is not None and slots.n <= concurrency else None
-        if slots is not None and self._shared is None:  # fewer than the server's slots: both limits hold
-            self._both = slots
+        self.slots = slots
+        own = Slots(concurrency)
+        if slots is None:
+            self._limit: Callable[[], asyncio.Semaphore | _Both] = own.sem
+        elif slots.n <= concurrency:
+            self._limit = slots.sem
+        else:  # this gateway may use fewer than the server's slots: both limits hold
+            self._limit = lambda: _Both(own.sem(), slots.sem())
 
     def _sem(self) -> asyncio.Semaphore | _Both:
-        if self._shared is not None:
-            return self._shared.sem()
-        shared = getattr(self, "_both", None)
-        return self._own.sem() if shared is None else _Both(self._own.sem(), shared.sem())
+        return self._limit()
 
     def call_timeout(self, max_tokens: int | None) -> float:
         """The limit for one call: `timeout_s`, or for an embedded server (`min_decode_tps` set) at least
