@@ -35,7 +35,7 @@ from bench import learning_setup as setup  # noqa: E402
 from bench import learning_state  # noqa: E402
 from bench.learning_arms import ARMS, RetrievalPrior, arm_prior, missing_fields, parse_arms  # noqa: E402
 from bench.learning_eval import ItemFile, evaluate_arm  # noqa: E402
-from bench.learning_train import STOPPED, prepare_gepa, prepare_library  # noqa: E402
+from bench.learning_train import STOPPED, TrainingEnded, prepare_gepa, prepare_library  # noqa: E402
 from tfgrpo_common.errors import TfgrpoError  # noqa: E402
 
 MAIN_ARMS = ",".join(a.name for a in ARMS.values() if a.size == "main")
@@ -222,13 +222,17 @@ def run(a: argparse.Namespace) -> int:
     check_arms(arms)
     ctx = Ctx(a, arms)
     start, before = time.perf_counter(), arm_counts(ctx)
-    stopped_training = False
+    stopped_training, ended = False, None
     try:
         for arm in arms:
             if not run_arm(ctx, arm):
                 print(f"time budget of {a.time_budget_min} min reached; rerun the same command to go on", flush=True)
                 stopped_training = arm.kind in ("train", "gepa") and not trained(ctx, arm)
                 break
+    except TrainingEnded as exc:
+        stopped_training, ended = True, exc
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        print("the training keeps what it finished; rerun the same command to resume it", flush=True)
     finally:
         ctx.close()
     carry_state(ctx, stopped_training)
@@ -236,7 +240,7 @@ def run(a: argparse.Namespace) -> int:
     status = "complete" if all(d >= n for d, n in after.values()) else "partial"
     log_session(ctx, before, after, time.perf_counter() - start, status)
     print(f"status={status} arms=" + ",".join(f"{k}:{d}/{n}" for k, (d, n) in after.items()), flush=True)
-    return 0
+    return 1 if ended else 0
 
 
 def main(argv=None) -> int:

@@ -98,6 +98,11 @@ def _stage_printer(name: str, deadline: float | None):
     return on_stage
 
 
+class TrainingEnded(RuntimeError):
+    """A training stopped for a reason other than the time budget (the model unreachable, the budget spent):
+    its state stays in the scratch folder (and is packed for the next session), and the bench stops."""
+
+
 def _run_training(ctx, arm: Arm):
     """Train (or resume) the arm's library; returns (library, run_id) or STOPPED."""
     from tfgrpo.config import ModelConfig
@@ -118,7 +123,7 @@ def _run_training(ctx, arm: Arm):
     if "TimeBudgetReached" in (res.error or "") or res.status == "interrupted":
         print(f"[{arm.name}] training stopped ({res.error}); the next run resumes it", flush=True)
         return STOPPED
-    raise RuntimeError(f"training {lib} ended {res.status}: {res.error}")
+    raise TrainingEnded(f"training {lib} ended {res.status}: {res.error}")
 
 
 def prepare_library(ctx, arm: Arm) -> str:

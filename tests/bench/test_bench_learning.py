@@ -247,3 +247,16 @@ def test_ours_refuses_while_train_config_lacks_its_fields_else_runs(tmp_path):
     else:
         ok(proc)
         assert len(lines(tmp_path / "out" / "gsm8k" / "ours.jsonl")) == 6
+
+
+def test_a_training_that_cannot_reach_its_model_stops_cleanly_with_its_state_packed(tmp_path):
+    """A training that ends for another reason than the time budget (here: every call refused, so the run's
+    circuit breaker stops it) is a one-line error and exit 1, not a traceback, and its state is packed."""
+    args = [a if a != "scripted" else "local:smollm2" for a in _cmd(tmp_path, "--arms", "paper")]
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=_env(tmp_path, TFGRPO_LOCAL_API_BASE="http://127.0.0.1:9/v1"))
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "could not reach the model" in proc.stderr
+    assert "rerun the same command to resume" in proc.stdout and "packed into" in proc.stdout
+    assert (tmp_path / "out" / "gsm8k" / "train-state.tar.gz").is_file()
+    assert proc.stdout.strip().splitlines()[-1] == "status=partial arms=paper:0/6"

@@ -14,7 +14,7 @@ from bench.learning_arms import (ARMS, RetrievalPrior, SettingsError, missing_fi
 from bench.learning_eval import ItemFile, evaluate_arm, item_record, loop_period, read_items, summary_line
 from bench.learning_report import replace_section
 from bench.learning_rows import arm_row, table
-from bench.learning_setup import check_disjoint, check_or_write, resolve_user
+from bench.learning_setup import check_disjoint, check_or_write, engine, resolve_user
 from experience_store.embed import HashEmbedder
 from tasks.base import Example
 from tfgrpo.evaluation.runner import run_eval
@@ -145,6 +145,19 @@ def test_overlap_and_settings_refusals(tmp_path):
     with pytest.raises(SettingsError, match=r"settings differ .*: seed \(stored 0, now 1\)"):
         check_or_write(path, {"n": 6, "seed": 1})
 
+
+
+
+def test_the_engine_names_the_server_options_that_change_outputs(monkeypatch):
+    monkeypatch.setattr("tfgrpo.llm.llama_server.find_llama_server", lambda: "/usr/bin/llama-server")
+    monkeypatch.delenv("TFGRPO_LLAMA_SLOTS", raising=False)
+    monkeypatch.delenv("TFGRPO_LLAMA_SERVER_ARGS", raising=False)
+    assert engine("local") == "llama-server/4-slots" and engine("openai/gpt-4o-mini") is None
+    monkeypatch.setenv("TFGRPO_LLAMA_SERVER_ARGS", " -fa off  --no-repack ")
+    monkeypatch.setenv("TFGRPO_LLAMA_SLOTS", "2")
+    assert engine("local") == "llama-server/2-slots -fa off --no-repack"
+    monkeypatch.setattr("tfgrpo.llm.llama_server.find_llama_server", lambda: None)
+    assert engine("local") == "llama_cpp.server"
 
 def _recs(scores, finish="stop"):
     return [{"id": f"q{i}", "index": i, "score": s, "scores": [s], "finish_reasons": [finish], "calls": 1,
