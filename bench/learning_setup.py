@@ -138,17 +138,16 @@ def full_settings(bench: str, user: dict[str, Any], items: Items) -> dict[str, A
 def engine(model: str) -> str | None:
     """The embedded server that decodes, its parallel slots and any options added by TFGRPO_LLAMA_SERVER_ARGS
     (each changes greedy outputs of the 1.5B, so a table is filled with one engine); None for hosted models."""
-    import os
     import shlex
 
-    from tfgrpo.llm.llama_server import find_llama_server, slots_from_env
+    from tfgrpo.llm.llama_server import find_llama_server, server_args_from_env, slots_from_env
     from tfgrpo.llm.registry import is_local
 
     if not is_local(model):
         return None
     if not find_llama_server():
         return "llama_cpp.server"
-    extra = shlex.split(os.environ.get("TFGRPO_LLAMA_SERVER_ARGS", ""))
+    extra = server_args_from_env()
     return f"llama-server/{slots_from_env()}-slots" + (f" {shlex.join(extra)}" if extra else "")
 
 

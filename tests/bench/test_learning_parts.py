@@ -146,8 +146,6 @@ def test_overlap_and_settings_refusals(tmp_path):
         check_or_write(path, {"n": 6, "seed": 1})
 
 
-
-
 def test_the_engine_names_the_server_options_that_change_outputs(monkeypatch):
     monkeypatch.setattr("tfgrpo.llm.llama_server.find_llama_server", lambda: "/usr/bin/llama-server")
     monkeypatch.delenv("TFGRPO_LLAMA_SLOTS", raising=False)
@@ -158,6 +156,7 @@ def test_the_engine_names_the_server_options_that_change_outputs(monkeypatch):
     assert engine("local") == "llama-server/2-slots -fa off --no-repack"
     monkeypatch.setattr("tfgrpo.llm.llama_server.find_llama_server", lambda: None)
     assert engine("local") == "llama_cpp.server"
+
 
 def _recs(scores, finish="stop"):
     return [{"id": f"q{i}", "index": i, "score": s, "scores": [s], "finish_reasons": [finish], "calls": 1,

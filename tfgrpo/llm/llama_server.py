@@ -52,10 +52,15 @@ def slots_from_env(slots: int | None = None) -> int:
     return max(1, int(slots))
 
 
+def server_args_from_env() -> list[str]:
+    """The llama-server options added by `$TFGRPO_LLAMA_SERVER_ARGS` (shell-quoted), in order."""
+    return shlex.split(os.environ.get("TFGRPO_LLAMA_SERVER_ARGS", ""))
+
+
 def llama_server_cmd(binary: str, gguf: Path, *, port: int, n_ctx: int, slots: int, threads: int,
                      alias: str) -> list[str]:
     """llama-server with `slots` parallel slots of `n_ctx` tokens each (the total context is split evenly)."""
-    extra = shlex.split(os.environ.get("TFGRPO_LLAMA_SERVER_ARGS", ""))
+    extra = server_args_from_env()
     return [binary, "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
             "--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--cont-batching",
             "--threads", str(threads), "--threads-batch", str(threads), "--alias", alias,
