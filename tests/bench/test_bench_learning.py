@@ -198,11 +198,12 @@ def test_a_training_stopped_mid_way_moves_to_another_machine_with_its_results(tm
     ok(bench(ref, "--arms", "paper"))
     state = cut / "out" / "gsm8k" / "train-state.tar.gz"
     packed = unpacked = 0
-    for _ in range(40):
+    for _ in range(60):
         shutil.rmtree(cut / "scratch", ignore_errors=True)  # a new machine: no scratch, no store, no checkpoints
         # Each scripted call sleeps 0.5 s, so the training (8 rounds of calls, >= 4 s) cannot finish inside one
-        # 1.8 s slice however fast the machine is: a stop mid-way is certain, not a matter of timing.
-        out = ok(bench(cut, "--arms", "paper", "--time-budget-min", "0.03", TFGRPO_SCRIPTED_DELAY="0.5"))
+        # 3 s slice however fast the machine is: a stop mid-way is certain, not a matter of timing (and a slow
+        # machine still gets past its start-up within a slice).
+        out = ok(bench(cut, "--arms", "paper", "--time-budget-min", "0.05", TFGRPO_SCRIPTED_DELAY="0.5"))
         unpacked += "unpacked the training state" in out
         if "packed into" in out:
             packed += 1
