@@ -8,8 +8,6 @@ import sys
 import weakref
 from pathlib import Path
 
-import pytest
-
 from tfgrpo_common.heap import frozen_heap
 
 ROOT = Path(__file__).resolve().parents[2]
