@@ -1,6 +1,7 @@
 """Schema migrations: append-only, named, each recorded in the `_migrations` table.
 
-Rules: never edit or reorder a migration that has shipped; add a new one at the end of `MIGRATIONS`.
+Rules: never edit or reorder a migration that has shipped; add a new one at the end of `MIGRATIONS`, its DDL a
+new constant in `schema_ddl`.
 Each migration runs in its own transaction together with the row that records it, so a failure leaves
 the file at the previous schema. A file that records a migration this code does not know was written
 by a newer tfgrpo and is refused rather than guessed at.
