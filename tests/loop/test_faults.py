@@ -162,6 +162,21 @@ def test_fault_non_json_where_json_asked(server, outcome):
     assert store.current_version(LIB) == 0
 
 
+def test_fault_extraction_in_prose_is_read_not_lost(server, outcome):
+    """A small learner often reasons and lists its lessons without the JSON: the "When ..., ..." sentences
+    after its lessons heading become the proposals; those in its assessment do not."""
+    lesson = "When a sum has many terms, write each partial result on its own line."
+    prose = ("Assessment: When attempt 2 added, it skipped a term.\nComparison: the winner wrote partials.\n"
+             f"Pattern: multi-step sums\n\nNew general lessons:\n1. {lesson}\n")
+    server.script_stage("extract", *[("ok", prose)] * 2)
+    store, res, calls = outcome()
+    assert [r for r in store.rejections(res.run_id) if r["stage"] == "extract"] == []
+    consolidate = [b for b, s in zip(server.requests, server.stages) if s == "consolidate"]
+    shown = consolidate[0]["messages"][-1]["content"]
+    assert lesson in shown and "attempt 2 added" not in shown
+    assert store.current_version(LIB) == 1
+
+
 @pytest.mark.parametrize("stage,reply", [
     ("extract", '{"experiences": "one lesson, not a list"}'),
     ("consolidate", '{"ops": [{"op": "RENAME", "text": "x"}]}'),

@@ -72,6 +72,21 @@ def test_extraction_after_reasoning_with_braces_and_a_pattern():
     assert parse_extraction(copied, "stop", k=2, max_words=16) == (["When stuck, re-read the question."], "")
 
 
+def test_extraction_in_prose_without_json():
+    text = ("**Assessment:**\nWhen attempt 2 divided, it used the wrong base.\n\n**Pattern:**\nratios of areas\n\n"
+            "**Experiences:**\nWhen triangles are similar, square the side ratio to compare areas. When a lesson "
+            "runs on and on past the word limit because it keeps adding clauses that say the same thing again, "
+            "it is dropped alone.\n- When two figures share a height, compare their bases.\"}")
+    lessons, pattern = parse_extraction(text, "stop", k=3, max_words=16)
+    assert lessons == ["When triangles are similar, square the side ratio to compare areas.",
+                       "When two figures share a height, compare their bases."]
+    assert pattern == "ratios of areas"
+    inline = "Assessment: fine.\nPattern: rates\nLesson 1: When a rate mixes units, convert first.\n"
+    assert parse_extraction(inline, "stop", k=2, max_words=16) == (["When a rate mixes units, convert first."], "rates")
+    with pytest.raises(InvalidLearnerOutput, match="no JSON"):  # "When" sentences of the assessment do not count
+        parse_extraction("Assessment: When attempt 1 added, it was right.\nNo lessons.", "stop", k=2, max_words=16)
+
+
 def test_leak_check_finds_test_numbers():
     tests = ["A shop sells 1,250 pens and 40 pencils."]
     assert leaked_numbers(["Remember the 1,250 pens case."], tests) == ["Remember the 1,250 pens case."]

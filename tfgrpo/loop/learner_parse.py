@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from tfgrpo.loop.learner_prose import prose_lessons
+
 
 class InvalidLearnerOutput(ValueError):
     """The learner's output failed validation; `str(exc)` says why."""
@@ -157,19 +159,40 @@ class Extraction:
     revisions: list[tuple[int, str]] = field(default_factory=list)
 
 
+def _proposals(text: str) -> Proposals:
+    """The extraction's JSON object; when there is none with "experiences", the lessons its prose lists in
+    the requested form (`learner_prose`)."""
+    try:
+        return Proposals.model_validate(_first_json_object(text, "experiences"))
+    except (InvalidLearnerOutput, ValidationError) as exc:
+        prose = prose_lessons(text)
+        if prose is not None:
+            return Proposals.model_validate(prose)
+        if isinstance(exc, InvalidLearnerOutput):
+            raise
+        raise InvalidLearnerOutput(f"wrong shape: {exc.errors()[0]['msg']}") from None
+
+
 def parse_group(text: str, finish_reason: str | None, *, k: int, max_words: int, question: str | None = None,
                 live_ids: set[int] | frozenset[int] = frozenset()) -> Extraction:
     """Validate an extraction output. Lessons (and revisions) that repeat the question's numbers, copy the
-    prompt's placeholder or are mere fragments are dropped, as are revisions of ids the library does not
-    have; if nothing usable is left of a non-empty output, it is invalid (so the learner call is retried)."""
+    prompt's placeholder, are mere fragments or run over `max_words` are dropped, as are revisions of ids the
+    library does not have; if nothing usable is left of a non-empty output, it is invalid (so the learner
+    call is retried). An answer without the JSON object is read for "When ..., ..." lessons in its prose."""
     if finish_reason == "length":
         raise InvalidLearnerOutput("output truncated (finish_reason=length)")
-    try:
-        props = Proposals.model_validate(_first_json_object(text, "experiences"))
-    except ValidationError as exc:
-        raise InvalidLearnerOutput(f"wrong shape: {exc.errors()[0]['msg']}") from None
-    out = [_check_text(p, max_words, f"experience {i + 1}") for i, p in enumerate(props.experiences[:k])]
+    props = _proposals(text)
+    out, too_long = [], []
+    for i, p in enumerate(props.experiences[:k]):
+        try:
+            out.append(_check_text(p, max_words, f"experience {i + 1}"))
+        except InvalidLearnerOutput as exc:  # an over-long lesson is dropped; the others still count
+            if not p.strip():
+                raise
+            too_long.append(str(exc))
     kept = [p for p in out if not specific_to(p, question) and not too_thin(p)]
+    if too_long and not kept:
+        raise InvalidLearnerOutput("; ".join(too_long))
     revisions: dict[int, str] = {}
     for i, r in enumerate(props.revisions[:k]):
         try:
