@@ -162,3 +162,25 @@ def test_real_server_timeout_is_final(smollm2_server):
     with pytest.raises(LLMError, match="not retried"):
         run_closing([gw], gw.chat([{"role": "user", "content": "Write a long story."}], max_tokens=256))
     assert log.records[0].attempts == 1
+
+
+def test_a_resumed_run_keeps_the_grown_timeout(monkeypatch, tmp_path):
+    """A run stores its model configs with every field written out; on resume the default timeout must not
+    come back as one the user set, or every call to the embedded server is cut at 300 s whatever its
+    max_tokens (a resumed MATH training lost its gate and learner calls that way)."""
+    from experience_store import ExperienceStore, HashEmbedder
+    from tfgrpo.config import TrainConfig
+    from tfgrpo.llm.config import from_stored
+    from tfgrpo.loop.run import start_or_resume
+
+    monkeypatch.setenv("TFGRPO_LOCAL_API_BASE", "http://127.0.0.1:9/v1")
+    pool = ModelPool()
+    with ExperienceStore(tmp_path / "resume.duckdb", embedder=HashEmbedder()) as store:
+        cfg = TrainConfig(task="arith", library="lib")
+        start_or_resume(store, cfg, ModelConfig(model="local:smollm2"),
+                        ModelConfig(model="local:smollm2", timeout_s=30), False)
+        _, _, policy, learner = start_or_resume(store, cfg, ModelConfig(), ModelConfig(), True)
+    assert policy.model == "local:smollm2" and "timeout_s" not in policy.model_fields_set
+    assert pool.gateway(policy).call_timeout(2048) == PROMPT_ALLOWANCE_S + 1024
+    assert pool.gateway(learner).call_timeout(2048) == 30  # a timeout the user set is kept on resume
+    assert from_stored({"model": "local", "timeout_s": 300.0, "n_ctx": 8192}).model_fields_set == {"n_ctx"}

@@ -19,6 +19,7 @@ from tfgrpo.cli.eval import task_options
 from tfgrpo.config import ModelConfig, SamplingConfig, TrainConfig
 from tfgrpo.errors import ConfigError, StoreError
 from tfgrpo.llm.budget import BudgetConfig
+from tfgrpo.llm.config import from_stored
 from tfgrpo.llm.factory import ModelPool, check_model_name
 from tfgrpo.llm.preflight import preflight
 
@@ -194,7 +195,7 @@ def _check_resume(cfg: TrainConfig, db_path: Path | str, pool: ModelPool) -> tup
         raise StoreError(f"library {cfg.library!r} has no unfinished training run to resume; "
                          "start one without --resume")
     conf = run["config"]
-    policy, learner = ModelConfig.model_validate(conf["policy"]), ModelConfig.model_validate(conf["learner"])
+    policy, learner = from_stored(conf["policy"]), from_stored(conf["learner"])
     load_examples(TrainConfig.model_validate(conf["train"]))
     preflight_models(policy, learner, pool)
     return policy, learner

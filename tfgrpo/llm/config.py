@@ -19,3 +19,12 @@ class ModelConfig(BaseModel):
     timeout_s: float = Field(300.0, gt=0, description="Per-call timeout in seconds.")
     max_attempts: int = Field(4, ge=1, description="Attempts per call on transient faults.")
     n_ctx: int | None = Field(None, ge=256, description="Context size for the embedded server.")
+
+
+def from_stored(data: dict) -> ModelConfig:
+    """A model config as a run stored it (`model_dump`, every field written out). A value equal to the
+    field's default counts as unset, as it was when the run started: what derives from an unset field (an
+    embedded server's timeout, scaled with the call's `max_tokens` and never below `timeout_s`) is derived
+    again on resume instead of being pinned to the default."""
+    defaults = ModelConfig().model_dump(mode="json")
+    return ModelConfig.model_validate({k: v for k, v in data.items() if k not in defaults or v != defaults[k]})

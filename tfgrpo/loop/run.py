@@ -16,6 +16,7 @@ from tfgrpo.config import ModelConfig, TrainConfig
 from tfgrpo.errors import BudgetExceeded, ConfigError, ModelUnreachable, StoreError
 from tfgrpo.loop.breaker import Breaker
 from tfgrpo.loop.graph import build_graph
+from tfgrpo.llm.config import from_stored
 from tfgrpo.llm.factory import ModelPool
 from tfgrpo.llm.call_log import BackgroundCallLog
 from tfgrpo.loop.memo import Memo
@@ -92,8 +93,7 @@ def start_or_resume(store, cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg
     train_cfg = TrainConfig.model_validate({"gate_alpha": 1.0, **conf["train"]})
     if cfg.budget != TrainConfig(task=cfg.task).budget:  # a new budget given on resume replaces the old
         train_cfg = train_cfg.model_copy(update={"budget": cfg.budget})
-    return (run["id"], train_cfg, ModelConfig.model_validate(conf["policy"]),
-            ModelConfig.model_validate(conf["learner"]))
+    return run["id"], train_cfg, from_stored(conf["policy"]), from_stored(conf["learner"])
 
 
 def run_budget(store, run_id: str, cfg: TrainConfig) -> Budget:
