@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -176,9 +177,24 @@ def arm_counts(ctx) -> dict[str, tuple[int, int]]:
             for arm in ctx.arms}
 
 
+def code_version() -> str | None:
+    """The commit the bench ran (with "+dirty" when tracked files differ): an arm trained over several
+    sessions says which code each part ran; None outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", ".", ":!bench/out"],
+                               timeout=30).returncode != 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def log_session(ctx, before: dict, after: dict, wall: float, status: str) -> None:
     rec = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(time.time() - wall)),
-           "machine": ctx.machine, "argv": sys.argv[1:], "status": status, "wall_s": round(wall, 1),
+           "machine": ctx.machine, "code": code_version(), "argv": sys.argv[1:], "status": status,
+           "wall_s": round(wall, 1),
            "new_items": {k: after[k][0] - before[k][0] for k in after}}
     with (ctx.out / "sessions.jsonl").open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(rec) + "\n")

@@ -187,6 +187,7 @@ def test_time_budget_stops_cleanly_and_the_next_runs_finish_the_same_table(tmp_p
     assert texts[0] == texts[1]
     sessions = lines(cut / "out" / "gsm8k" / "sessions.jsonl")
     assert sessions[0]["status"] == "partial" and sessions[-1]["status"] == "complete"
+    assert all(len(s["code"].split("+")[0]) >= 7 for s in sessions)  # the commit each slice ran
 
 
 def test_a_training_stopped_mid_way_moves_to_another_machine_with_its_results(tmp_path):
