@@ -233,3 +233,42 @@ def test_cli_refuses_a_gate_slice_too_small_for_its_alpha_in_one_line(tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "a gate slice of 3 items can never show p <= 0.1" in " ".join(r.output.split())
     assert "--gate-items 4 or more" in " ".join(r.output.split()) and not db.exists()
+
+
+def test_a_gate_call_that_fails_is_left_out_not_scored_as_a_loss(tmp_path, monkeypatch):
+    """On a slow machine the proposed library's gate calls can time out; such an item has no score, so its
+    pair is left out of the paired test (and counted), never read as a loss of the proposal."""
+    from tfgrpo.errors import LLMError
+
+    follow = advice_follower(HELPFUL)
+    failed: list[int] = []
+
+    def flaky(stage, messages, index):
+        text = " ".join(str(m.get("content", "")) for m in messages)
+        if stage == "gate" and HELPFUL in text and len(failed) < 2:
+            failed.append(index)
+            raise LLMError("scripted: no answer within 300s")
+        return follow(stage, messages, index)
+
+    monkeypatch.setattr(factory, "ScriptedBackend", lambda: ScriptedBackend(flaky))
+    db = tmp_path / "gate.duckdb"
+    with ExperienceStore(db, embedder=HashEmbedder()) as store:
+        cfg = TrainConfig(task="arith", library="lib", epochs=1, batch_size=2, group_size=4, limit=4, gate_items=8,
+                          gate_alpha=1.0, learn_examples=False, rollout=SamplingConfig(max_tokens=64))
+        res = train(cfg, ModelConfig(model="scripted"), None, store=store, db=db)
+        assert res.status == "completed", res.error
+        first = store.gate_decisions("lib", res.run_id)[0]
+        assert len(failed) == 2 and first["item_scores"]["new"].count(None) == 2
+        assert first["n_items"] == 6 and first["lost"] == 0 and first["accepted"]
+        assert first["score_new"] == 1.0  # the 6 compared items, all right with the helpful lesson
+
+
+def test_passes_leaves_out_pairs_with_a_failed_call():
+    from tfgrpo.loop.gate import describe, passes
+
+    d = passes([1.0, 0.0, 0.0, None, 1.0], [None, 1.0, 1.0, 0.0, 1.0], 0.0, 1.0)
+    assert (d["n_items"], d["failed"], d["gained"], d["lost"]) == (3, 2, 2, 0) and d["accepted"]
+    assert d["score_base"] == pytest.approx(1 / 3) and d["score_new"] == 1.0
+    assert "2 item(s) left out, their call failed" in describe(d, 0.0, 1.0)
+    none = passes([None, 1.0], [1.0, None], 0.0, 1.0)
+    assert not none["accepted"] and none["n_items"] == 0 and none["failed"] == 2

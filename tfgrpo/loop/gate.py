@@ -8,7 +8,13 @@ Rejected batches are recorded with their ops and scores (`store.gate_decisions`)
 
 The proposed library's items are scored concurrently, and the scoring stops as soon as the batch cannot
 pass whatever the items not yet scored would score (each at the best reward, 1): the test is monotone in
-each item's gain, so stopping never changes a decision, it only saves the calls of a batch already lost."""
+each item's gain, so stopping never changes a decision, it only saves the calls of a batch already lost.
+
+An item whose call failed (a timeout, a server error) has no score on that side: it says nothing about
+either library, so its pair is left out of the comparison and counted as `failed`, never scored 0 (on a
+slow machine the proposed side's timeouts would otherwise read as losses). The early stop stays exact for
+a threshold <= 0 (the default): a pair left out had been counted at its best case (a gain or a tie), and
+dropping it can only lower the best mean delta the batch could reach and raise its best p."""
 
 from __future__ import annotations
 
@@ -65,27 +71,27 @@ def slice_key(ctx: StepContext) -> str:
     return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
-async def score(ctx: StepContext, prior: Prior, positions: list[int] | None = None) -> list[float]:
+async def score(ctx: StepContext, prior: Prior, positions: list[int] | None = None) -> list[float | None]:
     """Per-item scores of the policy with `prior` on the slice items at `positions` (all by default; greedy,
-    fixed seed, each item's seed from its position in the slice)."""
+    fixed seed, each item's seed from its position in the slice); None for an item whose call failed."""
     at = list(range(len(ctx.gate_examples))) if positions is None else positions
     res = await run_eval(ctx.policy, ctx.task, [ctx.gate_examples[i] for i in at], k=1, seed=GATE_SEED,
                          temperature=0.0, max_tokens=ctx.cfg.rollout.max_tokens, apply_prior=prior.apply,
                          split=ctx.cfg.split, stage="gate", indices=at)
-    return res.item_means()
+    return [None if it.error else m for it, m in zip(res.items, res.item_means())]
 
 
-def best_case(base: list[float], scored: dict[int, float]) -> list[float]:
+def best_case(base: list[float | None], scored: dict[int, float | None]) -> list[float | None]:
     """The proposal's scores if every item not yet scored got the best reward."""
-    return [scored.get(i, max(REWARD_MAX, b)) for i, b in enumerate(base)]
+    return [scored[i] if i in scored else max(REWARD_MAX, b or 0.0) for i, b in enumerate(base)]
 
 
-def can_pass(base: list[float], scored: dict[int, float], threshold: float, alpha: float) -> bool:
+def can_pass(base: list[float | None], scored: dict[int, float | None], threshold: float, alpha: float) -> bool:
     """Whether the proposed library could still pass if every item not yet scored got the best reward."""
     return passes(base, best_case(base, scored), threshold, alpha)["accepted"]
 
 
-async def score_until_decided(ctx: StepContext, prior: Prior, base: list[float]) -> dict[int, float]:
+async def score_until_decided(ctx: StepContext, prior: Prior, base: list[float | None]) -> dict[int, float | None]:
     """The proposed library's score per slice item, by position; only the items scored before the batch
     could no longer pass (the calls still queued or running then are cancelled)."""
     scored: dict[int, float] = {}
@@ -107,7 +113,7 @@ async def score_until_decided(ctx: StepContext, prior: Prior, base: list[float])
     return scored
 
 
-async def version_scores(ctx: StepContext, version: int) -> list[float]:
+async def version_scores(ctx: StepContext, version: int) -> list[float | None]:
     key = f"gate:{ctx.cfg.library}:v{version}:{slice_key(ctx)}"
     cached = ctx.memo.get(key)
     if cached is None:
@@ -139,7 +145,8 @@ def describe(decision: dict[str, Any], threshold: float, alpha: float) -> str:
     won = f", +{decision['gained']}/-{decision['lost']} items" if decision.get("gained") is not None else ""
     p = f", p={decision['p_value']:.3f}" if decision.get("p_value") is not None else ""
     needs = f"delta > {threshold:+.3f}" + (f" and p <= {alpha:g}" if alpha < 1 else "")
-    n = decision["n_items"]
+    n, failed = decision["n_items"], decision.get("failed") or 0
+    cut = f"; {failed} item(s) left out, their call failed" if failed else ""
     if decision.get("ceiling"):
         top = decision["ceiling"]
         return (f"{verdict} without scoring it: even solving all {decision['slice_items']} held-out train questions "
@@ -147,24 +154,31 @@ def describe(decision: dict[str, Any], threshold: float, alpha: float) -> str:
                 f"p={decision['p_value']:.3f}), and passing needs {needs} (a larger --gate-items or --gate-alpha "
                 "lets a gain show)")
     if decision.get("stopped_early"):
-        left = decision["slice_items"] - n
-        return (f"{verdict} after {n} of {decision['slice_items']} held-out train questions: it could not pass "
-                f"whatever the other {left} scored ({decision['score_new']:.3f} vs {decision['score_base']:.3f} on "
-                f"those {n}, delta {decision['delta']:+.3f}{won}{p}; needs {needs} on all)")
+        scored = n + failed
+        return (f"{verdict} after {scored} of {decision['slice_items']} held-out train questions: it could not "
+                f"pass whatever the other {decision['slice_items'] - scored} scored ({decision['score_new']:.3f} vs "
+                f"{decision['score_base']:.3f} on {n} compared, delta {decision['delta']:+.3f}{won}{p}{cut}; "
+                f"needs {needs} on all)")
     return (f"{verdict}: {decision['score_new']:.3f} vs {decision['score_base']:.3f} on {n} "
-            f"held-out train questions (delta {decision['delta']:+.3f}{won}{p}; needs {needs})")
+            f"held-out train questions (delta {decision['delta']:+.3f}{won}{p}{cut}; needs {needs})")
 
 
-def passes(base: list[float], new: list[float], threshold: float, alpha: float) -> dict[str, Any]:
+def passes(base: list[float | None], new: list[float | None], threshold: float, alpha: float) -> dict[str, Any]:
     """The gate's test on paired per-item slice scores: the mean gain must exceed `threshold` and, unless
     `alpha` is 1, the one-sided paired sign test must give p <= `alpha` (a small slice cannot tell a
-    lead of an item or two from luck, and a lucky batch that passes is a harmful one as often as not)."""
-    s_base, s_new = float(np.mean(base)), float(np.mean(new))
-    p = gain_p_value(new, base)
+    lead of an item or two from luck, and a lucky batch that passes is a harmful one as often as not).
+    Pairs with a failed call on either side (None) are left out and counted as `failed`."""
+    pairs = [(b, n) for b, n in zip(base, new) if b is not None and n is not None]
+    if not pairs:
+        return {"accepted": False, "score_base": 0.0, "score_new": 0.0, "delta": 0.0, "p_value": 1.0, "gained": 0,
+                "lost": 0, "n_items": 0, "failed": len(new)}
+    b_, n_ = [b for b, _ in pairs], [n for _, n in pairs]
+    s_base, s_new = float(np.mean(b_)), float(np.mean(n_))
+    p = gain_p_value(n_, b_)
     accepted = s_new - s_base > threshold and (alpha >= 1.0 or p <= alpha)
     return {"accepted": accepted, "score_base": s_base, "score_new": s_new, "delta": s_new - s_base,
-            "p_value": p, "gained": sum(n > b for n, b in zip(new, base)),
-            "lost": sum(n < b for n, b in zip(new, base)), "n_items": len(new)}
+            "p_value": p, "gained": sum(n > b for b, n in pairs), "lost": sum(n < b for b, n in pairs),
+            "n_items": len(pairs), "failed": len(new) - len(pairs)}
 
 
 async def _decide(ctx: StepContext, version: int, ops: list[Op]) -> dict[str, Any]:
