@@ -8,7 +8,9 @@ written beside the item files) and later runs import that library. `settings.jso
 and settings: a rerun with other settings is refused. `--time-budget-min` stops cleanly so a session can
 run a slice and commit it; the table is filled over several runs, on any machine. A training stopped
 mid-way is packed into `<out>/<bench>/train-state.tar.gz` (bench/learning_state.py): commit it with the
-item files, and the next session, on any machine, resumes the training from it.
+item files, and the next session, on any machine, resumes the training from it. A trained arm whose library
+leaves every test prompt byte-identical to `none`'s (it ended empty) is not evaluated again: it gets
+`<arm>.same-as-none.json` instead of an item file (bench/learning_same.py).
 
     nice -n 19 python bench/learning.py --bench gsm8k --arms none --n 300 --time-budget-min 50
     python bench/learning.py --bench math --arms none,paper --time-budget-min 50
@@ -33,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import learning_setup as setup  # noqa: E402
+from bench import learning_same as same  # noqa: E402
 from bench import learning_state  # noqa: E402
 from bench.learning_arms import ARMS, RetrievalPrior, arm_prior, missing_fields, parse_arms  # noqa: E402
 from bench.learning_eval import ItemFile, evaluate_arm  # noqa: E402
@@ -167,14 +170,26 @@ def run_arm(ctx, arm) -> bool:
         return True
     if apply == STOPPED:
         return False
-    return evaluate_arm(ctx.model(), ctx.items.test_task, ctx.test_items(arm), ctx.out / f"{arm.name}.jsonl",
+    items, path = ctx.test_items(arm), ctx.out / f"{arm.name}.jsonl"
+    if arm.kind == "train" and not path.is_file() and same.unchanged_prompts(ctx.items.test_task, items, apply):
+        meta = json.loads((ctx.out / f"{arm.name}.train.json").read_text(encoding="utf-8"))
+        mark = same.write_marker(ctx.out, arm.name, len(items), meta.get("experiences"))
+        print(f"[{arm.name}] not evaluated: its prompt is byte-identical to none's on all {len(items)} test items "
+              f"(the library adds nothing); wrote {mark}", flush=True)
+        return True
+    same.marker_path(ctx.out, arm.name).unlink(missing_ok=True)  # a library that now changes a prompt
+    return evaluate_arm(ctx.model(), ctx.items.test_task, items, path,
                         label=arm.name, seed=ctx.s["eval_seed"], max_tokens=ctx.s["max_tokens"], apply=apply,
                         concurrency=ctx.a.concurrency, deadline=ctx.deadline)
 
 
 def arm_counts(ctx) -> dict[str, tuple[int, int]]:
-    return {arm.name: (len(ItemFile(ctx.out / f"{arm.name}.jsonl").records), len(ctx.test_items(arm)))
-            for arm in ctx.arms}
+    def done(arm) -> int:
+        if same.read_marker(ctx.out, arm.name) is not None:
+            return len(ctx.test_items(arm))
+        return len(ItemFile(ctx.out / f"{arm.name}.jsonl").records)
+
+    return {arm.name: (done(arm), len(ctx.test_items(arm))) for arm in ctx.arms}
 
 
 def code_version() -> str | None:

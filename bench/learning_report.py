@@ -1,5 +1,5 @@
 """The learning bench's report, made ONLY from the committed files under bench/out/learning/<bench>/
-(settings.json, <arm>.jsonl, <arm>.train.json, gepa.train.json, sessions.jsonl): one table per benchmark.
+(settings.json, <arm>.jsonl, <arm>.train.json, <arm>.same-as-none.json, gepa.train.json, sessions.jsonl): one table per benchmark.
 It replaces the `## Learning effect` section of bench/results.md (the other sections are kept), regenerates
 the README block between the markers (bench/readme_results.py), and writes compare.md/.json per benchmark
 (`tfgrpo compare` format, on the items every arm has)."""
@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import learning_same as same
 from bench import readme_results
 from bench.learning_arms import ARMS
 from bench.learning_eval import read_items
-from bench.learning_rows import arm_row, table
+from bench.learning_rows import arm_row, same_row, table
 
 HEADING = readme_results.HEADING
 
@@ -29,11 +30,16 @@ def bench_rows(folder: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     recs = {name: read_items(folder / f"{name}.jsonl") for name in ARMS if (folder / f"{name}.jsonl").is_file()}
     base = recs.get("none")
     rows = []
-    for name, items in recs.items():
-        arm = ARMS[name]
+    for name, arm in ARMS.items():
+        mark = same.read_marker(folder, name) if name not in recs else None
+        if name not in recs and (mark is None or base is None):
+            continue
         planned = settings["n"] if arm.size == "main" else settings["n_ablation"]
         meta = _json(folder / ("gepa.train.json" if arm.kind == "gepa" else f"{name}.train.json"))
-        rows.append(arm_row(name, arm.label, items, planned, base, meta, settings["eval_seed"]))
+        if mark is not None:  # its prompts are none's: the row shows none's figures, marked, and pairs nothing
+            rows.append(same_row(name, arm.label, base[:planned], planned, meta, settings["eval_seed"]))
+        else:
+            rows.append(arm_row(name, arm.label, recs[name], planned, base, meta, settings["eval_seed"]))
     return rows
 
 
@@ -77,6 +83,16 @@ def _gate_line(gate: list[dict[str, Any]] | None) -> str:
             f"{len(kept)} of {len(gate)} batches kept ({each}).")
 
 
+def _noise_line(row: dict[str, Any], meta: dict[str, Any]) -> str:
+    """For an arm evaluated with an empty library (its prompts were `none`'s): its Δ is the noise floor."""
+    p = row.get("paired")
+    if meta.get("experiences") != 0 or p is None:
+        return ""
+    return (f" Its library is empty, so it was evaluated with `none`'s exact prompts: its Δ "
+            f"({p['delta']:+.3f}, +{p['gained']}/-{p['lost']} of {p['n']}) is the run-to-run noise of greedy decoding "
+            "on the batching server, the floor under every other arm's Δ.")
+
+
 def _details(folder: Path, rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
@@ -86,7 +102,7 @@ def _details(folder: Path, rows: list[dict[str, Any]]) -> list[str]:
                        f"({meta.get('leaked_test_numbers', '?')} contain a test question's number verbatim); "
                        f"training calls {meta.get('by_stage')}, {meta.get('prompt_tokens')} prompt + "
                        f"{meta.get('completion_tokens')} completion tokens, run `{meta.get('run_id')}`."
-                       + _gate_line(meta.get("gate")))
+                       + _gate_line(meta.get("gate")) + _noise_line(r, meta))
     gepa = _json(folder / "gepa.train.json")
     if gepa is not None:
         out += [f"- `gepa`: {gepa.get('candidates')} candidates, {gepa.get('metric_calls')} metric calls; best system "
@@ -105,6 +121,10 @@ def bench_section(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
     if machines:
         lines += [f"Machines: {'; '.join(machines)}.", ""]
     lines += table(rows) if rows else ["No arm has results yet."]
+    if any(r.get("same_as_none") for r in rows):
+        lines += ["", "`= none`: the arm's library adds nothing to any test prompt (it ended empty), so every prompt is "
+                      "byte-identical to `none`'s; the arm is `none` and was not evaluated again (its mean is `none`'s "
+                      "on its items; no Δ is claimed)."]
     if any(r["partial"] for r in rows):
         lines += ["", "Partial: arms marked `partial` have fewer items than planned (the run goes on); their Δ is "
                       "on the items they share with `none`."]
@@ -119,7 +139,7 @@ def write_compare(folder: Path, rows: list[dict[str, Any]]) -> None:
     from bench.learning_compare import compare_result
     from tfgrpo.evaluation.compare import to_markdown
 
-    res = compare_result(folder, [r["arm"] for r in rows])
+    res = compare_result(folder, [r["arm"] for r in rows if not r.get("same_as_none")])
     if res is None:
         return
     (folder / "compare.md").write_text(to_markdown(res), encoding="utf-8")

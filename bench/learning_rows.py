@@ -46,6 +46,15 @@ def arm_row(name: str, label: str, recs: list[dict], planned: int, base: list[di
     return row
 
 
+def same_row(name: str, label: str, base: list[dict], planned: int, meta: dict[str, Any] | None,
+             seed: int) -> dict[str, Any]:
+    """The row of an arm whose every prompt is `none`'s (bench/learning_same.py): `none`'s figures on the
+    arm's items, its own training cost, no paired difference and no evaluation of its own."""
+    row = arm_row(name, label, base, planned, None, meta, seed)
+    row.update({"same_as_none": True, "partial": False, "eval_wall_s": 0.0, "tok_s": None})
+    return row
+
+
 def _f(x, fmt: str, dash: str = "-") -> str:
     return dash if x is None else format(x, fmt)
 
@@ -59,6 +68,8 @@ def row_cells(r: dict[str, Any]) -> list[str]:
     calls = "-" if r["train_calls"] is None else f"{r['train_calls']} ({r['learner_calls']})"
     train_min = None if r["train_wall_s"] is None else r["train_wall_s"] / 60
     n = f"{r['n']}/{r['planned']} partial" if r["partial"] else str(r["n"])
+    if r.get("same_as_none"):
+        mean, delta = f"= none: {mean}", "not measured: every prompt = none's"
     return [f"{r['arm']}", n, mean, delta, _f(p and p["p"], ".3f"), _f(p and p["mcnemar"], ".3f"),
             _f(r["truncated"], ".1%"), _f(r["prompt_tokens_per_call"], ".0f"), calls, _f(train_min, ".1f"),
             f"{r['eval_wall_s'] / 60:.1f}", _f(r["tok_s"], ".1f")]

@@ -1,0 +1,49 @@
+"""An arm whose prompt is byte-identical to `none`'s on every test item is not evaluated again.
+
+A trained library whose every gate refused (or that learned nothing) ends empty, and `Prior.apply` then leaves
+each prompt as it is: evaluating that arm would send `none`'s requests once more and measure only the server's
+batching noise, hours of it on a small machine. The bench checks it item by item, on the exact messages the
+eval would send, and writes `<arm>.same-as-none.json` instead of an item file; the report shows the arm as
+`= none`, says why, and pairs nothing. One changed prompt, and the arm is evaluated as usual.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+SUFFIX = ".same-as-none.json"
+
+
+def marker_path(folder: Path, arm: str) -> Path:
+    return folder / f"{arm}{SUFFIX}"
+
+
+def unchanged_prompts(task, examples: list, apply: Callable | None) -> bool:
+    """True when `apply` returns every example's messages unchanged (no prior at all counts as unchanged)."""
+    if apply is None:
+        return True
+    for ex in examples:
+        messages = task.messages(ex)
+        if apply(copy.deepcopy(messages)) != messages:
+            return False
+    return True
+
+
+def write_marker(folder: Path, arm: str, n_items: int, experiences: int | None) -> Path:
+    path = marker_path(folder, arm)
+    rec = {"arm": arm, "same_as": "none", "checked_items": n_items, "experiences": experiences,
+           "reason": "every test item's prompt is byte-identical to none's (the library adds nothing to any "
+                     "prompt), so the arm is none; it was not evaluated again",
+           "written_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def read_marker(folder: Path, arm: str) -> dict[str, Any] | None:
+    path = marker_path(folder, arm)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
