@@ -94,7 +94,7 @@ def can_pass(base: list[float | None], scored: dict[int, float | None], threshol
 async def score_until_decided(ctx: StepContext, prior: Prior, base: list[float | None]) -> dict[int, float | None]:
     """The proposed library's score per slice item, by position; only the items scored before the batch
     could no longer pass (the calls still queued or running then are cancelled)."""
-    scored: dict[int, float] = {}
+    scored: dict[int, float | None] = {}
     if not can_pass(base, scored, ctx.cfg.gate_threshold, ctx.cfg.gate_alpha):
         return scored  # not even a perfect score on every item would pass: nothing to score
     jobs = {asyncio.create_task(score(ctx, prior, [i])): i for i in range(len(base))}

@@ -19,21 +19,19 @@ _BULLET = re.compile(r"^[ \t]*(?:[-*•]|\d+[.)]|(?:lesson|experience)[ \t]*\d*[
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
-def _pattern(text: str) -> str:
-    """The Pattern line's text (or the paragraph after a bare **Pattern:** heading)."""
-    m = _PATTERN.search(text)
+def _pattern(text: str, m: re.Match | None) -> str:
+    """The Pattern line's text (or the paragraph after a bare **Pattern:** heading); `m`: its match."""
     if m is None:
         return ""
     rest = m.group(1).strip() or text[m.end():].strip().split("\n\n")[0]
     return " ".join(rest.replace("*", "").split())
 
 
-def _lesson_part(text: str) -> str:
-    """The text after the last lessons heading; without one, the text after the Pattern section."""
+def _lesson_part(text: str, m: re.Match | None) -> str:
+    """The text after the last lessons heading; without one, the text after the Pattern section (`m`)."""
     heads = list(_HEADING.finditer(text))
     if heads:
         return text[heads[-1].end():]
-    m = _PATTERN.search(text)
     if m is None:
         return ""
     after = text[m.end():]
@@ -47,7 +45,8 @@ def prose_lessons(text: str) -> dict | None:
     """{"experiences": [...], "pattern": str} read from a prose answer, or None when it holds no lesson
     of the form "When <situation>, <action>."."""
     lessons: list[str] = []
-    for line in _lesson_part(text).splitlines():
+    pattern = _PATTERN.search(text)
+    for line in _lesson_part(text, pattern).splitlines():
         line = _BULLET.sub("", line.replace("**", "")).strip().strip('"')
         for sentence in _SENTENCE_END.split(line):
             s = sentence.strip().rstrip('"}], ').strip('"')
@@ -55,4 +54,4 @@ def prose_lessons(text: str) -> dict | None:
                 lessons.append(s)
     if not lessons:
         return None
-    return {"experiences": lessons, "pattern": _pattern(text)}
+    return {"experiences": lessons, "pattern": _pattern(text, pattern)}
