@@ -6,14 +6,72 @@ optimization stopped by the time budget (or killed) resumes there."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 
+async def _closing(model, coro):
+    """Run `coro`, then close the model's HTTP sessions: they belong to this call's event loop."""
+    try:
+        return await coro
+    finally:
+        close = getattr(model, "aclose", None)
+        if close is not None:
+            await close()
+
+
 def _sync_chat(model, messages, *, stage: str, max_tokens: int) -> str:
-    [c] = asyncio.run(model.chat(list(messages), temperature=0.7, max_tokens=max_tokens, stage=stage))
+    coro = model.chat(list(messages), temperature=0.7, max_tokens=max_tokens, stage=stage)
+    [c] = asyncio.run(_closing(model, coro))
     return c.text
+
+
+def _sync_chat_many(model, requests: list, *, stage: str, max_tokens: int) -> list[str]:
+    """The answers to `requests`, sent at once (the server's parallel slots decode them together)."""
+    from tfgrpo_common.event_loop import gather_or_cancel
+
+    async def one(messages):
+        [c] = await model.chat(list(messages), temperature=0.7, max_tokens=max_tokens, stage=stage)
+        return c.text
+
+    return list(asyncio.run(_closing(model, gather_or_cancel(*(one(m) for m in requests)))))
+
+
+def _key(messages) -> str:
+    return json.dumps(list(messages), sort_keys=True)
+
+
+def concurrent_adapter(chat_many, chat_one, evaluator):
+    """GEPA's DefaultAdapter, except that a minibatch's requests go to the model at once instead of one
+    after another (its callable path is sequential, which leaves all but one server slot idle). `evaluate`
+    builds the same messages the adapter will ask for and answers them together; the adapter then reads
+    the answers; a request it builds differently is simply asked on its own (`chat_one`)."""
+    from gepa.adapters.default_adapter.default_adapter import DefaultAdapter
+
+    class ConcurrentAdapter(DefaultAdapter):
+        def __init__(self) -> None:
+            self._ready: dict[str, list[str]] = {}
+            super().__init__(model=self._answer, evaluator=evaluator)
+
+        def _answer(self, messages) -> str:
+            waiting = self._ready.get(_key(messages))
+            return waiting.pop(0) if waiting else chat_one(messages)
+
+        def evaluate(self, batch, candidate, capture_traces=False):
+            system = next(iter(candidate.values()))
+            requests = [[{"role": "system", "content": system}, {"role": "user", "content": f"{d['input']}"}]
+                        for d in batch]
+            self._ready = {}
+            for messages, text in zip(requests, chat_many(requests)):
+                self._ready.setdefault(_key(messages), []).append(text)
+            try:
+                return super().evaluate(batch, candidate, capture_traces)
+            finally:
+                self._ready = {}
+
+    return ConcurrentAdapter()
 
 
 def system_prompt_apply(prompt: str):
@@ -49,7 +107,7 @@ def run_gepa(model, task, train: list, *, max_metric_calls: int, seed: int, max_
     `gepa` is not installed."""
     try:
         import gepa
-        from gepa.adapters.default_adapter.default_adapter import DefaultAdapter, EvaluationResult
+        from gepa.adapters.default_adapter.default_adapter import EvaluationResult
     except ImportError:
         print("gepa is not installed (pip install 'tfgrpo[bench]'); skipping the GEPA arm", flush=True)
         return None
@@ -60,8 +118,9 @@ def run_gepa(model, task, train: list, *, max_metric_calls: int, seed: int, max_
         fb = f"{'correct' if r.score >= 1 else 'incorrect'}: {r.reason}. The correct answer is {inst['answer']}."
         return EvaluationResult(score=r.score, feedback=fb)
 
-    adapter = DefaultAdapter(model=lambda m: _sync_chat(model, m, stage="gepa_rollout", max_tokens=max_tokens),
-                             evaluator=evaluator)
+    adapter = concurrent_adapter(
+        lambda reqs: _sync_chat_many(model, reqs, stage="gepa_rollout", max_tokens=max_tokens),
+        lambda m: _sync_chat(model, m, stage="gepa_rollout", max_tokens=max_tokens), evaluator)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = gepa.optimize(
