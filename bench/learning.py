@@ -253,13 +253,17 @@ def run(a: argparse.Namespace) -> int:
     check_arms(arms)
     ctx = Ctx(a, arms)
     start, before = time.perf_counter(), arm_counts(ctx)
-    stopped_training, ended = False, None
+    stopped_training, ended, arm, interrupted = False, None, None, False
     try:
         for arm in arms:
             if not run_arm(ctx, arm):
                 print(f"time budget of {a.time_budget_min} min reached; rerun the same command to go on", flush=True)
                 stopped_training = arm.kind in ("train", "gepa") and not trained(ctx, arm)
                 break
+    except KeyboardInterrupt:  # Ctrl-C: what finished is kept, a training under way is packed like a time stop
+        print("interrupted; rerun the same command to go on", flush=True)
+        interrupted = True
+        stopped_training = arm is not None and arm.kind in ("train", "gepa") and not trained(ctx, arm)
     except TrainingEnded as exc:
         stopped_training, ended = True, exc
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -271,7 +275,7 @@ def run(a: argparse.Namespace) -> int:
     status = "complete" if all(d >= n for d, n in after.values()) else "partial"
     log_session(ctx, before, after, time.perf_counter() - start, status)
     print(f"status={status} arms=" + ",".join(f"{k}:{d}/{n}" for k, (d, n) in after.items()), flush=True)
-    return 1 if ended else 0
+    return 130 if interrupted else 1 if ended else 0
 
 
 def main(argv=None) -> int:

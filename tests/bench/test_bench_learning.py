@@ -271,3 +271,23 @@ def test_a_training_that_cannot_reach_its_model_stops_cleanly_with_its_state_pac
     assert "rerun the same command to resume" in proc.stdout and "packed into" in proc.stdout
     assert (tmp_path / "out" / "gsm8k" / "train-state.tar.gz").is_file()
     assert proc.stdout.strip().splitlines()[-1] == "status=partial arms=paper:0/6"
+
+
+@pytest.mark.skipif(not HAVE_GEPA, reason="gepa is not installed")
+def test_ctrl_c_during_an_optimization_packs_its_state_without_a_traceback(tmp_path):
+    proc = subprocess.Popen(_cmd(tmp_path, "--arms", "gepa"), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(tmp_path, TFGRPO_SCRIPTED_DELAY="0.3"))
+    run_dir, deadline = None, time.monotonic() + 120
+    while time.monotonic() < deadline:
+        run_dir = next((tmp_path / "scratch").glob("*/gepa-run"), None) if (tmp_path / "scratch").is_dir() else None
+        if run_dir is not None:
+            break
+        time.sleep(0.05)
+    assert run_dir is not None, "GEPA never started"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-2000:] + err[-2000:]
+    assert "interrupted; rerun the same command to go on" in out and "Traceback" not in err
+    assert (tmp_path / "out" / "gsm8k" / "train-state.tar.gz").is_file()  # the next session resumes it
+    assert lines(tmp_path / "out" / "gsm8k" / "sessions.jsonl")[-1]["status"] == "partial"
