@@ -168,8 +168,15 @@ def prepare_gepa(ctx) -> dict[str, Any] | str | None:
     run_dir = ctx.scratch / "gepa-run"
     wall_file = ctx.scratch / "gepa-wall_s.txt"  # wall of earlier sessions of a resumed optimization
     before = float(wall_file.read_text()) if wall_file.is_file() else 0.0
-    res = run_gepa(ctx.gepa_model(), ctx.items.train_task, ctx.items.train, max_metric_calls=planned_rollouts(ctx.s),
-                   seed=ctx.s["seed"], max_tokens=ctx.s["max_tokens"], run_dir=run_dir, deadline=ctx.deadline)
+    start = time.perf_counter()
+    try:
+        res = run_gepa(ctx.gepa_model(), ctx.items.train_task, ctx.items.train,
+                       max_metric_calls=planned_rollouts(ctx.s), seed=ctx.s["seed"], max_tokens=ctx.s["max_tokens"],
+                       run_dir=run_dir, deadline=ctx.deadline)
+    except KeyboardInterrupt:  # Ctrl-C: the time spent still counts in the optimization's wall
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        wall_file.write_text(str(before + time.perf_counter() - start))
+        raise
     if res is None:
         return None
     res["wall_s"] += before

@@ -290,4 +290,5 @@ def test_ctrl_c_during_an_optimization_packs_its_state_without_a_traceback(tmp_p
     assert proc.returncode == 130, out[-2000:] + err[-2000:]
     assert "interrupted; rerun the same command to go on" in out and "Traceback" not in err
     assert (tmp_path / "out" / "gsm8k" / "train-state.tar.gz").is_file()  # the next session resumes it
+    assert float((run_dir.parent / "gepa-wall_s.txt").read_text()) >= 1.0  # its time so far still counts
     assert lines(tmp_path / "out" / "gsm8k" / "sessions.jsonl")[-1]["status"] == "partial"
