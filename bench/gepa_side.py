@@ -22,12 +22,6 @@ async def _closing(model, coro):
             await close()
 
 
-def _sync_chat(model, messages, *, stage: str, max_tokens: int) -> str:
-    coro = model.chat(list(messages), temperature=0.7, max_tokens=max_tokens, stage=stage)
-    [c] = asyncio.run(_closing(model, coro))
-    return c.text
-
-
 def _sync_chat_many(model, requests: list, *, stage: str, max_tokens: int) -> list[str]:
     """The answers to `requests`, sent at once (the server's parallel slots decode them together)."""
     from tfgrpo_common.event_loop import gather_or_cancel
@@ -37,6 +31,10 @@ def _sync_chat_many(model, requests: list, *, stage: str, max_tokens: int) -> li
         return c.text
 
     return list(asyncio.run(_closing(model, gather_or_cancel(*(one(m) for m in requests)))))
+
+
+def _sync_chat(model, messages, *, stage: str, max_tokens: int) -> str:
+    return _sync_chat_many(model, [messages], stage=stage, max_tokens=max_tokens)[0]
 
 
 def _key(messages) -> str:
@@ -63,7 +61,6 @@ def concurrent_adapter(chat_many, chat_one, evaluator):
             system = next(iter(candidate.values()))
             requests = [[{"role": "system", "content": system}, {"role": "user", "content": f"{d['input']}"}]
                         for d in batch]
-            self._ready = {}
             for messages, text in zip(requests, chat_many(requests)):
                 self._ready.setdefault(_key(messages), []).append(text)
             try:

@@ -221,6 +221,11 @@ def trained(ctx, arm) -> bool:
     return (ctx.out / name).is_file()
 
 
+def training_under_way(ctx, arm) -> bool:
+    """True for a learning arm (training or GEPA) whose result is not exported yet."""
+    return arm.kind in ("train", "gepa") and not trained(ctx, arm)
+
+
 def unfinished_training(ctx) -> list[str]:
     """Training arms whose run in the scratch folder is under way (started, not exported)."""
     found = []
@@ -258,12 +263,12 @@ def run(a: argparse.Namespace) -> int:
         for arm in arms:
             if not run_arm(ctx, arm):
                 print(f"time budget of {a.time_budget_min} min reached; rerun the same command to go on", flush=True)
-                stopped_training = arm.kind in ("train", "gepa") and not trained(ctx, arm)
+                stopped_training = training_under_way(ctx, arm)
                 break
     except KeyboardInterrupt:  # Ctrl-C: what finished is kept, a training under way is packed like a time stop
         print("interrupted; rerun the same command to go on", flush=True)
         interrupted = True
-        stopped_training = arm is not None and arm.kind in ("train", "gepa") and not trained(ctx, arm)
+        stopped_training = arm is not None and training_under_way(ctx, arm)
     except TrainingEnded as exc:
         stopped_training, ended = True, exc
         print(f"error: {exc}", file=sys.stderr, flush=True)
