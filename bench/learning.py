@@ -172,8 +172,7 @@ def run_arm(ctx, arm) -> bool:
         return False
     items, path = ctx.test_items(arm), ctx.out / f"{arm.name}.jsonl"
     if arm.kind == "train" and not path.is_file() and same.unchanged_prompts(ctx.items.test_task, items, apply):
-        meta = json.loads((ctx.out / f"{arm.name}.train.json").read_text(encoding="utf-8"))
-        mark = same.write_marker(ctx.out, arm.name, len(items), meta.get("experiences"))
+        mark = same.write_marker(ctx.out, arm.name, len(items))
         print(f"[{arm.name}] not evaluated: its prompt is byte-identical to none's on all {len(items)} test items "
               f"(the library adds nothing); wrote {mark}", flush=True)
         return True
@@ -185,7 +184,7 @@ def run_arm(ctx, arm) -> bool:
 
 def arm_counts(ctx) -> dict[str, tuple[int, int]]:
     def done(arm) -> int:
-        if same.read_marker(ctx.out, arm.name) is not None:
+        if same.marked(ctx.out, arm.name):
             return len(ctx.test_items(arm))
         return len(ItemFile(ctx.out / f"{arm.name}.jsonl").records)
 

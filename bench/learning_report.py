@@ -31,12 +31,12 @@ def bench_rows(folder: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
     base = recs.get("none")
     rows = []
     for name, arm in ARMS.items():
-        mark = same.read_marker(folder, name) if name not in recs else None
-        if name not in recs and (mark is None or base is None):
+        mark = name not in recs and same.marked(folder, name)
+        if name not in recs and (not mark or base is None):
             continue
         planned = settings["n"] if arm.size == "main" else settings["n_ablation"]
         meta = _json(folder / ("gepa.train.json" if arm.kind == "gepa" else f"{name}.train.json"))
-        if mark is not None:  # its prompts are none's: the row shows none's figures, marked, and pairs nothing
+        if mark:  # its prompts are none's: the row shows none's figures, marked, and pairs nothing
             rows.append(same_row(name, arm.label, base[:planned], planned, meta, settings["eval_seed"]))
         else:
             rows.append(arm_row(name, arm.label, recs[name], planned, base, meta, settings["eval_seed"]))

@@ -13,7 +13,7 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 SUFFIX = ".same-as-none.json"
 
@@ -33,9 +33,9 @@ def unchanged_prompts(task, examples: list, apply: Callable | None) -> bool:
     return True
 
 
-def write_marker(folder: Path, arm: str, n_items: int, experiences: int | None) -> Path:
+def write_marker(folder: Path, arm: str, n_items: int) -> Path:
     path = marker_path(folder, arm)
-    rec = {"arm": arm, "same_as": "none", "checked_items": n_items, "experiences": experiences,
+    rec = {"arm": arm, "same_as": "none", "checked_items": n_items,
            "reason": "every test item's prompt is byte-identical to none's (the library adds nothing to any "
                      "prompt), so the arm is none; it was not evaluated again",
            "written_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
@@ -44,6 +44,6 @@ def write_marker(folder: Path, arm: str, n_items: int, experiences: int | None) 
     return path
 
 
-def read_marker(folder: Path, arm: str) -> dict[str, Any] | None:
-    path = marker_path(folder, arm)
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+def marked(folder: Path, arm: str) -> bool:
+    """True when the arm was found to be `none` (its marker exists)."""
+    return marker_path(folder, arm).is_file()
