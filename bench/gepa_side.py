@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.gepa_replay import Replay, request_key, resume_seed, saved_state
+
 
 async def _closing(model, coro):
     """Run `coro`, then close the model's HTTP sessions: they belong to this call's event loop."""
@@ -41,16 +43,22 @@ def _key(messages) -> str:
     return json.dumps(list(messages), sort_keys=True)
 
 
-def concurrent_adapter(chat_many, chat_one, evaluator):
+def concurrent_adapter(chat_many, chat_one, evaluator, resumed: tuple[dict, list[float]] | None = None):
     """GEPA's DefaultAdapter, except that a minibatch's requests go to the model at once instead of one
     after another (its callable path is sequential, which leaves all but one server slot idle). `evaluate`
     builds the same messages the adapter will ask for and answers them together; the adapter then reads
-    the answers; a request it builds differently is simply asked on its own (`chat_one`)."""
+    the answers; a request it builds differently is simply asked on its own (`chat_one`).
+
+    `resumed` = (seed candidate, its saved valset scores): GEPA evaluates the seed on the whole valset before
+    it loads a saved state and then discards that evaluation; the first such call gets the saved scores
+    (with empty outputs) instead of a valset's worth of model calls."""
     from gepa.adapters.default_adapter.default_adapter import DefaultAdapter
+    from gepa.core.adapter import EvaluationBatch
 
     class ConcurrentAdapter(DefaultAdapter):
         def __init__(self) -> None:
             self._ready: dict[str, list[str]] = {}
+            self._resumed = resumed
             super().__init__(model=self._answer, evaluator=evaluator)
 
         def _answer(self, messages) -> str:
@@ -58,6 +66,11 @@ def concurrent_adapter(chat_many, chat_one, evaluator):
             return waiting.pop(0) if waiting else chat_one(messages)
 
         def evaluate(self, batch, candidate, capture_traces=False):
+            if self._resumed is not None and not capture_traces and candidate == self._resumed[0] \
+                    and len(batch) == len(self._resumed[1]):
+                scores, self._resumed = list(self._resumed[1]), None
+                return EvaluationBatch(outputs=[{"full_assistant_response": ""} for _ in scores], scores=scores,
+                                       trajectories=None)
             system = next(iter(candidate.values()))
             requests = [[{"role": "system", "content": system}, {"role": "user", "content": f"{d['input']}"}]
                         for d in batch]
@@ -115,18 +128,31 @@ def run_gepa(model, task, train: list, *, max_metric_calls: int, seed: int, max_
         fb = f"{'correct' if r.score >= 1 else 'incorrect'}: {r.reason}. The correct answer is {inst['answer']}."
         return EvaluationResult(score=r.score, feedback=fb)
 
-    adapter = concurrent_adapter(
-        lambda reqs: _sync_chat_many(model, reqs, stage="gepa_rollout", max_tokens=max_tokens),
-        lambda m: _sync_chat(model, m, stage="gepa_rollout", max_tokens=max_tokens), evaluator)
+    saved = saved_state(run_dir)
+    replay = Replay(run_dir, saved)
+    if saved is not None:
+        print(f"GEPA resumes at iteration {saved.finished + 1}: the seed's valset scores come from the saved state"
+              f"{f', {replay.waiting} answers of the interrupted iteration are recorded' if replay.waiting else ''}",
+              flush=True)
+
+    def ask(stage: str, requests: list, tokens: int) -> list[str]:
+        return replay.answers([request_key(stage, m) for m in requests], lambda idx: _sync_chat_many(
+            model, [requests[i] for i in idx], stage=stage, max_tokens=tokens))
+
+    seed_candidate = {"system_prompt": seed_prompt}
+    adapter = concurrent_adapter(lambda reqs: ask("gepa_rollout", reqs, max_tokens),
+                                 lambda m: ask("gepa_rollout", [m], max_tokens)[0], evaluator,
+                                 resumed=None if saved is None else (seed_candidate, saved.seed_scores))
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     result = gepa.optimize(
-        seed_candidate={"system_prompt": seed_prompt}, trainset=data, valset=data, adapter=adapter,
-        reflection_lm=lambda p: _sync_chat(model, [{"role": "user", "content": p}], stage="gepa_reflect",
-                                           max_tokens=1024),
-        max_metric_calls=max_metric_calls, seed=seed, display_progress_bar=False, raise_on_exception=False,
-        run_dir=str(run_dir), stop_callbacks=[_Deadline(deadline)])
+        seed_candidate=seed_candidate, trainset=data, valset=data, adapter=adapter,
+        reflection_lm=lambda p: ask("gepa_reflect", [[{"role": "user", "content": p}]], 1024)[0],
+        max_metric_calls=max_metric_calls, seed=resume_seed(seed, saved), display_progress_bar=False,
+        raise_on_exception=False, run_dir=str(run_dir), stop_callbacks=[_Deadline(deadline)], callbacks=[replay])
     wall = time.perf_counter() - start
+    if replay.replayed:
+        print(f"GEPA replayed {replay.replayed} recorded answers instead of asking the model again", flush=True)
     calls = int(result.total_metric_calls or 0)
     complete = calls >= max_metric_calls or not _Deadline(deadline)(None)
     best = result.best_candidate["system_prompt"]

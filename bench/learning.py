@@ -296,4 +296,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # one line at a time even into a log file: GEPA reports its iterations with bare print()s, which a
+    # block-buffered stdout would hold back for an hour of a long run
+    sys.stdout.reconfigure(line_buffering=True)
     sys.exit(main())

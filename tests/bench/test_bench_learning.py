@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -273,22 +274,42 @@ def test_a_training_that_cannot_reach_its_model_stops_cleanly_with_its_state_pac
     assert proc.stdout.strip().splitlines()[-1] == "status=partial arms=paper:0/6"
 
 
+def _recorded(run_dir: Path) -> int:
+    path = run_dir / "replay.jsonl"
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
 @pytest.mark.skipif(not HAVE_GEPA, reason="gepa is not installed")
-def test_ctrl_c_during_an_optimization_packs_its_state_without_a_traceback(tmp_path):
+def test_ctrl_c_during_an_optimization_packs_its_state_and_the_rerun_repeats_no_call(tmp_path):
     proc = subprocess.Popen(_cmd(tmp_path, "--arms", "gepa"), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(tmp_path, TFGRPO_SCRIPTED_DELAY="0.3"))
-    run_dir, deadline = None, time.monotonic() + 120
-    while time.monotonic() < deadline:
-        run_dir = next((tmp_path / "scratch").glob("*/gepa-run"), None) if (tmp_path / "scratch").is_dir() else None
-        if run_dir is not None:
-            break
-        time.sleep(0.05)
-    assert run_dir is not None, "GEPA never started"
-    time.sleep(1.0)
+                            stderr=subprocess.STDOUT, text=True, env=_env(tmp_path, TFGRPO_SCRIPTED_DELAY="0.3"))
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    deadline, run_dir = time.monotonic() + 120, None
+    # GEPA's own progress lines arrive while the run goes on (a block-buffered pipe would hold them back);
+    # interrupt it in iteration 1, once its first minibatch is answered
+    while time.monotonic() < deadline and (run_dir is None or _recorded(run_dir) < 3):
+        if any("Iteration 1: Selected program" in ln for ln in seen):
+            run_dir = next((tmp_path / "scratch").glob("*/gepa-run"))
+        time.sleep(0.02)
+    assert any("Base program full valset score" in ln for ln in seen), "".join(seen)[-3000:]
+    assert run_dir is not None and _recorded(run_dir) >= 3, "".join(seen)[-3000:]
+    assert proc.poll() is None, "the optimization ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out[-2000:] + err[-2000:]
-    assert "interrupted; rerun the same command to go on" in out and "Traceback" not in err
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    out = "".join(seen)
+    assert proc.returncode == 130, out[-3000:]
+    assert "interrupted; rerun the same command to go on" in out and "Traceback" not in out
     assert (tmp_path / "out" / "gsm8k" / "train-state.tar.gz").is_file()  # the next session resumes it
     assert float((run_dir.parent / "gepa-wall_s.txt").read_text()) >= 1.0  # its time so far still counts
     assert lines(tmp_path / "out" / "gsm8k" / "sessions.jsonl")[-1]["status"] == "partial"
+    recorded = _recorded(run_dir)
+
+    # the rerun neither evaluates the seed prompt again nor asks the interrupted iteration's answers again
+    out = ok(bench(tmp_path, "--arms", "gepa"))
+    assert "GEPA resumes at iteration 1: the seed's valset scores come from the saved state" in out
+    assert f"GEPA replayed {recorded} recorded answers" in out
+    meta = json.loads((tmp_path / "out" / "gsm8k" / "gepa.train.json").read_text())
+    assert meta["by_stage"]["gepa_rollout"] == meta["metric_calls"], meta  # each metric call asked once

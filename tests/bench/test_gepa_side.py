@@ -59,3 +59,55 @@ def test_the_sync_calls_close_the_sessions_of_their_event_loop():
                            stage="s", max_tokens=8) == ["a!", "b!"]
     assert _sync_chat(m, [{"role": "user", "content": "c"}], stage="s", max_tokens=8) == "c!"
     assert Model.closed == 2
+
+
+def test_answers_since_the_last_saved_state_are_replayed_in_order_on_resume(tmp_path):
+    from bench.gepa_replay import FILE, Replay, Saved, request_key, resume_seed
+
+    asked: list[str] = []
+
+    def ask_for(keys):
+        def ask(idx):
+            start = len(asked)
+            asked.extend(keys[i] for i in idx)
+            return [f"sample {start + n} of {keys[i]}" for n, i in enumerate(idx)]
+        return ask
+
+    keys = [request_key("gepa_rollout", [{"role": "user", "content": q}]) for q in ("a", "b", "a")]
+    first = Replay(tmp_path)
+    got = first.answers(keys, ask_for(keys))
+    assert len(asked) == 3 and got[0] != got[2]  # the same request asked twice is two samples
+    with (tmp_path / FILE).open("a") as fh:
+        fh.write('{"key": "torn')  # a run killed while writing
+    saved = Saved(finished=2, seed_scores=[1.0, 0.0])
+    again = Replay(tmp_path, saved)
+    assert again.waiting == 3
+    more = keys + [request_key("gepa_rollout", [{"role": "user", "content": "c"}])]
+    assert again.answers(more, ask_for(more))[:3] == got and asked[3:] == [more[3]]  # in order; only c is new
+    again.on_state_saved({"iteration": 2})  # the resumed run saves the state it loaded: nothing is dropped
+    assert Replay(tmp_path).waiting == 4
+    again.on_state_saved({"iteration": 3})  # a new state covers them
+    assert not (tmp_path / FILE).exists() and Replay(tmp_path).waiting == 0
+    # two resumes from one saved state draw alike; a fresh run (or one saved before iteration 1) keeps the seed
+    assert resume_seed(7, saved) == resume_seed(7, Saved(2, [])) != resume_seed(7, Saved(3, []))
+    assert resume_seed(7, None) == resume_seed(7, Saved(0, [])) == 7
+
+
+def test_a_resumed_run_takes_the_seed_evaluation_from_the_saved_state():
+    from gepa.adapters.default_adapter.default_adapter import EvaluationResult
+
+    from bench.gepa_side import concurrent_adapter
+
+    calls = []
+
+    def chat_many(requests):
+        calls.append(len(requests))
+        return ["x"] * len(requests)
+
+    data = [{"input": q, "additional_context": {}, "answer": "x"} for q in ("q1", "q2")]
+    seed, other = {"system_prompt": "Solve."}, {"system_prompt": "Solve carefully."}
+    adapter = concurrent_adapter(chat_many, lambda m: "x", lambda inst, r: EvaluationResult(1.0, "fb"),
+                                 resumed=(seed, [0.0, 1.0]))
+    assert adapter.evaluate(data, other).scores == [1.0, 1.0] and calls == [2]  # another candidate is asked
+    assert adapter.evaluate(data, seed).scores == [0.0, 1.0] and calls == [2]  # the saved scores, no call
+    assert adapter.evaluate(data, seed).scores == [1.0, 1.0] and calls == [2, 2]  # only once
