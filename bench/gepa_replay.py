@@ -53,8 +53,9 @@ class Replay:
             self.pending[rec["key"]].append(rec["text"])
         self.waiting = sum(len(q) for q in self.pending.values())
 
-    def answers(self, keys: list[str], ask: Callable[[list[int]], list[str]]) -> list[str]:
-        """The answers for `keys`: recorded ones first, the rest from `ask(indices)`, recorded as they come."""
+    def answers(self, keys: list[str], ask: Callable[[list[int], Callable[[int, str], None]], list[str]]) -> list[str]:
+        """The answers for `keys`: recorded ones first, the rest from `ask(indices, done)`, which calls
+        `done(index, text)` as each answer arrives, so a run stopped mid-batch keeps the answers it got."""
         out: list[str | None] = [None] * len(keys)
         missing = []
         for i, key in enumerate(keys):
@@ -65,13 +66,14 @@ class Replay:
             else:
                 missing.append(i)
         if missing:
-            fresh = ask(missing)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as fh:
-                for i, text in zip(missing, fresh):
-                    out[i] = text
-                    fh.write(json.dumps({"key": keys[i], "text": text}) + "\n")
+            for i, text in zip(missing, ask(missing, lambda i, text: self._record(keys[i], text))):
+                out[i] = text
         return out  # type: ignore[return-value]
+
+    def _record(self, key: str, text: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"key": key, "text": text}) + "\n")
 
     def on_state_saved(self, event) -> None:
         """GEPA callback: a newly saved state covers every answer so far."""

@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.gepa_replay import Replay, request_key, resume_seed, saved_state
 
@@ -24,15 +24,19 @@ async def _closing(model, coro):
             await close()
 
 
-def _sync_chat_many(model, requests: list, *, stage: str, max_tokens: int) -> list[str]:
-    """The answers to `requests`, sent at once (the server's parallel slots decode them together)."""
+def _sync_chat_many(model, requests: list, *, stage: str, max_tokens: int,
+                    on_answer: Callable[[int, str], None] | None = None) -> list[str]:
+    """The answers to `requests`, sent at once (the server's parallel slots decode them together);
+    `on_answer(i, text)` hears each one as it arrives."""
     from tfgrpo_common.event_loop import gather_or_cancel
 
-    async def one(messages):
+    async def one(i, messages):
         [c] = await model.chat(list(messages), temperature=0.7, max_tokens=max_tokens, stage=stage)
+        if on_answer is not None:
+            on_answer(i, c.text)
         return c.text
 
-    return list(asyncio.run(_closing(model, gather_or_cancel(*(one(m) for m in requests)))))
+    return list(asyncio.run(_closing(model, gather_or_cancel(*(one(i, m) for i, m in enumerate(requests))))))
 
 
 def _sync_chat(model, messages, *, stage: str, max_tokens: int) -> str:
@@ -136,8 +140,9 @@ def run_gepa(model, task, train: list, *, max_metric_calls: int, seed: int, max_
               flush=True)
 
     def ask(stage: str, requests: list, tokens: int) -> list[str]:
-        return replay.answers([request_key(stage, m) for m in requests], lambda idx: _sync_chat_many(
-            model, [requests[i] for i in idx], stage=stage, max_tokens=tokens))
+        return replay.answers([request_key(stage, m) for m in requests], lambda idx, done: _sync_chat_many(
+            model, [requests[i] for i in idx], stage=stage, max_tokens=tokens,
+            on_answer=lambda j, text: done(idx[j], text)))
 
     seed_candidate = {"system_prompt": seed_prompt}
     adapter = concurrent_adapter(lambda reqs: ask("gepa_rollout", reqs, max_tokens),

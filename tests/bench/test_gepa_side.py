@@ -58,7 +58,11 @@ def test_the_sync_calls_close_the_sessions_of_their_event_loop():
     assert _sync_chat_many(m, [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]],
                            stage="s", max_tokens=8) == ["a!", "b!"]
     assert _sync_chat(m, [{"role": "user", "content": "c"}], stage="s", max_tokens=8) == "c!"
-    assert Model.closed == 2
+    heard = []
+    _sync_chat_many(m, [[{"role": "user", "content": "d"}], [{"role": "user", "content": "e"}]], stage="s",
+                    max_tokens=8, on_answer=lambda i, text: heard.append((i, text)))
+    assert sorted(heard) == [(0, "d!"), (1, "e!")]  # each answer is heard as it arrives
+    assert Model.closed == 3
 
 
 def test_answers_since_the_last_saved_state_are_replayed_in_order_on_resume(tmp_path):
@@ -67,10 +71,13 @@ def test_answers_since_the_last_saved_state_are_replayed_in_order_on_resume(tmp_
     asked: list[str] = []
 
     def ask_for(keys):
-        def ask(idx):
-            start = len(asked)
-            asked.extend(keys[i] for i in idx)
-            return [f"sample {start + n} of {keys[i]}" for n, i in enumerate(idx)]
+        def ask(idx, done):
+            texts = []
+            for i in idx:
+                texts.append(f"sample {len(asked)} of {keys[i]}")
+                asked.append(keys[i])
+                done(i, texts[-1])
+            return texts
         return ask
 
     keys = [request_key("gepa_rollout", [{"role": "user", "content": q}]) for q in ("a", "b", "a")]
@@ -88,6 +95,15 @@ def test_answers_since_the_last_saved_state_are_replayed_in_order_on_resume(tmp_
     assert Replay(tmp_path).waiting == 4
     again.on_state_saved({"iteration": 3})  # a new state covers them
     assert not (tmp_path / FILE).exists() and Replay(tmp_path).waiting == 0
+
+    def cut_short(idx, done):  # a batch stopped after its first answer keeps that answer
+        done(idx[0], "the one that arrived")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Replay(tmp_path).answers(more, cut_short)
+    kept = Replay(tmp_path)
+    assert kept.waiting == 1 and kept.answers(more[:1], ask_for(more)) == ["the one that arrived"]
     # two resumes from one saved state draw alike; a fresh run (or one saved before iteration 1) keeps the seed
     assert resume_seed(7, saved) == resume_seed(7, Saved(2, [])) != resume_seed(7, Saved(3, []))
     assert resume_seed(7, None) == resume_seed(7, Saved(0, [])) == 7
