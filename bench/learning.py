@@ -171,10 +171,11 @@ def run_arm(ctx, arm) -> bool:
     if apply == STOPPED:
         return False
     items, path = ctx.test_items(arm), ctx.out / f"{arm.name}.jsonl"
-    if arm.kind == "train" and not path.is_file() and same.unchanged_prompts(ctx.items.test_task, items, apply):
+    if arm.kind in ("train", "gepa") and not path.is_file() and same.unchanged_prompts(ctx.items.test_task, items,
+                                                                                      apply):
         mark = same.write_marker(ctx.out, arm.name, len(items))
         print(f"[{arm.name}] not evaluated: its prompt is byte-identical to none's on all {len(items)} test items "
-              f"(the library adds nothing); wrote {mark}", flush=True)
+              f"(its library or tuned prompt changes nothing); wrote {mark}", flush=True)
         return True
     same.marker_path(ctx.out, arm.name).unlink(missing_ok=True)  # a library that now changes a prompt
     return evaluate_arm(ctx.model(), ctx.items.test_task, items, path,

@@ -1,7 +1,7 @@
 """An arm whose prompt is byte-identical to `none`'s on every test item is not evaluated again.
 
 A trained library whose every gate refused (or that learned nothing) ends empty, and `Prior.apply` then leaves
-each prompt as it is: evaluating that arm would send `none`'s requests once more and measure only the server's
+each prompt as it is; a GEPA run whose best prompt is still the seed prompt does the same. Evaluating that arm would send `none`'s requests once more and measure only the server's
 batching noise, hours of it on a small machine. The bench checks it item by item, on the exact messages the
 eval would send, and writes `<arm>.same-as-none.json` instead of an item file; the report shows the arm as
 `= none`, says why, and pairs nothing. One changed prompt, and the arm is evaluated as usual.
@@ -36,8 +36,8 @@ def unchanged_prompts(task, examples: list, apply: Callable | None) -> bool:
 def write_marker(folder: Path, arm: str, n_items: int) -> Path:
     path = marker_path(folder, arm)
     rec = {"arm": arm, "same_as": "none", "checked_items": n_items,
-           "reason": "every test item's prompt is byte-identical to none's (the library adds nothing to any "
-                     "prompt), so the arm is none; it was not evaluated again",
+           "reason": "every test item's prompt is byte-identical to none's (the arm's library or tuned prompt "
+                     "changes no prompt), so the arm is none; it was not evaluated again",
            "written_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")

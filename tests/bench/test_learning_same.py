@@ -10,10 +10,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from bench import learning_same as same
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind
 from tasks.registry import load_task
-from tests.bench.test_bench_learning import DATA, ROOT, _env, bench, lines, ok
+from tests.bench.test_bench_learning import DATA, HAVE_GEPA, ROOT, _env, bench, lines, ok
 from tfgrpo.prior import Prior
 
 
@@ -53,7 +55,7 @@ def test_an_arm_whose_library_ended_empty_is_marked_not_evaluated_and_reported_a
     none_mean = sum(r["score"] for r in lines(folder / "none.jsonl")) / 6
     row = next(ln for ln in text.splitlines() if ln.startswith("| paper |"))
     assert f"= none: {none_mean:.3f}" in row and "not measured: every prompt = none's" in row
-    assert "`= none`: the arm's library adds nothing" in text and "`= none`:" in readme.read_text()
+    assert "`= none`: the arm changes no test prompt" in text and "`= none`:" in readme.read_text()
     compare = json.loads((folder / "compare.json").read_text())
     assert [r["row"] for r in compare["rows"]] == ["none"]  # nothing paired with an arm that was not run
 
@@ -62,6 +64,25 @@ def test_an_arm_whose_library_ended_empty_is_marked_not_evaluated_and_reported_a
     again = ok(bench(tmp_path, "--arms", "none,paper"))
     assert "not evaluated" not in again and len(lines(folder / "paper.jsonl")) == 6
     assert not same.marker_path(folder, "paper").exists()
+
+
+@pytest.mark.skipif(not HAVE_GEPA, reason="gepa is not installed")
+def test_a_gepa_run_whose_best_prompt_is_the_seed_prompt_is_marked_not_evaluated(tmp_path):
+    ok(bench(tmp_path, "--arms", "none,gepa"))
+    folder = tmp_path / "out" / "gsm8k"
+    meta_file = folder / "gepa.train.json"
+    meta = json.loads(meta_file.read_text())
+    # the scripted model's GEPA keeps the seed prompt or tunes it: either way the arm's files say which
+    assert same.marker_path(folder, "gepa").is_file() == meta["is_seed"] != (folder / "gepa.jsonl").is_file()
+    (folder / "gepa.jsonl").unlink(missing_ok=True)
+    meta_file.write_text(json.dumps({**meta, "prompt": meta["seed_prompt"] + " Show your work."}))
+    ok(bench(tmp_path, "--arms", "none,gepa"))  # a tuned prompt is evaluated
+    assert len(lines(folder / "gepa.jsonl")) == 6 and not same.marker_path(folder, "gepa").exists()
+    (folder / "gepa.jsonl").unlink()
+    meta_file.write_text(json.dumps({**meta, "prompt": meta["seed_prompt"], "is_seed": True}))
+    out = ok(bench(tmp_path, "--arms", "none,gepa"))  # the seed prompt is none's prompt
+    assert "[gepa] not evaluated: its prompt is byte-identical to none's on all 6 test items" in out
+    assert not (folder / "gepa.jsonl").exists() and same.marker_path(folder, "gepa").is_file()
 
 
 def test_an_arm_evaluated_with_an_empty_library_is_reported_as_the_noise_floor():
