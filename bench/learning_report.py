@@ -135,11 +135,15 @@ def bench_section(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
 
 
 def write_compare(folder: Path, rows: list[dict[str, Any]]) -> None:
-    """compare.md/.json: the arms as `tfgrpo compare` rows on the items all of them have."""
+    """compare.md/.json: the arms as `tfgrpo compare` rows on the items all of them have. An arm still being
+    evaluated would cut every row down to its few items, so only complete arms are compared (all the arms
+    with files while fewer than two are complete)."""
     from bench.learning_compare import compare_result
     from tfgrpo.evaluation.compare import to_markdown
 
-    res = compare_result(folder, [r["arm"] for r in rows if not r.get("same_as_none")])
+    arms = [r["arm"] for r in rows if not r.get("same_as_none")]
+    complete = [r["arm"] for r in rows if not r.get("same_as_none") and not r["partial"]]
+    res = compare_result(folder, complete if len(complete) >= 2 else arms)
     if res is None:
         return
     (folder / "compare.md").write_text(to_markdown(res), encoding="utf-8")

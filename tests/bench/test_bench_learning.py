@@ -317,3 +317,21 @@ def test_ctrl_c_during_an_optimization_packs_its_state_and_the_rerun_repeats_no_
     assert f"GEPA replayed {recorded} recorded answers" in out
     meta = json.loads((tmp_path / "out" / "gsm8k" / "gepa.train.json").read_text())
     assert meta["by_stage"]["gepa_rollout"] == meta["metric_calls"], meta  # each metric call asked once
+
+
+def test_an_arm_still_being_evaluated_does_not_cut_the_compare_of_the_complete_arms(tmp_path):
+    ok(bench(tmp_path, "--arms", "none,paper"))
+    folder = tmp_path / "out" / "gsm8k"
+    # retrieval has 2 of its 6 items so far (the run goes on in a later session)
+    ok(bench(tmp_path, "--arms", "retrieval"))
+    recs = (folder / "retrieval.jsonl").read_text().splitlines()
+    (folder / "retrieval.jsonl").write_text("\n".join(recs[:2]) + "\n")
+    (tmp_path / "results.md").write_text(RESULTS_MD)
+    (tmp_path / "README.md").write_text("# T\n<!-- learning-results:start -->\n<!-- learning-results:end -->\n")
+    ok(subprocess.run([sys.executable, "bench/learning.py", "--report", "--out", str(tmp_path / "out"),
+                       "--results", str(tmp_path / "results.md"), "--readme", str(tmp_path / "README.md")],
+                      cwd=ROOT, capture_output=True, text=True, timeout=120, env=_env(tmp_path)))
+    compare = json.loads((folder / "compare.json").read_text())
+    assert [r["row"] for r in compare["rows"]] == ["none", "paper"]
+    assert "6 items" in (folder / "compare.md").read_text().splitlines()[0]
+    assert "| retrieval | 2/6 partial |" in (tmp_path / "results.md").read_text()
