@@ -284,8 +284,10 @@ def _recorded(run_dir: Path) -> int:
 
 @pytest.mark.skipif(not HAVE_GEPA, reason="gepa is not installed")
 def test_ctrl_c_during_an_optimization_packs_its_state_and_the_rerun_repeats_no_call(tmp_path):
+    env = _env(tmp_path, TFGRPO_SCRIPTED_DELAY="0.3")
+    env.pop("PYTHONUNBUFFERED", None)  # as a plain shell runs it: stdout into a pipe or file is block-buffered
     proc = subprocess.Popen(_cmd(tmp_path, "--arms", "gepa"), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=_env(tmp_path, TFGRPO_SCRIPTED_DELAY="0.3"))
+                            stderr=subprocess.STDOUT, text=True, env=env)
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
