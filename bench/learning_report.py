@@ -123,8 +123,8 @@ def bench_section(folder: Path) -> tuple[list[str], list[dict[str, Any]]]:
     lines += table(rows) if rows else ["No arm has results yet."]
     if any(r.get("same_as_none") for r in rows):
         lines += ["", "`= none`: the arm changes no test prompt (its library ended empty, or GEPA's best prompt is the "
-                      "seed prompt), so every prompt is byte-identical to `none`'s; the arm is `none` and was not evaluated again (its mean is `none`'s "
-                      "on its items; no Δ is claimed)."]
+                      "seed prompt), so every prompt is byte-identical to `none`'s; the arm is `none` and was not "
+                      "evaluated again (its mean is `none`'s on its items; no Δ is claimed)."]
     if any(r["partial"] for r in rows):
         lines += ["", "Partial: arms marked `partial` have fewer items than planned (the run goes on); their Δ is "
                       "on the items they share with `none`."]
