@@ -6,7 +6,6 @@ optimization stopped by the time budget (or killed) resumes there."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -43,10 +42,6 @@ def _sync_chat(model, messages, *, stage: str, max_tokens: int) -> str:
     return _sync_chat_many(model, [messages], stage=stage, max_tokens=max_tokens)[0]
 
 
-def _key(messages) -> str:
-    return json.dumps(list(messages), sort_keys=True)
-
-
 def concurrent_adapter(chat_many, chat_one, evaluator, resumed: tuple[dict, list[float]] | None = None):
     """GEPA's DefaultAdapter, except that a minibatch's requests go to the model at once instead of one
     after another (its callable path is sequential, which leaves all but one server slot idle). `evaluate`
@@ -66,7 +61,7 @@ def concurrent_adapter(chat_many, chat_one, evaluator, resumed: tuple[dict, list
             super().__init__(model=self._answer, evaluator=evaluator)
 
         def _answer(self, messages) -> str:
-            waiting = self._ready.get(_key(messages))
+            waiting = self._ready.get(request_key("answer", messages))
             return waiting.pop(0) if waiting else chat_one(messages)
 
         def evaluate(self, batch, candidate, capture_traces=False):
@@ -79,7 +74,7 @@ def concurrent_adapter(chat_many, chat_one, evaluator, resumed: tuple[dict, list
             requests = [[{"role": "system", "content": system}, {"role": "user", "content": f"{d['input']}"}]
                         for d in batch]
             for messages, text in zip(requests, chat_many(requests)):
-                self._ready.setdefault(_key(messages), []).append(text)
+                self._ready.setdefault(request_key("answer", messages), []).append(text)
             try:
                 return super().evaluate(batch, candidate, capture_traces)
             finally:

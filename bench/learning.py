@@ -171,7 +171,7 @@ def run_arm(ctx, arm) -> bool:
     if apply == STOPPED:
         return False
     items, path = ctx.test_items(arm), ctx.out / f"{arm.name}.jsonl"
-    if learns(arm) and not path.is_file() and same.unchanged_prompts(ctx.items.test_task, items, apply):
+    if arm.learns and not path.is_file() and same.unchanged_prompts(ctx.items.test_task, items, apply):
         mark = same.write_marker(ctx.out, arm.name, len(items))
         print(f"[{arm.name}] not evaluated: its prompt is byte-identical to none's on all {len(items)} test items "
               f"(its library or tuned prompt changes nothing); wrote {mark}", flush=True)
@@ -216,18 +216,12 @@ def log_session(ctx, before: dict, after: dict, wall: float, status: str) -> Non
 
 def trained(ctx, arm) -> bool:
     """True once the arm's training result is exported beside the item files."""
-    name = "gepa.train.json" if arm.kind == "gepa" else f"{arm.name}.train.json"
-    return (ctx.out / name).is_file()
-
-
-def learns(arm) -> bool:
-    """A learning arm: a trained library or a GEPA-tuned prompt."""
-    return arm.kind in ("train", "gepa")
+    return (ctx.out / arm.train_file).is_file()
 
 
 def training_under_way(ctx, arm) -> bool:
     """True for a learning arm whose result is not exported yet."""
-    return learns(arm) and not trained(ctx, arm)
+    return arm.learns and not trained(ctx, arm)
 
 
 def unfinished_training(ctx) -> list[str]:

@@ -47,6 +47,16 @@ class Arm:
     needs: tuple[str, ...] = ()  # TrainConfig fields that must exist
     optional: dict[str, Any] = field(default_factory=dict)  # overrides applied only when the field exists
 
+    @property
+    def learns(self) -> bool:
+        """A learning arm: a trained library or a GEPA-tuned prompt."""
+        return self.kind in ("train", "gepa")
+
+    @property
+    def train_file(self) -> str:
+        """The file beside the item files that holds the arm's training result, once it is exported."""
+        return f"{self.name}.train.json"
+
 
 ARMS: dict[str, Arm] = {a.name: a for a in (
     Arm("none", "none", "no prior"),

@@ -25,12 +25,12 @@ def _eval_result(recs: list[dict], s: dict[str, Any], name: str):
 
 
 def _cost(folder: Path, name: str) -> dict[str, Any]:
-    kind = ARMS[name].kind
-    path = folder / ("gepa.train.json" if kind == "gepa" else f"{name}.train.json")
-    if kind not in ("train", "gepa") or not path.is_file():
+    arm = ARMS[name]
+    path = folder / arm.train_file
+    if not arm.learns or not path.is_file():
         return {}
     meta = json.loads(path.read_text(encoding="utf-8"))
-    if kind == "gepa":
+    if arm.kind == "gepa":
         return {"kind": "gepa", "metric_calls": meta.get("metric_calls"), "train_wall_s": meta.get("wall_s")}
     return {"kind": "training-free", "llm_calls": meta.get("llm_calls"),
             "tokens": (meta.get("prompt_tokens") or 0) + (meta.get("completion_tokens") or 0), "usd": 0.0,

@@ -35,7 +35,7 @@ def bench_rows(folder: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
         if name not in recs and (not mark or base is None):
             continue
         planned = settings["n"] if arm.size == "main" else settings["n_ablation"]
-        meta = _json(folder / ("gepa.train.json" if arm.kind == "gepa" else f"{name}.train.json"))
+        meta = _json(folder / arm.train_file)
         if mark:  # its prompts are none's: the row shows none's figures, marked, and pairs nothing
             rows.append(same_row(name, arm.label, base[:planned], planned, meta, settings["eval_seed"]))
         else:
@@ -96,7 +96,7 @@ def _noise_line(row: dict[str, Any], meta: dict[str, Any]) -> str:
 def _details(folder: Path, rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
-        meta = _json(folder / f"{r['arm']}.train.json") if ARMS[r["arm"]].kind == "train" else None
+        meta = _json(folder / ARMS[r["arm"]].train_file) if ARMS[r["arm"]].kind == "train" else None
         if meta is not None:
             out.append(f"- `{r['arm']}`: {meta.get('experiences')} experience(s) in `{r['arm']}.library.jsonl` "
                        f"({meta.get('leaked_test_numbers', '?')} contain a test question's number verbatim); "

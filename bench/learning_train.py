@@ -131,7 +131,7 @@ def prepare_library(ctx, arm: Arm) -> str:
     or STOPPED when the time budget ran out during training."""
     from experience_store.io import export_text
 
-    lib_file, meta_file = ctx.out / f"{arm.name}.library.jsonl", ctx.out / f"{arm.name}.train.json"
+    lib_file, meta_file = ctx.out / f"{arm.name}.library.jsonl", ctx.out / arm.train_file
     if lib_file.is_file() and meta_file.is_file():
         print(f"[{arm.name}] importing {lib_file}", flush=True)
         return import_library(ctx.store, arm.name, lib_file)

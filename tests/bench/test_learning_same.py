@@ -15,7 +15,7 @@ import pytest
 from bench import learning_same as same
 from experience_store import ExperienceStore, HashEmbedder, Op, OpKind
 from tasks.registry import load_task
-from tests.bench.test_bench_learning import DATA, HAVE_GEPA, ROOT, _env, bench, lines, ok
+from tests.bench.learning_cli import DATA, HAVE_GEPA, ROOT, _env, bench, lines, ok
 from tfgrpo.prior import Prior
 
 
