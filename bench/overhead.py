@@ -17,8 +17,10 @@ number of metric calls as our rollouts, and the same concurrency for its batch e
     python bench/overhead.py [--quick] [--latency 1.0] [--batch 200] [--group 5] [--no-gepa] [--profile out.prof]
 
 The last line is machine-readable: `overhead_ratio=<x> vs_gepa=<y> cpu_us_per_call=<z> rollouts=<n>
-latency_s=<L> wall_s=<w> bound_s=<b> peak_rss_mb=<m> event_loop=<uvloop|asyncio>` (`TFGRPO_EVENT_LOOP=asyncio`
-runs the step on the standard loop, to compare). `--scale` runs a step at B and at 10*B (default 1,000
+latency_s=<L> wall_s=<w> bound_s=<b> peak_rss_mb=<m> event_loop=<uvloop|asyncio> floor_ratio=<f>`
+(`TFGRPO_EVENT_LOOP=asyncio` runs the step on the standard loop, to compare). `floor_ratio` is the same
+step's calls sent by plain aiohttp with nothing else to do, against the same server (`bench/rig_floor.py`):
+the lowest overhead_ratio this machine allows. `--scale` runs a step at B and at 10*B (default 1,000
 then 10,000 rollouts) and ends with `scale_rollouts=... wall_ratio=<x> rss_ratio=<y> ...`.
 `--what-if memory-log` keeps the LLM call log in memory (a profiling aid, not a product mode).
 
@@ -78,6 +80,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from bench.fake_server import FakeServer  # noqa: E402
+from bench.rig_floor import floor_wall  # noqa: E402
 from tfgrpo_common.event_loop import loop_name  # noqa: E402
 
 
@@ -251,6 +254,10 @@ def main() -> None:
         print(f"ours: our process's CPU {ours['cpu_s']:.2f} s = {ours['cpu_us_per_call']:.0f} us per LLM call; "
               f"CPU s by stage {json.dumps(ours['cpu_s_by_stage'])}; us per call of the stage "
               f"{json.dumps(ours['cpu_us_per_call_by_stage'])}")
+        floor = floor_wall(srv.api_base, [ex.question for ex in items], args.group, ours["calls"].get("extract", 0),
+                           concurrency)
+        print(f"rig floor: the same calls from plain aiohttp in {floor:.2f} s ({floor / bound:.3f} x the bound): as "
+              f"low as overhead_ratio can go on this machine; ours is {ours['wall'] - floor:.2f} s above it")
         vs = float("nan")
         if not args.no_gepa:
             g = run_gepa(srv.api_base, items, n, concurrency)
@@ -260,7 +267,8 @@ def main() -> None:
                   f"ours {ours_rps:.1f} rollouts/s vs gepa {gepa_rps:.1f} rollouts/s")
     print(f"overhead_ratio={ratio:.3f} vs_gepa={vs:.2f} cpu_us_per_call={ours['cpu_us_per_call']:.0f} "
           f"rollouts={ours['rollouts']} latency_s={latency} wall_s={ours['wall']:.2f} bound_s={bound:.2f} "
-          f"peak_rss_mb={peak_rss_mb():.1f} event_loop={loop_name()}" + (f" jitter={args.jitter}" if args.jitter else ""))
+          f"peak_rss_mb={peak_rss_mb():.1f} event_loop={loop_name()} floor_ratio={floor / bound:.3f}"
+          + (f" jitter={args.jitter}" if args.jitter else ""))
 
 
 def peak_rss_mb() -> float:

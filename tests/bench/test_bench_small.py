@@ -81,3 +81,16 @@ def test_determinism_bench_runs_three_passes_on_the_real_embedded_model(smollm2_
     bad = subprocess.run([sys.executable, "bench/determinism.py", "--n", "1"], cwd=REPO, capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode != 0 and "at least 2" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_rig_floor_sends_the_steps_calls_in_its_three_rounds(tmp_path):
+    """Plain aiohttp against the real fake server: 3 groups of 2 rollouts, 2 learner calls, 1 consolidate call;
+    each round waits for the one before, so the wall is at least three latencies."""
+    from bench.fake_server import FakeServer
+    from bench.rig_floor import floor_wall
+
+    with FakeServer(0.2, workdir=tmp_path) as srv:
+        wall = floor_wall(srv.api_base, ["1+1?", "2+2?", "3+3?"], group=2, learner_groups=2, concurrency=8)
+        calls = srv.stats()["calls"]
+    assert calls == 3 * 2 + 2 + 1
+    assert wall >= 3 * 0.2

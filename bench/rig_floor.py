@@ -1,0 +1,50 @@
+"""The floor of the overhead rig: the wall time of a training step's calls alone, sent by plain aiohttp with
+nothing else to do (no store, no scoring, no prompts to build), against the same fake server on the same
+cores. The step's shape: every group's G rollout requests at once; as soon as a group's answers are back,
+its learner request (for the groups that made one); after all groups, one consolidate request.
+
+    floor_ratio = floor wall / bound
+
+is as low as any client could get `overhead_ratio` on this machine; what `overhead_ratio` has above it is
+the loop's own work. A hosted model accepts and parses requests on its own machines, so there the floor is
+near 1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tfgrpo_common.event_loop import run_hot
+
+
+def _body(text: str) -> dict:
+    return {"model": "fake", "temperature": 0.7, "max_tokens": 256,
+            "messages": [{"role": "user", "content": text}]}
+
+
+async def _step(api_base: str, questions: list[str], group: int, learner_groups: int, concurrency: int) -> float:
+    import aiohttp
+
+    url = api_base.rstrip("/") + "/chat/completions"
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        async def call(text: str) -> str:
+            async with http.post(url, json=_body(text)) as resp:
+                data = await resp.json()
+            return data["choices"][0]["message"]["content"]
+
+        async def one_group(i: int, question: str) -> None:
+            answers = await asyncio.gather(*(call(question) for _ in range(group)))
+            if i < learner_groups:
+                await call(question + "\n\n" + "\n\n".join(answers))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one_group(i, q) for i, q in enumerate(questions)))
+        await call("consolidate: " + " ".join(questions[:20]))
+        return time.perf_counter() - start
+
+
+def floor_wall(api_base: str, questions: list[str], group: int, learner_groups: int, concurrency: int) -> float:
+    """Seconds for one step's calls (len(questions) groups of `group` rollouts; the first `learner_groups`
+    groups then make one learner call each; then one more call), on the event loop the loop runs on."""
+    return run_hot(_step(api_base, questions, group, learner_groups, concurrency))
