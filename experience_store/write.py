@@ -9,13 +9,15 @@ import duckdb
 import numpy as np
 
 from .apply import Step
-from .base import insert_values
+from .base import insert_rows
 from .models import OpKind
 
-_OPS_COLS = (
-    "id, library, version, seq, kind, exp_id, merge_ids, before_text, after_text, reason, outcome, note,"
-    " duplicate_of, similarity, run_id, step, group_id, rollout_ids, call_id, created_at"
-)
+_OPS_COLS = ("id", "library", "version", "seq", "kind", "exp_id", "merge_ids", "before_text", "after_text",
+             "reason", "outcome", "note", "duplicate_of", "similarity", "run_id", "step", "group_id", "rollout_ids",
+             "call_id", "created_at")
+_EXP_COLS = ("library", "id", "text", "status", "created_at", "updated_at", "created_version", "updated_version",
+             "embedding", "kind", "gate_delta")
+_REV_COLS = ("library", "exp_id", "valid_from", "valid_to", "text", "embedding")
 
 
 def _vec(vector: np.ndarray | None) -> list[float] | None:
@@ -89,14 +91,18 @@ def _plain_add(step: Step) -> bool:
     return step.outcome == "applied" and not step.support_only and step.kind == OpKind.ADD
 
 
+def _array(vector: np.ndarray | None) -> np.ndarray | None:
+    return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+
 def _add_rows(con, library: str, steps: list[Step], version: int, now: datetime) -> None:
-    """ADD steps in one multi-row statement per table (one statement per row cost about 1 ms a row)."""
-    insert_values(con, "INSERT INTO experiences (library, id, text, status, created_at, updated_at, created_version,"
-                       " updated_version, embedding, kind, gate_delta)",
-                  [[library, s.exp_id, s.after, "live", now, now, version, version, _vec(s.vector), s.op.exp_kind, 0]
-                   for s in steps], chunk=200)
-    insert_values(con, "INSERT INTO exp_revisions",
-                  [[library, s.exp_id, version, None, s.after, _vec(s.vector)] for s in steps], chunk=200)
+    """ADD steps in one statement per table (one statement per row cost about 1 ms a row); the embeddings
+    go as arrays, which DuckDB's scan reads faster than lists of floats."""
+    insert_rows(con, "experiences", _EXP_COLS,
+                [[library, s.exp_id, s.after, "live", now, now, version, version, _array(s.vector), s.op.exp_kind, 0]
+                 for s in steps], chunk=200)
+    insert_rows(con, "exp_revisions", _REV_COLS,
+                [[library, s.exp_id, version, None, s.after, _array(s.vector)] for s in steps], chunk=200)
 
 
 def write_steps(con: duckdb.DuckDBPyConnection, library: str, steps: list[Step], version: int, now: datetime) -> None:
@@ -125,7 +131,7 @@ def write_op_rows(con, library: str, steps: list[Step], version: int, first_id: 
             step.before, step.after, step.op.reason, step.outcome, step.note, step.duplicate_of,
             step.similarity, prov.run_id, prov.step, prov.group_id, prov.rollout_ids, prov.call_id, now,
         ])
-    insert_values(con, f"INSERT INTO ops ({_OPS_COLS})", rows, chunk=200)
+    insert_rows(con, "ops", _OPS_COLS, rows, chunk=200)
 
 
 def write_version(con, library: str, version: int, steps: list[Step], next_exp_id: int, now: datetime,
