@@ -140,6 +140,14 @@ class LibraryReadMixin(RunLogMixin):
             )
         return [op_record(r) for r in rows]
 
+    def step_version(self, library: str, run_id: str, step: int) -> int | None:
+        """The version that the op batch of `run_id`'s step `step` left the library at (its op rows', applied
+        or not), or None when the step wrote no op: how a resumed step knows its batch is already in."""
+        self._library(library)
+        row = self._one("SELECT max(version) FROM ops WHERE library = ? AND run_id = ? AND step = ?",
+                        [library, run_id, step])
+        return None if row is None or row[0] is None else int(row[0])
+
     def diff(self, library: str, v1: int, v2: int) -> dict[str, list]:
         """What changed from version `v1` to `v2`: added and removed experiences, and changed ones as
         (before, after) pairs (same id, different text)."""

@@ -58,6 +58,23 @@ def test_none_only_batch_makes_no_version(store):
     assert store.history("lib")[-1].outcome == "noop"
 
 
+def test_step_version_names_the_version_a_runs_step_left_or_none(store):
+    """How a resumed step knows its op batch is already in: the version its op rows were written at, also when
+    the batch changed nothing (a duplicate, rejected)."""
+    def op(text: str, run: str, step: int) -> Op:
+        return Op(kind=OpKind.ADD, text=text, provenance=Provenance(run_id=run, step=step))
+
+    store.apply("lib", [op(LESSONS[0], "r1", 0), op(LESSONS[1], "r1", 0)])
+    store.apply("lib", [op(LESSONS[2], "r2", 0)])
+    rejected = store.apply("lib", [op(LESSONS[0], "r1", 1)], dedup=True)
+    assert rejected.changed is False and rejected.version == 2
+    assert store.step_version("lib", "r1", 0) == 1 and store.step_version("lib", "r2", 0) == 2
+    assert store.step_version("lib", "r1", 1) == 2  # written, nothing changed: still "already applied"
+    assert store.step_version("lib", "r1", 2) is None and store.step_version("lib", "r3", 0) is None
+    with pytest.raises(StoreError, match="no library 'nope'"):
+        store.step_version("nope", "r1", 0)
+
+
 def test_invalid_batch_writes_nothing(store):
     store.apply("lib", [add(t) for t in LESSONS])
     bad = [

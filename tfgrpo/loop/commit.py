@@ -10,12 +10,6 @@ from experience_store import Op
 from tfgrpo.loop.rollout import tally, usable
 
 
-def _already_applied(store, library: str, run_id: str, step: int) -> int | None:
-    hits = [h.version for h in store.history(library)
-            if h.provenance.run_id == run_id and h.provenance.step == step]
-    return max(hits) if hits else None
-
-
 def _apply(ctx, state: dict[str, Any], ops: list[Op]) -> tuple[int, int, int]:
     """(version, ops applied, ops rejected by the store); the gate's delta goes to the changed ids."""
     lib = ctx.cfg.library
@@ -31,7 +25,7 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     step, lib = state["step"], ctx.cfg.library
     ctx.flush()
     ops = [Op.model_validate(o) for o in state.get("ops", [])]
-    version = _already_applied(ctx.store, lib, ctx.run_id, step)
+    version = ctx.store.step_version(lib, ctx.run_id, step)
     applied = rejected = 0
     if version is None and ops:
         version, applied, rejected = _apply(ctx, state, ops)
