@@ -155,11 +155,6 @@ class StoreBase:
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row)) for row in cur.fetchall()]
 
-    def _insert_ignore(self, con, table: str, cols: list[str], rows: list[list[Any]]) -> None:
-        """INSERT OR IGNORE `rows` (one list of values per row, in `cols` order) inside the caller's
-        transaction (`insert_rows`)."""
-        insert_rows(con, table, cols, rows, verb="INSERT OR IGNORE")
-
     def _check_writable(self, what: str) -> None:
         if self.read_only:
             raise StoreError(

@@ -11,7 +11,7 @@ from typing import Any
 from tfgrpo_common.errors import StoreError
 from tfgrpo_common.chat import CallRecord
 
-from .base import StoreBase, utcnow
+from .base import StoreBase, insert_rows, utcnow
 from .models import RolloutRow
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class RunLogMixin(StoreBase):
         ids = [v[_ROLLOUT_COLS.index("id")] for v in values]
         with self._tx() as con:
             con.execute("DELETE FROM rollouts WHERE error IS NOT NULL AND list_contains(?, id)", [ids])
-            self._insert_ignore(con, "rollouts", _ROLLOUT_COLS + ["created_at"], values)
+            insert_rows(con, "rollouts", _ROLLOUT_COLS + ["created_at"], values, verb="INSERT OR IGNORE")
 
     def rollouts(self, run_id: str, step: int | None = None) -> list[RolloutRow]:
         """Rollouts of a run (optionally one step), ordered by step then id."""
@@ -157,7 +157,7 @@ class RunLogMixin(StoreBase):
                 rows.append([data[c] for c in _CALL_COLS])
             self._check_writable("record an LLM call")
             with self._tx() as con:
-                self._insert_ignore(con, "llm_calls", _CALL_COLS, rows)
+                insert_rows(con, "llm_calls", _CALL_COLS, rows, verb="INSERT OR IGNORE")
         except Exception as exc:  # the CallLog contract: never raise into the gateway
             log.warning("could not record LLM call(s) %s in %s: %s", ",".join(r.id for r in recs)[:200], self.path, exc)
             return False
