@@ -4,7 +4,10 @@ still run. `make bench` calls this.
 
     python bench/run_all.py [--quick] [--only overhead,store] [--out bench/results.md]
 
-`--quick` passes each bench its small settings (minutes in all instead of about half an hour).
+`--quick` passes each bench its small settings (minutes in all instead of about half an hour). This script
+writes the top of the file (the table, `## What each bench measures`, `## Output tails`) for the benches it
+ran; every other `## ` section (the learning effect from `bench/learning.py --report`, dated measurements
+added by hand) is kept as it was.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -100,10 +104,20 @@ def render(results: list[dict], quick: bool) -> str:
     return "\n".join(out)
 
 
+OWN_SECTIONS = ("## What each bench measures", "## Output tails")
+
+
+def keep_others(old: str, new: str) -> str:
+    """`new` (this script's part) followed by the `## ` sections of `old` that this script did not write."""
+    parts = re.split(r"(?m)^(?=## )", old)
+    others = [p for p in parts[1:] if not p.startswith(OWN_SECTIONS)]
+    return new.rstrip("\n") + "\n" + "".join("\n" + p.rstrip("\n") + "\n" for p in others)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default=None, help="comma-separated bench names: " + ", ".join(BENCHES))
+    ap.add_argument("--only", default=None, help="comma-separated bench names (the table then lists only these): " + ", ".join(BENCHES))
     ap.add_argument("--out", default=str(HERE / "results.md"))
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per bench")
     args = ap.parse_args()
@@ -112,7 +126,9 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown bench {unknown}; choose from {', '.join(BENCHES)}")
     results = [run_one(name, args.quick, args.timeout) for name in names]
-    Path(args.out).write_text(render(results, args.quick) + "\n", encoding="utf-8")
+    out = Path(args.out)
+    old = out.read_text(encoding="utf-8") if out.is_file() else ""
+    out.write_text(keep_others(old, render(results, args.quick)), encoding="utf-8")
     print(f"wrote {args.out}")
     for r in results:
         print(f"{r['name']}: {r['status']}: {r['figures']}")

@@ -94,3 +94,20 @@ def test_rig_floor_sends_the_steps_calls_in_its_three_rounds(tmp_path):
         calls = srv.stats()["calls"]
     assert calls == 3 * 2 + 2 + 1
     assert wall >= 3 * 0.2
+
+
+def test_run_all_rewrites_its_own_table_and_keeps_every_other_section(tmp_path):
+    """`make bench` writes the top of bench/results.md; the learning section and the dated sections added by
+    hand stay as they were (a run once replaced the whole file)."""
+    results = tmp_path / "results.md"
+    kept = ("## Learning effect — generated\n\nthe learning table\n\n"
+            "## Training step overhead, full size — by hand\n\n```\noverhead_ratio=1.3\n```\n")
+    results.write_text("# Benchmark results\n\n| bench | figures |\n| old | `stale=1` |\n\n## What each bench measures\n\n"
+                       "- old\n\n## Output tails\n\n### old\n\n```\nstale=1\n```\n\n" + kept, encoding="utf-8")
+    out = subprocess.run([sys.executable, "bench/run_all.py", "--quick", "--only", "gate_power", "--out", str(results)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    text = results.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmark results") and "stale=1" not in text and "| gate_power |" in text
+    assert text.count("## What each bench measures") == 1 and text.count("## Output tails") == 1
+    assert text.endswith(kept), text[-400:]
