@@ -28,8 +28,8 @@ REPO = HERE.parent
 # name -> (script, full args, quick args, what it measures)
 BENCHES = {
     "overhead": ("overhead.py", [], ["--quick"],
-                 "one training step at high concurrency against a fake server with latency L: wall / 4L, and "
-                 "rollouts/s vs GEPA on the same server"),
+                 "one training step at high concurrency against a fake server with latency L: wall / (L per LLM "
+                 "stage that made calls), per-call CPU, the rig's floor, and rollouts/s vs GEPA on the same server"),
     "store": ("store_bench.py", [], ["--n", "20000", "--queries", "100"],
               "experience store: top-10 retrieval latency at N experiences, ADD throughput"),
     "prior": ("prior_bench.py", [], ["--sizes", "10,100,1000", "--calls", "100"],
