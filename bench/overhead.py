@@ -24,43 +24,8 @@ the lowest overhead_ratio this machine allows. `--scale` runs a step at B and at
 then 10,000 rollouts) and ends with `scale_rollouts=... wall_ratio=<x> rss_ratio=<y> ...`.
 `--what-if memory-log` keeps the LLM call log in memory (a profiling aid, not a product mode).
 
-What limits the figures. History (2-core development machine, shared with other work, so the figures move
-with the load): the first full run (B*G = 1000, L = 1 s) gave overhead_ratio 12.5 and vs_gepa 0.99. The
-causes were a DuckDB transaction per call in training's call log, `executemany` for rollouts, the openai
-SDK's per-request body transform and httpcore's O(connections) pool scan per request. The fixes since
-then: the aiohttp passthrough client, a batched call log, multi-row rollout inserts, a checkpointed step
-state of ids only (rows in the store, summaries in the memo), memo writes without an fsync, group commit
-of rollouts off the event loop (`loop/rollout_writer.py`), and the call log's writer thread for training.
-
-Side by side on 2026-11-30, full size without GEPA, with the learning bench using about one core beside
-it (load 3.3-3.6), alternating the code of commit 0a61a4e with the current code (3 LLM stages made calls,
-so the bound is 3 s; the figures printed then divided by 4 s and are restated here against 3 s):
-  - before: wall 6.95-7.36 s, overhead_ratio 2.32-2.45, cpu_us_per_call 1954-2472 (4 runs);
-  - after (the two commits that made the last changes): wall 5.13-5.37 s, overhead_ratio 1.71-1.79,
-    cpu_us_per_call 1459-1668 (4 runs).
-Quiet machine, 2026-11-30, after the per-call CPU work (first attempt outside tenacity, no protocol walk per
-rollout, prior token counts remembered, rollouts and call records inserted as one array scan, ops rows as
-multi-row VALUES): full size with GEPA overhead_ratio 1.396, vs_gepa 10.12, cpu_us_per_call 1021 (rollout
-stage 687 us per rollout); L = 3 s overhead_ratio 1.128, cpu_us_per_call 990. Plain HTTP alone (aiohttp
-client against the fake server, 1,000 requests at once, L = 1 s, loaded) takes 1.5 s: about 290 us of
-client CPU and 210 us of server CPU per request on the same 2 cores, so the rollout stage cannot end
-much before 1.5 s here whatever the loop does.
-Quiet machine, 2026-12-01, after the frozen heap and the batched ADD writes: overhead_ratio 1.296 (L = 1 s,
-vs_gepa 13.29, cpu_us_per_call 768) and 1.083-1.098 (L = 3 s, 5 runs). Timeline at L = 3 s (send and receive
-time of every request): the 1,000 rollout requests leave over 0.15 s, their answers arrive 3.22-3.35 s after
-the first left, the stage ends 0.08 s later; extract and consolidate (with apply) each take ~0.11 s over L.
-Plain aiohttp against this server ends 0.28 s over L on fresh connections (0.13 s warm), so most of what
-remains at L = 3 s is the rig: its server accepts and parses 1,000 requests on the client's 2 cores.
-Quiet machine, 2026-12-01 (Intel Xeon VM this time), the fake server on httptools and uvloop (uvicorn[standard]),
-alternating the client's event loop: uvloop 769/787 us per call, overhead_ratio 1.291/1.294; asyncio 817/829 us,
-1.306/1.310 (L = 1 s, no GEPA). Stage ends: rollouts 1.53 s after the stage started (L = 1 s), extract 1.10 s,
-consolidate with apply 1.14 s: the rollout stage's 0.5 s over L is the client sending and then reading 1,000
-requests on one core while the server takes the other.
-What remains (cProfile, full run, before the last changes): the rollout stage ends about 3.1 s after it starts against a
-1 s latency. The main costs are aiohttp building 1,200 requests (~0.2 s), the gateway and its retry
-wrapper (~0.2 s; `bench/gateway_cpu.py` puts the gateway's own CPU at about 0.1 ms per call), and 1,000 socket
-connects, because all calls start at once and none can reuse a connection. The fake server shares the
-same 2 cores. Each learner stage then runs about 0.3 s over its latency.
+What limits the figures, and how they moved with each change: the `## Training step overhead` sections of
+`bench/results.md` (the earliest measurements are there too, under "before the quiet-machine runs").
 """
 
 from __future__ import annotations
