@@ -89,6 +89,14 @@ class RunLogMixin(StoreBase):
             raise self._no_run(run_id)
         return _run_dict(rows[0])
 
+    def run_metrics(self, run_id: str) -> dict[str, Any]:
+        """A run's metrics alone (`get_run` also counts its rollouts, calls and tokens, which scans the call
+        log: the loop reads the metrics every step); unknown id -> StoreError."""
+        row = self._one("SELECT metrics FROM runs WHERE id = ?", [run_id])
+        if row is None:
+            raise self._no_run(run_id)
+        return json.loads(row[0]) if row[0] is not None else {}
+
     def _no_run(self, run_id: str) -> StoreError:
         return StoreError(f"no run {run_id!r} in {self.path}; `tfgrpo runs` lists the run ids")
 

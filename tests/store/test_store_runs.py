@@ -36,6 +36,7 @@ def test_run_lifecycle_and_counts(store):
     assert (got["steps"], got["rollouts"], got["llm_calls"], got["tokens"]) == (1, 4, 2, 240)
     assert got["cost_usd"] == pytest.approx(0.03)
     assert got["metrics"] == {"reward_mean": 0.5} and got["config"]["group_size"] == 5
+    assert store.run_metrics(run) == {"reward_mean": 0.5}
     store.update_run(run, status="finished")
     assert store.get_run(run)["finished_at"] is not None
     assert store.latest_unfinished_run("lib") is None
@@ -67,7 +68,10 @@ def test_a_failed_rollout_is_replaced_by_its_resample_and_an_answered_one_is_nev
 def test_run_errors(store):
     with pytest.raises(StoreError, match="no run 'nope'"):
         store.get_run("nope")
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        store.run_metrics("nope")
     run = store.create_run(None, "eval", {}, "m")
+    assert store.run_metrics(run) == {}  # no metrics written yet
     with pytest.raises(StoreError, match="unknown fields"):
         store.update_run(run, colour="blue")
     with pytest.raises(StoreError, match="no run 'nope'"):

@@ -37,7 +37,7 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     gate = stat["gate"]
     ctx.stage("apply", step, f"v{version}: {applied} ops applied, {rejected} rejected"
                              + (f"; gate {gate}" if gate not in (None, "off", "no ops") else ""))
-    metrics = dict(ctx.store.get_run(ctx.run_id).get("metrics") or {})
+    metrics = ctx.store.run_metrics(ctx.run_id)
     metrics["last_step"] = stat
     totals = metrics.setdefault("totals", {})
     for k in ("rollouts_failed", "rollouts_truncated", "ops_applied", "proposals", "examples"):

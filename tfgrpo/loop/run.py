@@ -185,7 +185,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *
         if own_pool:
             pool.close()
     wall = time.perf_counter() - start
-    metrics = dict(store.get_run(run_id).get("metrics") or {})
+    metrics = store.run_metrics(run_id)
     if status == "completed":
         status, error = _learned_something(store, run_id, metrics)
     metrics["wall_s"] = float(metrics.get("wall_s", 0.0)) + wall
