@@ -53,16 +53,38 @@ def run_hot(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-async def gather_or_cancel(*aws: Awaitable[T]) -> list[T]:
+async def gather_or_cancel(*aws: Awaitable[T], stagger: bool = False) -> list[T]:
     """`asyncio.gather(*aws)`, except that when one of them fails the others are cancelled and awaited before
     the failure propagates. `asyncio.gather` leaves the others running: a run stopping on a fatal error then
     closed its HTTP clients under calls still in flight, and those calls were logged as the server having
-    disconnected. Results keep the order of `aws`; the first failure is raised as itself (not as a group)."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
+    disconnected. Results keep the order of `aws`; the first failure is raised as itself (not as a group).
+
+    `stagger`: start them one at a time, letting the loop run between two starts. Started all at once, each
+    one's first step runs before any I/O is handled, so with a thousand HTTP calls the first request leaves
+    only once every connection of the burst is set up (0.3-0.5 s of CPU on a 2-core machine); staggered, the
+    first requests leave at once and their answers come back while later ones are still being sent."""
+    tasks: list[asyncio.Future[T]] = []
+    failed: list[asyncio.Future[T]] = []
+
+    def note(task: asyncio.Future[T]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            failed.append(task)
+
     try:
+        for a in aws:
+            if failed:  # one that started has failed: start no more (the gather below raises its failure)
+                break
+            tasks.append(asyncio.ensure_future(a))
+            if stagger:
+                tasks[-1].add_done_callback(note)
+                await asyncio.sleep(0)
         return list(await asyncio.gather(*tasks))
     except BaseException:
         for task in tasks:
             task.cancel()
+        for a in aws[len(tasks):]:  # never started: close them, or Python warns they were never awaited
+            close = getattr(a, "close", None)
+            if close is not None:
+                close()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise

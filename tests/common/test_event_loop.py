@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
+import socket
 import sys
+import warnings
 
 import pytest
 
@@ -83,3 +86,54 @@ def test_gather_or_cancel_keeps_order_and_stops_the_others_on_a_failure():
     order, none_left = asyncio.run(main())
     assert order == ["slow", "fast"]
     assert none_left and sorted(cancelled) == ["a", "b"] and "a" not in finished
+
+
+def test_staggered_starts_let_the_first_ones_do_io_before_the_last_ones_start():
+    """Started all at once, every awaitable's first step runs before any of them gets past its first await;
+    staggered, the first one's I/O (here a socketpair's message) is handled while later ones are still
+    starting."""
+
+    async def main(stagger: bool) -> list[str]:
+        events: list[str] = []
+        loop = asyncio.get_running_loop()
+
+        async def one(i: int) -> None:
+            events.append(f"start {i}")
+            if i == 0:
+                a, b = socket.socketpair()
+                with a, b:
+                    b.setblocking(False)
+                    loop.call_soon(a.send, b"x")  # sent on the loop's next pass: the read below must wait for it
+                    await loop.sock_recv(b, 1)
+                    events.append("io 0")
+
+        await gather_or_cancel(*[one(i) for i in range(50)], stagger=stagger)
+        return events
+
+    together, staggered = asyncio.run(main(False)), asyncio.run(main(True))
+    assert sorted(together) == sorted(staggered) and len(together) == 51
+    assert together.index("io 0") > together.index("start 49")
+    assert staggered.index("io 0") < staggered.index("start 49")
+
+
+def test_a_failure_while_staggering_closes_the_ones_not_started_yet():
+    started: list[int] = []
+
+    async def one(i: int) -> int:
+        started.append(i)
+        if i == 1:
+            raise KeyError("fatal")
+        await asyncio.sleep(5)
+        return i
+
+    async def main() -> None:
+        aws = [one(i) for i in range(200)]
+        with pytest.raises(KeyError, match="fatal"):
+            await gather_or_cancel(*aws, stagger=True)
+        assert all(inspect.getcoroutinestate(c) == inspect.CORO_CLOSED for c in aws)
+        assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "coroutine ... was never awaited" would be a RuntimeWarning
+        asyncio.run(main())
+    assert started[:2] == [0, 1] and len(started) < 200

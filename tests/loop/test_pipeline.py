@@ -104,3 +104,43 @@ def test_a_run_checkpointed_before_the_pipeline_resumes_through_the_stage_by_sta
         new_calls = store.calls(run_id=run_id)[calls_before:]
         assert {c["stage"] for c in new_calls} == {"consolidate"}, "summaries and extractions come from the memo"
         assert _library(store) == expected
+
+
+def test_a_group_is_learned_from_while_its_rollouts_are_written_and_memoized_only_after(tmp_path, monkeypatch):
+    """The learner reads a scored group while the group's rollouts are still being written (the write is off
+    the step's critical path), and its answers reach the resume memo only once those rollouts are stored: a
+    step killed in between samples the group again and asks the learner again, about the rollouts it stores."""
+    import time
+
+    from tfgrpo.loop.memo import Memo
+
+    events: list[tuple[str, float, set[str]]] = []
+    cfg = TrainConfig(task="arith", library="lib", epochs=1, batch_size=2, group_size=2, limit=2, **PAPER_LOOP,
+                      rollout=SamplingConfig(max_tokens=64))
+    db = tmp_path / "s.duckdb"
+    with ExperienceStore(db, embedder=HashEmbedder()) as store:
+        add = store.add_rollouts
+
+        def slow_add(rows):  # a busy store
+            time.sleep(0.5)
+            add(rows)
+            events.append(("stored", time.time(), {r.question_id for r in rows}))
+
+        put_many = Memo.put_many
+
+        def noted(self, items):
+            events.append(("memo", time.time(), {k.rsplit(":", 1)[1] for k in items if ":ext:" in k}))
+            put_many(self, items)
+
+        monkeypatch.setattr(store, "add_rollouts", slow_add)
+        monkeypatch.setattr(Memo, "put_many", noted)
+        res = train(cfg, ModelConfig(model="scripted"), None, store=store, db=db)
+        assert res.status == "completed", res.error
+        extract_started = {c["meta"]["group"].rsplit(":", 1)[1]: c["ts"] for c in store.calls(run_id=res.run_id)
+                           if c["stage"] == "extract"}
+        assert len(store.rollouts(res.run_id)) == 4
+    stored = {q: t for kind, t, qids in events if kind == "stored" for q in qids}
+    memoized = {q: t for kind, t, qids in events if kind == "memo" for q in qids}
+    assert sorted(extract_started) == sorted(stored) == sorted(memoized) == sorted(ex.id for ex in ITEMS)
+    for qid in stored:
+        assert extract_started[qid] < stored[qid] <= memoized[qid], events

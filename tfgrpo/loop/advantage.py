@@ -9,7 +9,7 @@ from tfgrpo.errors import LLMError
 from tfgrpo.loop.learner_call import Reject, ask_learner
 from tfgrpo.loop.learner_parse import Extraction, parse_group
 from tfgrpo_common.chat import ChatModel
-from tfgrpo.loop.memo import Memo
+from tfgrpo.loop.memo import HeldPuts, Memo
 from tfgrpo.loop.prompts import render
 
 SUMMARY_WORDS = 80
@@ -24,8 +24,8 @@ def rollout_text(row: dict[str, Any], max_chars: int = 3000) -> str:
     return text if len(text) <= max_chars else text[: max_chars // 2] + "\n...\n" + text[-max_chars // 2:]
 
 
-async def summarize(model: ChatModel, row: dict[str, Any], *, reference: str | None, memo: Memo, key: str,
-                    temperature: float, seed: int) -> str:
+async def summarize(model: ChatModel, row: dict[str, Any], *, reference: str | None, memo: Memo | HeldPuts,
+                    key: str, temperature: float, seed: int) -> str:
     """One summary per rollout; memoized so resume never repeats a finished call."""
     cached = memo.get(key)
     if cached is not None:
@@ -50,8 +50,8 @@ async def summarize(model: ChatModel, row: dict[str, Any], *, reference: str | N
 
 async def extract(model: ChatModel, question: str, rows: list[dict], summaries: dict[str, str], kind: str, *,
                   reference: str | None, solution: str | None, library: list[dict], k: int, max_words: int,
-                  retries: int, temperature: float, max_tokens: int, memo: Memo, key: str, seed: int,
-                  reject: Reject) -> dict[str, Any]:
+                  retries: int, temperature: float, max_tokens: int, memo: Memo | HeldPuts, key: str,
+                  seed: int, reject: Reject) -> dict[str, Any]:
     """Proposals for one group: {"proposals": [...], "revisions": [[id, text], ...], "pattern": str,
     "call_id": str|None, "error": str|None}. `library`: the lessons as {"id", "text"}, which the learner may
     revise by id. Each attempt is shown as it is, or as its summary where one was made (the group did not fit)."""

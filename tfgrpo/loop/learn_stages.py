@@ -12,6 +12,7 @@ from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.loop.advantage import extract, summarize
 from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.examples import example_op
+from tfgrpo.loop.memo import HeldPuts, Memo
 from tfgrpo.loop.rollout import usable
 
 
@@ -38,17 +39,19 @@ def lessons(ctx: StepContext) -> list[dict[str, Any]]:
 
 
 async def summarize_rows(ctx: StepContext, step: int, qid: str, rows: list[dict[str, Any]],
-                         seeds: list[int]) -> list[str]:
-    """One summary per rollout (memoized by rollout id)."""
+                         seeds: list[int], memo: Memo | HeldPuts | None = None) -> list[str]:
+    """One summary per rollout (memoized by rollout id, in `memo`, by default the step's)."""
     return await gather_or_cancel(*[
-        summarize(ctx.learner, row, reference=ctx.reference(qid), memo=ctx.memo, key=ctx.summary_key(step, row["id"]),
+        summarize(ctx.learner, row, reference=ctx.reference(qid), memo=ctx.memo if memo is None else memo,
+                  key=ctx.summary_key(step, row["id"]),
                   temperature=ctx.cfg.learner_temperature, seed=seed)
         for row, seed in zip(rows, seeds)])
 
 
 async def extract_group(ctx: StepContext, step: int, qid: str, kind: str, rows: list[dict[str, Any]],
-                        summaries: dict[str, str], library: list[dict], seed: int) -> dict:
-    """The learner's proposals for one group (memoized by question)."""
+                        summaries: dict[str, str], library: list[dict], seed: int,
+                        memo: Memo | HeldPuts | None = None) -> dict:
+    """The learner's proposals for one group (memoized by question, in `memo`, by default the step's)."""
     if not ctx.cfg.learn_lessons:
         return {"proposals": [], "pattern": "", "call_id": None}
     ex = ctx.examples[qid]
@@ -56,7 +59,8 @@ async def extract_group(ctx: StepContext, step: int, qid: str, kind: str, rows: 
         ctx.learner, ex.question, rows, summaries, kind, reference=ctx.reference(qid),
         solution=ex.solution if ctx.cfg.ground_truth else None, library=library, k=ctx.cfg.max_proposals,
         max_words=ctx.cfg.max_words, retries=ctx.cfg.learner_retries, temperature=ctx.cfg.learner_temperature,
-        max_tokens=ctx.cfg.learner_max_tokens, memo=ctx.memo, key=f"{ctx.run_id}:{step}:ext:{qid}",
+        max_tokens=ctx.cfg.learner_max_tokens, memo=ctx.memo if memo is None else memo,
+        key=f"{ctx.run_id}:{step}:ext:{qid}",
         seed=seed, reject=ctx.reject(step))
 
 

@@ -30,5 +30,44 @@ class Memo:
         with self._lock:
             self._con.execute("INSERT OR REPLACE INTO tfgrpo_memo VALUES (?, ?)", (key, json.dumps(value)))
 
+    def put_many(self, items: dict[str, Any]) -> None:
+        """Several puts in one transaction: all of them or none survive the process being killed."""
+        if not items:
+            return
+        with self._lock:
+            self._con.execute("BEGIN")
+            try:
+                self._con.executemany("INSERT OR REPLACE INTO tfgrpo_memo VALUES (?, ?)",
+                                      [(k, json.dumps(v)) for k, v in items.items()])
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
+
+    def held(self) -> HeldPuts:
+        """A view of this memo whose puts wait for `HeldPuts.commit()`."""
+        return HeldPuts(self)
+
     def close(self) -> None:
         self._con.close()
+
+
+class HeldPuts:
+    """Reads through to a `Memo`; puts are held until `commit()`. A group's learner calls run while its
+    rollouts are still being stored, and their results are memoized only after the rollouts are: a step killed
+    in between samples the group again on resume and asks the learner about the new rollouts, never pairing a
+    memoized answer with rollouts it did not see."""
+
+    def __init__(self, memo: Memo) -> None:
+        self.memo = memo
+        self._held: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any | None:
+        return self._held[key] if key in self._held else self.memo.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        self._held[key] = value
+
+    def commit(self) -> None:
+        self.memo.put_many(self._held)
+        self._held = {}

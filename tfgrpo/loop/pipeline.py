@@ -3,8 +3,10 @@ attempts do not fit the learner) -> extract on its own, so the learner reads a g
 scored, while other groups are still being sampled. The step waits for its slowest group, not for the
 slowest rollout of the batch and then the slowest learner call: with a local model, learner calls fill the
 slots that the batch's last rollouts leave idle; with a hosted one, the step's wall time approaches its
-critical path (rollout, learner, consolidate). Everything a group produces is stored or memoized as it
-finishes, so a killed step resumes without repeating a finished call."""
+critical path (rollout, learner, consolidate). The groups are started one at a time (`gather_or_cancel`'s
+`stagger`), so the first requests leave before the last ones are built. Everything a group produces is stored
+or memoized as it finishes (its learner results once its rollouts are stored), so a killed step resumes without
+repeating a finished call."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.learn_stages import collect, extract_group, lessons, needs_summaries, summarize_rows
 from tfgrpo.loop.rollout import usable
-from tfgrpo.loop.stages import chosen_groups, report_selection, sample_and_store, start_rollouts
+from tfgrpo.loop.stages import chosen_groups, report_selection, sample_scored, start_rollouts
 
 
 class Group(NamedTuple):
@@ -34,19 +36,30 @@ async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
     library = lessons(ctx)  # the lessons as the step started: the op batch is applied after consolidate
 
     async def group(i: int, qid: str) -> Group:
-        rows = await sample_and_store(ctx, state, i, qid, prior, existing, writer)
+        rows, new = await sample_scored(ctx, state, i, qid, prior, existing)
         kind = chosen_groups(ctx, {qid: rows}).get(qid)
         if kind is None:
+            await writer.write(new)
             return Group(qid, rows)
         good = [r for r in rows if usable(r)]
-        summaries: dict[str, str] = {}
-        if needs_summaries(ctx, good):
-            seeds = [ctx.seed(step, 50_000 + i * 100 + k) for k in range(len(good))]
-            summaries = dict(zip([r["id"] for r in good], await summarize_rows(ctx, step, qid, good, seeds)))
-        res = await extract_group(ctx, step, qid, kind, good, summaries, library, ctx.seed(step, 60_000 + i * 10))
+        memo = ctx.memo.held()  # the learner's results are memoized once the rollouts they read are stored
+
+        async def learn() -> tuple[dict[str, str], dict]:
+            summaries: dict[str, str] = {}
+            if needs_summaries(ctx, good):
+                seeds = [ctx.seed(step, 50_000 + i * 100 + k) for k in range(len(good))]
+                texts = await summarize_rows(ctx, step, qid, good, seeds, memo)
+                summaries = dict(zip([r["id"] for r in good], texts))
+            return summaries, await extract_group(ctx, step, qid, kind, good, summaries, library,
+                                                  ctx.seed(step, 60_000 + i * 10), memo)
+
+        # the group's rows are written while the learner reads them: the write (the call log's flush, then one
+        # transaction shared with the groups that finished meanwhile) is off the step's critical path
+        _, (summaries, res) = await gather_or_cancel(writer.write(new), learn())
+        memo.commit()
         return Group(qid, rows, kind, good, summaries, res)
 
-    done: list[Group] = await gather_or_cancel(*[group(i, q) for i, q in enumerate(state["batch"])])
+    done: list[Group] = await gather_or_cancel(*[group(i, q) for i, q in enumerate(state["batch"])], stagger=True)
     learned_from = [g for g in done if g.kind is not None]
     chosen = {g.qid: g.kind for g in learned_from}
     report_selection(ctx, step, {g.qid: g.rows for g in done}, chosen)

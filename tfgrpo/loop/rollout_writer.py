@@ -20,6 +20,8 @@ class RolloutWriter:
 
     async def write(self, rows: list[RolloutRow]) -> None:
         """Store `rows`; returns once they are committed (raises what the store raised)."""
+        if not rows:
+            return
         done = asyncio.get_running_loop().create_future()
         self._pending.append((rows, done))
         if self._drainer is None:

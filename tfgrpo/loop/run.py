@@ -142,18 +142,19 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
         if tracker is not None:
             tracker.start(run_id, cfg.library, store.get_run(run_id)["config"])
             on_step = lambda stat: tracker.step(stat, store, run_id, cfg.library)  # noqa: E731
-        return _train(cfg, model_cfg, learner_cfg, store=store, db=db, run_id=run_id, on_stage=on_stage,
-                      progress=progress, pool=pool, on_step=on_step)
+        # a new run has made no call yet: its budget starts at zero (counting its calls scans the call log)
+        budget = run_budget(store, run_id, cfg) if resume else Budget(cfg.budget)
+        return _train(cfg, model_cfg, learner_cfg, store=store, db=db, run_id=run_id, budget=budget,
+                      on_stage=on_stage, progress=progress, pool=pool, on_step=on_step)
 
 
 def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *, store, db: Path | str, run_id: str,
-           on_stage: Callable[[str, int, str], None], progress: Callable[[str], None],
+           budget: Budget, on_stage: Callable[[str, int, str], None], progress: Callable[[str], None],
            pool: ModelPool | None, on_step: Callable[[dict], None]) -> TrainResult:
     task, examples, gate = load_examples(cfg)
     store.update_run(run_id, status="running")
     ckpt, memo_path = side_paths(db)
     memo = Memo(memo_path)
-    budget = run_budget(store, run_id, cfg)
     start = time.perf_counter()
     status, error = "completed", None
     call_log = BackgroundCallLog(store)  # batched by a writer thread; flushed before rollouts are stored

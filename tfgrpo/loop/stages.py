@@ -18,10 +18,10 @@ from tfgrpo.prior import Prior
 MAX_LIBRARY = 40
 
 
-async def sample_and_store(ctx: StepContext, state: dict, i: int, qid: str, prior: Prior, existing: dict,
-                           writer: RolloutWriter) -> list[dict]:
-    """The group of question `qid` (the batch's i-th): sampled with the prior, scored, stored (rollouts
-    already stored are reused); its rows, also kept on `ctx` for the step."""
+async def sample_scored(ctx: StepContext, state: dict, i: int, qid: str, prior: Prior,
+                        existing: dict) -> tuple[list[dict], list[RolloutRow]]:
+    """The group of question `qid` (the batch's i-th), sampled with the prior and scored (rollouts already
+    stored are reused); its rows, also kept on `ctx` for the step, and the new ones, for the writer."""
     step, ex = state["step"], ctx.examples[qid]
     rows = await sample_group(
         ctx.policy, ctx.task, ex, run_id=ctx.run_id, step=step, epoch=state["epoch"],
@@ -31,9 +31,8 @@ async def sample_and_store(ctx: StepContext, state: dict, i: int, qid: str, prio
     new = [r for r in rows if r["id"] not in existing]
     if new:
         score_group(ctx.task, ex, rows, ground_truth=ctx.cfg.ground_truth)
-        await writer.write([RolloutRow.model_validate(r) for r in new])
     ctx.keep_rollouts(step, rows)
-    return rows
+    return rows, [RolloutRow.model_validate(r) for r in new]
 
 
 def start_rollouts(ctx: StepContext, state: dict, note: str = "") -> tuple[Prior, dict, RolloutWriter]:
