@@ -82,7 +82,8 @@ def bench_search(store: ExperienceStore, vecs: np.ndarray, queries: list[str]) -
 def bench_duckdb(store: ExperienceStore, queries: np.ndarray) -> list[float]:
     sql = ("SELECT id, list_cosine_similarity(embedding, ?::FLOAT[]) AS s FROM experiences "
            "WHERE library = ? AND status = 'live' ORDER BY s DESC LIMIT 10")
-    return [timed(lambda q: store.con.execute(sql, [q.tolist(), LIB]).fetchall(), q) for q in queries]
+    with store._lock:  # a read outside the store's API holds its unit of work, as the store's own reads do
+        return [timed(lambda q: store.con.execute(sql, [q.tolist(), LIB]).fetchall(), q) for q in queries]
 
 
 def bench_adds(store: ExperienceStore, batches: int, per_batch: int) -> float:

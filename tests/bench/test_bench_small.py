@@ -23,6 +23,17 @@ def test_gateway_cpu_prints_its_line_and_refuses_bad_sizes():
     assert bad.returncode == 2 and "--calls must be" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_store_bench_runs_on_a_real_store_and_checks_its_answers_against_numpy():
+    """At a small size: the bench asserts the store's top-10 equals the brute-force top-10 itself."""
+    out = subprocess.run([sys.executable, "bench/store_bench.py", "--n", "1500", "--queries", "10"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = out.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"topk_p50_ms=([\d.]+) numpy_p50_ms=([\d.]+) n=1500", last)
+    assert m and float(m.group(1)) > 0, last
+    assert "duckdb brute" in out.stdout and "ADD with dedup" in out.stdout
+
+
 def test_overhead_steps_beyond_the_shipped_questions_get_generated_ones(tmp_path):
     from bench.overhead import arith_items
 
