@@ -118,8 +118,11 @@ def test_ctrl_c_during_an_optimization_packs_its_state_and_the_rerun_repeats_no_
     # enough, and the run had finished its 8 metric calls before the signal was sent
     env = _env(tmp_path, TFGRPO_SCRIPTED_DELAY="1.0")
     env.pop("PYTHONUNBUFFERED", None)  # as a plain shell runs it: stdout into a pipe or file is block-buffered
+    # Ctrl-C as a terminal delivers it: a test run started in the background (`make test &` from a script) ignores
+    # SIGINT, the bench would inherit that and finish its optimization as if nobody had pressed anything
     proc = subprocess.Popen(_cmd(tmp_path, "--arms", "gepa"), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+                            stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen: list[str] = []
     reader = threading.Thread(target=lambda: seen.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
