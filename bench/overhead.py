@@ -96,6 +96,11 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
     # its default TLS contexts) is imported before the clock, as the loop's own modules are: a training
     # process pays it once, not per step (the proxy imports it at start for the same reason).
     import tfgrpo.llm.http_passthrough  # noqa: F401
+    # likewise the event loop (uvloop) and the checkpointer's SQLite driver, which `train` imports on first use
+    import langgraph.checkpoint.sqlite.aio  # noqa: F401
+    from tfgrpo_common.event_loop import loop_factory
+
+    loop_factory()
 
     db = workdir / "ours.duckdb"
     task = {"task": "jsonl", "task_options": {"data_file": data_file, "reward": "math"}} if data_file else {"task": "arith"}

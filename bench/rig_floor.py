@@ -1,7 +1,8 @@
 """The floor of the overhead rig: the wall time of a training step's calls alone, sent by plain aiohttp with
 nothing else to do (no store, no scoring, no prompts to build), against the same fake server on the same
-cores. The step's shape: every group's G rollout requests at once; as soon as a group's answers are back,
-its learner request (for the groups that made one); after all groups, one consolidate request.
+cores. The step's shape: the groups started one at a time, as the loop starts them, each group's G rollout
+requests at once; as soon as a group's answers are back, its learner request (for the groups that made one);
+after all groups, one consolidate request.
 
     floor_ratio = floor wall / bound
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tfgrpo_common.event_loop import run_hot
+from tfgrpo_common.event_loop import gather_or_cancel, run_hot
 
 
 def _body(text: str) -> dict:
@@ -39,7 +40,7 @@ async def _step(api_base: str, questions: list[str], group: int, learner_groups:
                 await call(question + "\n\n" + "\n\n".join(answers))
 
         start = time.perf_counter()
-        await asyncio.gather(*(one_group(i, q) for i, q in enumerate(questions)))
+        await gather_or_cancel(*(one_group(i, q) for i, q in enumerate(questions)), stagger=True)  # as the loop
         await call("consolidate: " + " ".join(questions[:20]))
         return time.perf_counter() - start
 

@@ -10,6 +10,9 @@ from typing import Any
 
 import duckdb
 import numpy as np
+# DuckDB's register() of NumPy arrays (`insert_rows`) imports numpy.ma on its first use: 30 ms, which then fell
+# inside a training step's first op-batch transaction, on the step's critical path; a process pays it here once
+import numpy.ma  # noqa: F401
 
 from tfgrpo_common.errors import StoreError
 

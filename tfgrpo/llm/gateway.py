@@ -123,6 +123,8 @@ class Gateway(PassthroughMixin):
         else:
             out = []
         missing = n - len(out)
+        if missing == 1 and not out:  # the usual call: no task of its own (a gather per call costs the loop)
+            return (await self._one(messages, temperature, max_tokens, 1, stage, seed, meta))[:1]
         if missing > 0:
             seeds = [None if seed is None else seed + i for i in range(len(out), n)]
             parts = await gather_or_cancel(*[
