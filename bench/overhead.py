@@ -110,7 +110,7 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
     marks: list[tuple[str, float]] = []
     with ExperienceStore(db, embedder=HashEmbedder()) as real_store:
         store = MemoryLogStore(real_store) if what_if == "memory-log" else real_store
-        start, cpu0 = time.perf_counter(), time.process_time()
+        start, cpu0, loop0 = time.perf_counter(), time.process_time(), time.thread_time()
         cpu_marks: list[tuple[str, float]] = []
 
         def on_stage(stage, step, msg):
@@ -125,6 +125,7 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
         else:
             res = train(cfg, model, None, store=store, db=db, on_stage=on_stage)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        loop_cpu = time.thread_time() - loop0  # this thread runs the event loop (`run_hot`)
         if res.status != "completed":
             raise SystemExit(f"training run {res.status}: {res.error}")
         calls = store.calls(run_id=res.run_id)
@@ -147,7 +148,7 @@ def run_ours(api_base: str, batch: int, group: int, concurrency: int, workdir: P
     n_calls = sum(by_stage.values())
     return {"wall": wall, "rollouts": rollouts, "calls": by_stage, "stage_start_s": stages, "ops": ops,
             "errors": sum(1 for c in calls if c["error"]), "cpu_s": cpu,
-            "cpu_us_per_call": cpu / max(1, n_calls) * 1e6,
+            "cpu_us_per_call": cpu / max(1, n_calls) * 1e6, "loop_cpu_s": loop_cpu,
             "cpu_us_per_call_by_stage": {k: round(v / stage_calls[k] * 1e6) for k, v in cpu_stage.items()
                                          if stage_calls.get(k)},
             "cpu_s_by_stage": {k: round(v, 3) for k, v in cpu_stage.items()}}
@@ -226,7 +227,8 @@ def main() -> None:
               f"calls {ours['calls']}; ops applied {ours['ops']}; errors {ours['errors']}")
         print(f"ours: stage messages at (s) {json.dumps(ours['stage_start_s'])} (rollouts opens the groups, select "
               "follows the last one)")
-        print(f"ours: our process's CPU {ours['cpu_s']:.2f} s = {ours['cpu_us_per_call']:.0f} us per LLM call; "
+        print(f"ours: our process's CPU {ours['cpu_s']:.2f} s = {ours['cpu_us_per_call']:.0f} us per LLM call "
+              f"({ours['loop_cpu_s']:.2f} s of it on the event loop's thread, the rest in other threads: the call log's and the rollouts' writers, DuckDB's own); "
               f"CPU s by stage {json.dumps(ours['cpu_s_by_stage'])}; us per call of the stage "
               f"{json.dumps(ours['cpu_us_per_call_by_stage'])}")
         floor = floor_wall(srv.api_base, [ex.question for ex in items], args.group, ours["calls"].get("extract", 0),
