@@ -36,10 +36,16 @@ class BackgroundCallLog:
         self.linger_s, self.max_batch = linger_s, max_batch
         self._queue: queue.Queue = queue.Queue()
         self._wake = threading.Event()  # set by flush(): write now, without the rest of the linger
+        # records handed in and records the writer is done with (written or given up on), so that a flush waits
+        # for what was handed in before it, not for records that keep arriving while it waits
+        self._seq = threading.Lock()
+        self._handed = self._finished = 0
         self._thread = threading.Thread(target=self._run, name="tfgrpo-call-log", daemon=True)
         self._thread.start()
 
     def record(self, rec: CallRecord) -> None:
+        with self._seq:
+            self._handed += 1
         self._queue.put(rec)
 
     def _batch(self) -> list:
@@ -81,6 +87,8 @@ class BackgroundCallLog:
                 if records:
                     self._write(records)
             finally:
+                with self._seq:
+                    self._finished += len(records)
                 for _ in batch:
                     self._queue.task_done()
             if len(records) < len(batch):
@@ -88,10 +96,13 @@ class BackgroundCallLog:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every record handed in so far is written (the writer skips the rest of its linger);
-        False on timeout."""
+        False on timeout. Records handed in while it waits are not waited for: under a steady stream of calls,
+        waiting for an empty queue kept the writer writing small batches back to back."""
         deadline = time.monotonic() + timeout
         delay = 0.0005
-        while self._queue.unfinished_tasks:
+        with self._seq:
+            target = self._handed
+        while self._finished < target:
             self._wake.set()
             if time.monotonic() > deadline:
                 return False
