@@ -89,8 +89,6 @@ class BackgroundCallLog:
             finally:
                 with self._seq:
                     self._finished += len(records)
-                for _ in batch:
-                    self._queue.task_done()
             if len(records) < len(batch):
                 return
 

@@ -27,8 +27,7 @@ class Memo:
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._con.execute("INSERT OR REPLACE INTO tfgrpo_memo VALUES (?, ?)", (key, json.dumps(value)))
+        self.put_many({key: value})
 
     def put_many(self, items: dict[str, Any]) -> None:
         """Several puts in one transaction: all of them or none survive the process being killed."""
