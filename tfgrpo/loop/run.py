@@ -117,10 +117,16 @@ async def _drive(ctx: StepContext, ckpt: Path) -> None:
         # the node after the last one whose effects it saw ("async", LangGraph's default, may lose it)
         try:
             snap = await graph.aget_state(config)
-            if snap.next:
+            # `tasks`, not `next`: a node whose writes were saved just before the kill, with the checkpoint after it
+            # not written yet, is left out of `next` (it has run) but is still one of `tasks`; resuming applies
+            # its writes and goes on from the edge after it
+            if snap.tasks:
                 await graph.ainvoke(None, config, durability="sync")
             elif not snap.values:
                 await graph.ainvoke({"epoch": 0, "cursor": 0, "step": 0, "done": False}, config, durability="sync")
+            if not (await graph.aget_state(config)).values.get("done"):
+                raise RuntimeError(f"the step graph of run {ctx.run_id} stopped before its last epoch with nothing "
+                                   f"left to run (checkpoints in {ckpt}); report this as a bug")
         finally:  # close HTTP clients inside their event loop
             for model in {id(ctx.policy): ctx.policy, id(ctx.learner): ctx.learner}.values():
                 if hasattr(model, "aclose"):
