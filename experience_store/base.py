@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,10 +53,10 @@ def insert_rows(con, table: str, cols: Sequence[str], rows: list[list[Any]], *, 
         if complete is not None:
             complete()
         con.register("_rows_in", arrays)
-        try:
-            con.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM _rows_in")
-        finally:
-            con.unregister("_rows_in")
+        # on an error the transaction is aborted (an unregister would fail there and hide the error); its
+        # rollback drops the registration with the rest
+        con.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM _rows_in")
+        con.unregister("_rows_in")
         return
     lists = [[v.tolist() if isinstance(v, np.ndarray) else v for v in r] for r in rows]  # embeddings as arrays
     insert_values(con, f"{verb} INTO {table} ({names})", lists, chunk=chunk)
@@ -195,6 +195,29 @@ class StoreBase:
                 raise
             finally:
                 self._in_tx = False
+
+    def _insert_new(self, table: str, cols: Sequence[str], rows: list[list[Any]], *,
+                    before: Callable[[Any], None] | None = None) -> None:
+        """`rows` into `table` in one transaction, rows whose key is already stored left as they are (`before(con)`
+        runs first in the same transaction). On DuckDB a plain INSERT is tried first: INSERT OR IGNORE costs
+        about 3 ms more a statement there (1 to 80 call-log rows: 4.7-5.4 ms against 1.7-2.8), and a stored key
+        is rare (a batch retried after a commit it did not see acknowledged, a resumed step's rollouts); on a
+        duplicate key the transaction is rolled back and done again with INSERT OR IGNORE."""
+        with self._lock:
+            fast = self.backend == "duckdb" and not self._in_tx  # a failure would abort an enclosing transaction
+            try:
+                with self._tx() as con:
+                    if before is not None:
+                        before(con)
+                    insert_rows(con, table, cols, rows, verb="INSERT" if fast else "INSERT OR IGNORE")
+                return
+            except duckdb.ConstraintException:
+                if not fast:
+                    raise
+            with self._tx() as con:
+                if before is not None:
+                    before(con)
+                insert_rows(con, table, cols, rows, verb="INSERT OR IGNORE")
 
     def _next_id(self, table: str) -> int:
         row = self._one(f"SELECT coalesce(max(id), 0) + 1 FROM {table}")

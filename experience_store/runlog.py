@@ -11,7 +11,7 @@ from typing import Any
 from tfgrpo_common.errors import StoreError
 from tfgrpo_common.chat import CallRecord
 
-from .base import StoreBase, insert_rows, utcnow
+from .base import StoreBase, utcnow
 from .models import RolloutRow
 
 log = logging.getLogger(__name__)
@@ -128,9 +128,8 @@ class RunLogMixin(StoreBase):
             data["extra"] = _dumps(data["extra"])
             values.append([data[c] for c in _ROLLOUT_COLS] + [now])
         ids = [v[_ROLLOUT_COLS.index("id")] for v in values]
-        with self._tx() as con:
-            con.execute("DELETE FROM rollouts WHERE error IS NOT NULL AND list_contains(?, id)", [ids])
-            insert_rows(con, "rollouts", _ROLLOUT_COLS + ["created_at"], values, verb="INSERT OR IGNORE")
+        self._insert_new("rollouts", _ROLLOUT_COLS + ["created_at"], values, before=lambda con: con.execute(
+            "DELETE FROM rollouts WHERE error IS NOT NULL AND list_contains(?, id)", [ids]))
 
     def rollouts(self, run_id: str, step: int | None = None) -> list[RolloutRow]:
         """Rollouts of a run (optionally one step), ordered by step then id."""
@@ -164,8 +163,7 @@ class RunLogMixin(StoreBase):
                 data["meta"] = _dumps(data["meta"])
                 rows.append([data[c] for c in _CALL_COLS])
             self._check_writable("record an LLM call")
-            with self._tx() as con:
-                insert_rows(con, "llm_calls", _CALL_COLS, rows, verb="INSERT OR IGNORE")
+            self._insert_new("llm_calls", _CALL_COLS, rows)
         except Exception as exc:  # the CallLog contract: never raise into the gateway
             log.warning("could not record LLM call(s) %s in %s: %s", ",".join(r.id for r in recs)[:200], self.path, exc)
             return False

@@ -92,6 +92,19 @@ def test_call_log_protocol_filters_and_limit(store):
     assert [c["response"] for c in store.calls(limit=2)] == ["r3", "r4"]
 
 
+def test_a_batch_retried_with_some_rows_stored_adds_only_the_new_ones(store):
+    """A batch whose commit was not acknowledged is sent again, with records that came since: the stored ones
+    are left as they are (the first, plain INSERT fails on their ids and the batch is redone skipping them), the
+    new ones are stored, and nothing is counted twice."""
+    recs = [CallRecord(stage="rollout", ts=1000.0 + i, response=f"r{i}") for i in range(4)]
+    assert store.record_many(recs[:2])
+    again = [recs[0].model_copy(update={"response": "changed"}), recs[1], recs[2], recs[3]]
+    assert store.record_many(again)
+    assert [c["response"] for c in store.calls()] == ["r0", "r1", "r2", "r3"]
+    assert store.record_many(recs)  # all stored already
+    assert len(store.calls()) == 4
+
+
 def test_record_never_raises(make_db, caplog):
     path = make_db("ro")
     ExperienceStore(path).close()
