@@ -12,8 +12,10 @@ import jinja2
 
 @functools.lru_cache(maxsize=None)
 def _env(folder: str) -> jinja2.Environment:
+    # auto_reload off: the templates ship with the code, and checking each file's mtime on every render cost a
+    # stat per prompt (one per rollout group and learner call)
     return jinja2.Environment(loader=jinja2.FileSystemLoader(folder), undefined=jinja2.StrictUndefined,
-                              autoescape=False, keep_trailing_newline=False)
+                              autoescape=False, keep_trailing_newline=False, auto_reload=False)
 
 
 def renderer(folder: str | Path) -> Callable[..., str]:
