@@ -121,10 +121,13 @@ async def _drive(ctx: StepContext, ckpt: Path) -> None:
             # not written yet, is left out of `next` (it has run) but is still one of `tasks`; resuming applies
             # its writes and goes on from the edge after it
             if snap.tasks:
-                await graph.ainvoke(None, config, durability="sync")
+                final = await graph.ainvoke(None, config, durability="sync")
             elif not snap.values:
-                await graph.ainvoke({"epoch": 0, "cursor": 0, "step": 0, "done": False}, config, durability="sync")
-            if not (await graph.aget_state(config)).values.get("done"):
+                final = await graph.ainvoke({"epoch": 0, "cursor": 0, "step": 0, "done": False}, config,
+                                            durability="sync")
+            else:
+                final = snap.values
+            if not final.get("done"):
                 raise RuntimeError(f"the step graph of run {ctx.run_id} stopped before its last epoch with nothing "
                                    f"left to run (checkpoints in {ckpt}); report this as a bug")
         finally:  # close HTTP clients inside their event loop
