@@ -20,9 +20,28 @@ class Memo:
         self._con.execute("PRAGMA synchronous=NORMAL")
         self._con.execute("CREATE TABLE IF NOT EXISTS tfgrpo_memo (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._lock = threading.Lock()
+        # the stored keys by prefix (a key's text before its first ":", a run id or "gate"), read on the first
+        # get of a prefix: a new run's every lookup misses, and a set answers that without a query on the
+        # event loop (one per learner call). Keys of a prefix are written by one process only (the run's, or
+        # the library's trainer for "gate:<library>")
+        self._keys: dict[str, set[str]] = {}
+
+    def _known(self, key: str) -> set[str] | None:
+        prefix, sep, _ = key.partition(":")
+        if not sep:
+            return None
+        known = self._keys.get(prefix)
+        if known is None:
+            rows = self._con.execute("SELECT key FROM tfgrpo_memo WHERE key >= ? AND key < ?",
+                                     (prefix + ":", prefix + ";")).fetchall()  # ";" follows ":"
+            known = self._keys[prefix] = {k for (k,) in rows}
+        return known
 
     def get(self, key: str) -> Any | None:
         with self._lock:
+            known = self._known(key)
+            if known is not None and key not in known:
+                return None
             row = self._con.execute("SELECT value FROM tfgrpo_memo WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
@@ -42,6 +61,10 @@ class Memo:
                 self._con.execute("ROLLBACK")
                 raise
             self._con.execute("COMMIT")
+            for key in items:
+                known = self._keys.get(key.partition(":")[0])
+                if known is not None:
+                    known.add(key)
 
     def held(self) -> HeldPuts:
         """A view of this memo whose puts wait for `HeldPuts.commit()`."""
