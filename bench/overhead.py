@@ -191,14 +191,15 @@ def run_gepa(api_base: str, items: list, metric_calls: int, workers: int, latenc
         if took > 10 * latency:
             slow.append(took)
 
-    litellm.success_callback, litellm.failure_callback = [timed], [timed]
+    callbacks = litellm.success_callback, litellm.failure_callback
+    litellm.success_callback, litellm.failure_callback = [*callbacks[0], timed], [*callbacks[1], timed]
     start = time.perf_counter()
     result = gepa.optimize(seed_candidate=seed, trainset=data, valset=data, adapter=adapter,
                            reflection_lm="openai/fake",
                            reflection_lm_kwargs={"api_base": api_base, "api_key": "sk-local", "timeout": 120},
                            max_metric_calls=metric_calls, display_progress_bar=False, seed=0, logger=_Quiet())
     wall = time.perf_counter() - start
-    litellm.success_callback, litellm.failure_callback = [], []
+    litellm.success_callback, litellm.failure_callback = callbacks
     return {"wall": wall, "rollouts": counted["n"], "candidates": len(result.candidates), "slow": slow}
 
 

@@ -203,21 +203,19 @@ class StoreBase:
         about 3 ms more a statement there (1 to 80 call-log rows: 4.7-5.4 ms against 1.7-2.8), and a stored key
         is rare (a batch retried after a commit it did not see acknowledged, a resumed step's rollouts); on a
         duplicate key the transaction is rolled back and done again with INSERT OR IGNORE."""
-        with self._lock:
-            fast = self.backend == "duckdb" and not self._in_tx  # a failure would abort an enclosing transaction
-            try:
-                with self._tx() as con:
-                    if before is not None:
-                        before(con)
-                    insert_rows(con, table, cols, rows, verb="INSERT" if fast else "INSERT OR IGNORE")
-                return
-            except duckdb.ConstraintException:
-                if not fast:
-                    raise
+        def write(verb: str) -> None:
             with self._tx() as con:
                 if before is not None:
                     before(con)
-                insert_rows(con, table, cols, rows, verb="INSERT OR IGNORE")
+                insert_rows(con, table, cols, rows, verb=verb)
+
+        with self._lock:
+            if self.backend != "duckdb" or self._in_tx:  # there a failure would abort an enclosing transaction
+                return write("INSERT OR IGNORE")
+            try:
+                write("INSERT")
+            except duckdb.ConstraintException:
+                write("INSERT OR IGNORE")
 
     def _next_id(self, table: str) -> int:
         row = self._one(f"SELECT coalesce(max(id), 0) + 1 FROM {table}")

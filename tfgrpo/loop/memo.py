@@ -26,9 +26,14 @@ class Memo:
         # the library's trainer for "gate:<library>")
         self._keys: dict[str, set[str]] = {}
 
-    def _known(self, key: str) -> set[str] | None:
+    @staticmethod
+    def _prefix(key: str) -> str | None:
         prefix, sep, _ = key.partition(":")
-        if not sep:
+        return prefix if sep else None
+
+    def _known(self, key: str) -> set[str] | None:
+        prefix = self._prefix(key)
+        if prefix is None:
             return None
         known = self._keys.get(prefix)
         if known is None:
@@ -62,7 +67,7 @@ class Memo:
                 raise
             self._con.execute("COMMIT")
             for key in items:
-                known = self._keys.get(key.partition(":")[0])
+                known = self._keys.get(self._prefix(key))
                 if known is not None:
                     known.add(key)
 
