@@ -1,4 +1,5 @@
-"""frozen_heap: the heap is frozen for a run's duration and given back after, so nothing leaks."""
+"""frozen_heap: the heap is frozen for a run's duration and given back after, so nothing leaks; the young
+generation's threshold is raised inside and restored after."""
 
 from __future__ import annotations
 
@@ -20,16 +21,20 @@ class Node:
 
 FREEZE_COUNTS = """
 import gc
-from tfgrpo_common.heap import frozen_heap
+from tfgrpo_common.heap import HOT_THRESHOLD, frozen_heap
 
+gc.set_threshold(700, 11, 12)
 assert gc.get_freeze_count() == 0
 with frozen_heap():
     frozen = gc.get_freeze_count()
     assert frozen > 0
+    assert gc.get_threshold() == (HOT_THRESHOLD, 11, 12), gc.get_threshold()
     with frozen_heap():  # nested: the outer freeze stands, nothing is frozen twice
         assert gc.get_freeze_count() == frozen
     assert gc.get_freeze_count() == frozen
+    assert gc.get_threshold() == (HOT_THRESHOLD, 11, 12)  # the inner block left the outer one's threshold
 assert gc.get_freeze_count() == 0
+assert gc.get_threshold() == (700, 11, 12)
 try:
     with frozen_heap():
         raise RuntimeError("a run that fails")
@@ -38,10 +43,15 @@ except RuntimeError:
 else:
     raise AssertionError("the error was swallowed")
 assert gc.get_freeze_count() == 0
+assert gc.get_threshold() == (700, 11, 12)
+gc.set_threshold(200_000, 10, 10)  # a process that set a higher threshold of its own keeps it
+with frozen_heap():
+    assert gc.get_threshold() == (200_000, 10, 10)
+assert gc.get_threshold() == (200_000, 10, 10)
 """
 
 
-def test_the_heap_is_frozen_inside_and_given_back_after_even_on_error():
+def test_the_heap_is_frozen_and_the_threshold_raised_inside_and_both_given_back_after_even_on_error():
     """In a fresh interpreter: inside pytest, threads left by earlier tests free frozen objects at any moment,
     which lowers the freeze count between two reads (seen once: 1130828 -> 1130826)."""
     proc = subprocess.run([sys.executable, "-c", FREEZE_COUNTS], cwd=ROOT, capture_output=True, text=True,
