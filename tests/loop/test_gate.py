@@ -5,6 +5,7 @@ A batch that adds the helpful lesson must clear the gate; a batch of useless adv
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,22 @@ def test_gate_accepts_a_batch_that_helps_and_credits_it(tmp_path, monkeypatch):
         assert totals["gate_accepted"] >= 1
     finally:
         store.close()
+
+
+def test_an_idle_gate_is_no_node_of_its_own_and_the_step_still_records_it_off(tmp_path, monkeypatch):
+    """Without a slice the step goes from consolidate straight to apply (no gate node, no checkpoint of its own);
+    with one, the gate node runs (the other tests here)."""
+    store, res = run(tmp_path, monkeypatch, HELPFUL, gate_items=0)
+    try:
+        assert res.status == "completed", res.error
+        assert store.get_run(res.run_id)["metrics"]["last_step"]["gate"] == "off"
+        assert store.gate_decisions("lib", res.run_id) == []
+        assert [e.text for e in store.experiences("lib") if e.kind == "lesson"] == [HELPFUL]
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "gate.duckdb.checkpoints.sqlite") as con:
+        nodes = {path.split(", ")[-1] for (path,) in con.execute("SELECT DISTINCT task_path FROM writes")}
+    assert {"sample", "rollouts", "consolidate", "apply"} <= nodes and "gate" not in nodes, nodes
 
 
 def test_gate_refuses_a_lead_that_could_be_luck_unless_alpha_is_off(tmp_path, monkeypatch):

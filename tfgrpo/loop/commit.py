@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 from experience_store import Op
+from tfgrpo.loop.gate import idle_gate
 from tfgrpo.loop.rollout import tally, usable
 
 
-def _apply(ctx, state: dict[str, Any], ops: list[Op]) -> tuple[int, int, int]:
+def _apply(ctx, gate: dict[str, Any], ops: list[Op]) -> tuple[int, int, int]:
     """(version, ops applied, ops rejected by the store); the gate's delta goes to the changed ids."""
     lib = ctx.cfg.library
     res = ctx.store.apply(lib, ops, dedup=True, prior=ctx.cfg.prior_settings())
-    gate = state.get("gate") or {}
     if gate.get("status") == "accepted":
         ids = [r.exp_id for r in res.applied if r.exp_id is not None and r.kind.value != "DELETE"]
         ctx.store.add_gate_evidence(lib, ids, float(gate["delta"]))
@@ -25,14 +25,15 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     step, lib = state["step"], ctx.cfg.library
     ctx.flush()
     ops = [Op.model_validate(o) for o in state.get("ops", [])]
+    gate = state.get("gate") or idle_gate(ctx, state) or {}  # an idle gate had no node: its record is made here
     version = ctx.store.step_version(lib, ctx.run_id, step)
     applied = rejected = 0
     if version is None and ops:
-        version, applied, rejected = _apply(ctx, state, ops)
+        version, applied, rejected = _apply(ctx, gate, ops)
     elif version is None:
         version = ctx.store.current_version(lib)
     _bump(ctx, state)  # every step, ops or not; once per step even when a resumed step runs this again
-    stat = _step_stat(state, ctx.all_rollouts(state), version, applied, rejected)
+    stat = _step_stat(state, gate, ctx.all_rollouts(state), version, applied, rejected)
     ctx.step_stats.append(stat)
     gate = stat["gate"]
     ctx.stage("apply", step, f"v{version}: {applied} ops applied, {rejected} rejected"
@@ -48,9 +49,8 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     ctx.on_step(stat)
 
 
-def _step_stat(state: dict[str, Any], rollouts: dict[str, list], version: int, applied: int,
+def _step_stat(state: dict[str, Any], gate: dict[str, Any], rollouts: dict[str, list], version: int, applied: int,
                rejected: int) -> dict[str, Any]:
-    gate = state.get("gate") or {}
     return {"step": state["step"], "epoch": state["epoch"], **tally(rollouts), "groups": len(state["selected"]),
             "proposals": len(state.get("proposals", [])), "examples": len(state.get("examples", [])),
             "ops_applied": applied, "ops_rejected": rejected,

@@ -122,11 +122,22 @@ async def version_scores(ctx: StepContext, version: int) -> list[float | None]:
     return cached
 
 
+def idle_gate(ctx: StepContext, state: dict) -> dict | None:
+    """The gate's record when it has nothing to score: no slice ("off") or no ops ("no ops"); None when it has.
+    The step then goes from consolidate straight to apply (no node, no checkpoint of its own)."""
+    if not ctx.gate_examples:
+        return {"status": "off"}
+    if not state.get("ops"):
+        return {"status": "no ops"}
+    return None
+
+
 async def gate_stage(ctx: StepContext, state: dict) -> dict:
     """Keep the step's ops only if they clear the gate; record the decision either way."""
     step, ops = state["step"], state.get("ops", [])
-    if not ops or not ctx.gate_examples:
-        return {"gate": {"status": "off" if not ctx.gate_examples else "no ops"}}
+    idle = idle_gate(ctx, state)
+    if idle is not None:  # a run checkpointed before consolidate skipped an idle gate
+        return {"gate": idle}
     key = f"{ctx.run_id}:{step}:gate"
     decision = ctx.memo.get(key)
     if decision is None:

@@ -13,7 +13,7 @@ from langgraph.graph import END, START, StateGraph
 
 from tfgrpo.loop.commit import apply_step
 from tfgrpo.loop.context import StepContext
-from tfgrpo.loop.gate import gate_stage
+from tfgrpo.loop.gate import gate_stage, idle_gate
 from tfgrpo.loop.learn_stages import extract_stage, summarize_stage
 from tfgrpo.loop.pipeline import rollouts_stage
 from tfgrpo.loop.stages import consolidate_stage, select_stage
@@ -76,7 +76,9 @@ def build_graph(ctx: StepContext):
         g.add_node(name, node(stage))
     g.add_node("apply", apply_and_advance)
     g.add_edge(START, "sample")
-    for a, b in (("sample", "rollouts"), ("rollouts", "consolidate"), ("consolidate", "gate"), ("gate", "apply"),
+    # an idle gate (no slice, or no ops to score) is no node of its own: consolidate goes straight to apply
+    g.add_conditional_edges("consolidate", lambda s: "apply" if idle_gate(ctx, s) else "gate", ["gate", "apply"])
+    for a, b in (("sample", "rollouts"), ("rollouts", "consolidate"), ("gate", "apply"),
                  # a run checkpointed before the per-group pipeline may stop at one of these; it resumes there
                  ("select", "summarize"), ("summarize", "extract"), ("extract", "consolidate")):
         g.add_edge(a, b)
