@@ -73,6 +73,49 @@ def validate_batch(ops: list[Op], status: dict[int, str], max_chars: int = MAX_T
     return problems
 
 
+class PendingVectors:
+    """The vectors the batch has written so far, by experience id (in first-write order), as rows of one
+    matrix: an op is compared with all of them in one product instead of one dot product each (a batch of
+    200 ADDs made 20,000 of them, 13 ms of Python)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, int] = {}
+        self.ids: list[int] = []
+        self._mat: np.ndarray | None = None
+
+    def __contains__(self, exp_id: int) -> bool:
+        return exp_id in self.rows
+
+    def __iter__(self):
+        return iter(self.ids)
+
+    def __bool__(self) -> bool:
+        return bool(self.ids)
+
+    def __setitem__(self, exp_id: int, vector: np.ndarray) -> None:
+        row = self.rows.get(exp_id)
+        if row is None:
+            row = self.rows[exp_id] = len(self.ids)
+            self.ids.append(exp_id)
+            if self._mat is None:
+                self._mat = np.zeros((16, len(vector)), dtype=np.float32)
+            elif row == len(self._mat):
+                self._mat = np.concatenate([self._mat, np.zeros_like(self._mat)])
+        self._mat[row] = vector
+
+    def best(self, vector: np.ndarray, skip: set[int]) -> tuple[int, float] | None:
+        """(id, cosine) of the most similar vector not in `skip` (the first of equals), or None."""
+        if not self.ids:
+            return None
+        sims = self._mat[: len(self.ids)] @ vector
+        for exp_id in skip:
+            row = self.rows.get(exp_id)
+            if row is not None:
+                sims[row] = -np.inf
+        i = int(np.argmax(sims))
+        return None if sims[i] == -np.inf else (self.ids[i], float(sims[i]))
+
+
 class BatchPlanner:
     """Decides each op's outcome against the live library plus the batch's own earlier ops."""
 
@@ -89,7 +132,7 @@ class BatchPlanner:
         self.dedup = dedup
         self.merge_duplicates = merge_duplicates
         self.gone: set[int] = set()
-        self.pending: dict[int, np.ndarray] = {}
+        self.pending = PendingVectors()
         self.new_ids: list[int] = []
         self.candidates: dict[int, list[tuple[int, float]]] = {}
 
@@ -127,12 +170,9 @@ class BatchPlanner:
         else:
             hits = self.index.search(vector, 1, exclude=hidden)
         best = hits[0] if hits else None
-        for exp_id, vec in self.pending.items():
-            if exp_id in self.gone or exp_id in skip:
-                continue
-            sim = float(np.dot(vec, vector))
-            if best is None or sim > best[1]:
-                best = (exp_id, sim)
+        mine = self.pending.best(vector, self.gone | set(skip))
+        if mine is not None and (best is None or mine[1] > best[1]):
+            best = mine
         return best
 
     def _add(self, step: Step) -> Step:
