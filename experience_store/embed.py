@@ -155,6 +155,39 @@ class SentenceTransformerEmbedder:
         return normalize_rows(vectors)
 
 
+class VectorCache:
+    """Vectors of texts embedded lately, by (model name, text), at most `size` of them (the oldest go first).
+
+    An op batch's texts are usually known before the batch is applied: a step's worked examples and the
+    learner's proposals exist while consolidation is still being asked for, and the gate embeds the batch it
+    scores before `apply` writes it. Embedded once (`ExperienceStore.embed_ahead`, or by the gate's `preview`),
+    they are not embedded again when the batch is applied. Thread-safe: a step embeds ahead in a worker thread.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._vectors: dict[tuple[str, str], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def embed(self, embedder: Embedder, texts: list[str]) -> np.ndarray:
+        """`embedder.embed(texts)`, embedding only the texts not cached for that model (in one call)."""
+        with self._lock:
+            known = {t: self._vectors.get((embedder.name, t)) for t in texts}
+        missing = list(dict.fromkeys(t for t, v in known.items() if v is None))
+        if missing:
+            fresh = np.asarray(embedder.embed(missing), dtype=np.float32)
+            if fresh.shape != (len(missing), embedder.dim):
+                return fresh  # a faulty embedder: the caller checks the shape and says so
+            with self._lock:
+                for text, vec in zip(missing, fresh):
+                    known[text] = self._vectors[(embedder.name, text)] = vec
+                while len(self._vectors) > self.size:
+                    del self._vectors[next(iter(self._vectors))]
+        if not texts:
+            return np.zeros((0, embedder.dim), dtype=np.float32)
+        return np.stack([known[t] for t in texts])
+
+
 _DEFAULT: SentenceTransformerEmbedder | None = None
 _DEFAULT_LOCK = threading.Lock()
 

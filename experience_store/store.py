@@ -12,7 +12,7 @@ from tfgrpo_common.errors import StoreError
 from . import write
 from .apply import BatchPlanner, Step, validate_batch
 from .base import utcnow
-from .embed import Embedder, HashEmbedder, default_embedder
+from .embed import Embedder, HashEmbedder, VectorCache, default_embedder
 from .gatelog import GateLogMixin
 from .models import MAX_TEXT_CHARS, ApplyResult, Experience, Op, OpKind, Rejection
 from .reads import OP_SELECT, check_library_name, op_record
@@ -48,6 +48,7 @@ class ExperienceStore(RetrievalMixin, GateLogMixin):
         self.dedup_threshold = dedup_threshold
         self.max_text_chars = max_text_chars
         self._embedders: dict[str, Embedder] = {}  # checked embedder per library
+        self._vectors = VectorCache()  # texts embedded ahead of their op batch (or by its preview)
 
     # -- libraries and embedders -----------------------------------------------------------------
     def ensure_library(self, name: str) -> None:
@@ -99,10 +100,23 @@ class ExperienceStore(RetrievalMixin, GateLogMixin):
         if not wanted:
             return {}, None
         embedder = self.embedder_for(library)
-        vectors = np.asarray(embedder.embed([t for _, t in wanted]), dtype=np.float32)
+        vectors = self._vectors.embed(embedder, [t for _, t in wanted])
         if vectors.shape != (len(wanted), embedder.dim):
             raise StoreError(f"embedder {embedder.name!r} returned shape {vectors.shape}; fix the embedder")
         return {n: vectors[i] for i, (n, _) in enumerate(wanted)}, (embedder.name, embedder.dim)
+
+    def embed_ahead(self, library: str, texts: list[str]) -> None:
+        """Embed texts an op batch on `library` is expected to write, so that `apply` (and `preview`) find their
+        vectors made: call it while waiting for something else (a step does, while consolidation is asked for).
+        Best effort: a library not made yet, or an embedder that fails, leaves the work to `apply`, which
+        reports the failure."""
+        texts = [t.strip() for t in texts if t and t.strip()]
+        if not texts:
+            return
+        try:
+            self._vectors.embed(self.embedder_for(library), texts)
+        except Exception:  # noqa: BLE001 - apply embeds what is missing and raises what is wrong
+            return
 
     def apply(self, library: str, ops: list[Op], *, dedup: bool = True, merge_duplicates: bool = False,
               prior: dict | None = None) -> ApplyResult:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,11 +50,26 @@ def advice_follower(lesson: str):
     return responder
 
 
-def run(tmp_path, monkeypatch, lesson: str, model: ModelConfig = ModelConfig(model="scripted"), **kw):
+class CountingEmbedder(HashEmbedder):
+    """Records the texts it is asked to embed, and whether `ExperienceStore.embed_ahead` asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[tuple[str, bool]] = []
+
+    def embed(self, texts):
+        frame, ahead = sys._getframe(1), False
+        while frame is not None and not ahead:
+            ahead, frame = frame.f_code.co_name == "embed_ahead", frame.f_back
+        self.texts += [(t, ahead) for t in texts]
+        return super().embed(texts)
+
+
+def run(tmp_path, monkeypatch, lesson: str, model: ModelConfig = ModelConfig(model="scripted"), embedder=None, **kw):
     monkeypatch.setattr(factory, "ScriptedBackend", lambda: ScriptedBackend(advice_follower(lesson)))
     tmp_path.mkdir(parents=True, exist_ok=True)
     db = tmp_path / "gate.duckdb"
-    store = ExperienceStore(db, embedder=HashEmbedder())
+    store = ExperienceStore(db, embedder=embedder or HashEmbedder())
     base = dict(task="arith", library="lib", epochs=1, batch_size=2, group_size=4, limit=4, gate_items=6,
                 rollout=SamplingConfig(max_tokens=64))
     cfg = TrainConfig(**{**base, **kw})
@@ -162,9 +178,13 @@ def test_gate_stops_scoring_a_batch_once_it_cannot_pass(tmp_path, monkeypatch):
 
 
 def test_worked_examples_are_winning_rollouts_retrieved_by_similarity(tmp_path, monkeypatch):
-    store, res = run(tmp_path, monkeypatch, HELPFUL, gate_items=0, learn_lessons=False)
+    embedder = CountingEmbedder()
+    store, res = run(tmp_path, monkeypatch, HELPFUL, gate_items=0, learn_lessons=False, embedder=embedder)
     try:
         assert res.status == "completed", res.error
+        # each step's worked examples were embedded while consolidation was asked for, and not again by apply
+        written = [h.after for h in store.history("lib") if h.outcome == "applied"]
+        assert written and all([ahead for t, ahead in embedder.texts if t == w] == [True] for w in written)
         examples = [e for e in store.experiences("lib") if e.kind == "example"]
         assert examples and all(e.text.startswith("Problem") and "Solution: Step by step" in e.text for e in examples)
         rows = {r.id: r for r in store.rollouts(res.run_id)}

@@ -67,3 +67,34 @@ def test_token_counting_is_cl100k_offline():
     assert token_counter_name() == "tiktoken:cl100k_base"
     assert count_tokens("Hello world") == 2
     assert count_tokens("") == 0
+
+
+class Counting:
+    """The real embedder, counting the texts it is asked to embed."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.name, self.dim, self.texts = inner, inner.name, inner.dim, []
+
+    def embed(self, texts):
+        self.texts += list(texts)
+        return self.inner.embed(texts)
+
+
+def test_texts_embedded_ahead_are_not_embedded_again_when_their_batch_is_applied(make_db, embedder):
+    counting = Counting(embedder)
+    lessons = ["Convert percentages to decimals before multiplying.", "Sketch the figure and label every side.",
+               "Check the units of the final answer against the question."]
+    with ExperienceStore(make_db("ahead"), embedder=counting) as store:
+        store.apply("lib", [add("Read the question twice before starting.")])
+        counting.texts.clear()
+        store.embed_ahead("lib", [f"  {t} " for t in lessons[:2]] + ["", "   "])  # as the step calls it
+        assert counting.texts == lessons[:2]
+        res = store.apply("lib", [add(t) for t in lessons] + [add(lessons[0].lower())])
+        assert counting.texts == [*lessons, lessons[0].lower()]  # only the texts not embedded ahead
+        assert res.new_ids == [2, 3, 4] and res.rejected[0].duplicate_of == 2  # the same decisions as ever
+        store.preview("lib", [Op(kind=OpKind.UPDATE, target_id=3, text=lessons[2] + " Twice.")])
+        store.apply("lib", [Op(kind=OpKind.UPDATE, target_id=3, text=lessons[2] + " Twice.")])
+        assert counting.texts[-1] == lessons[2] + " Twice." and counting.texts.count(lessons[2] + " Twice.") == 1
+        # a library whose embedder does not match is left to apply, which says so
+        store.embed_ahead("other", ["anything"])
+        assert store.libraries() == ["lib"] and counting.texts[-1] != "anything"

@@ -7,7 +7,10 @@ runs checkpointed before the pipeline."""
 
 from __future__ import annotations
 
+import asyncio
+
 from experience_store import RolloutRow
+from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.learner import consolidate
 from tfgrpo.loop.prune import prune_op
@@ -76,11 +79,15 @@ async def consolidate_stage(ctx: StepContext, state: dict) -> dict:
     examples = state.get("examples", [])
     ctx.stage("consolidate", step, f"{len(state['proposals'])} proposals vs {len(library)} lessons; "
                                     f"{len(examples)} worked examples")
-    res = await consolidate(
+    # while the learner consolidates, the texts the op batch will likely write (the worked examples, the
+    # proposals it may keep as they are) are embedded in a worker thread, off the step's critical path
+    ahead = [op["text"] for op in examples] + [p["text"] for p in state["proposals"]]
+    res, _ = await gather_or_cancel(consolidate(
         ctx.learner, library, state["proposals"], run_id=ctx.run_id, step=step, max_words=ctx.cfg.max_words,
         max_size=MAX_LIBRARY, retries=ctx.cfg.learner_retries, temperature=ctx.cfg.learner_temperature,
         max_tokens=ctx.cfg.learner_max_tokens, memo=ctx.memo, seed=ctx.seed(step, 70_000),
-        reject=ctx.reject(step), fallback=ctx.cfg.fallback_add)
+        reject=ctx.reject(step), fallback=ctx.cfg.fallback_add),
+        asyncio.to_thread(ctx.store.embed_ahead, ctx.cfg.library, ahead))
     ops = [o.model_dump(mode="json") for o in res["ops"]] + examples
     prune = prune_op(live, res["ops"], min_seen=ctx.cfg.prune_after, run_id=ctx.run_id, step=step)
     if prune is not None:
