@@ -73,3 +73,39 @@ def test_garbage_from_before_a_run_is_collected_once_it_ends():
         assert during_ref() is None  # what the run allocates is collected as usual
     gc.collect()
     assert ref() is None  # given back after the run, and freed
+
+
+BURST = """
+import gc
+from tfgrpo_common.heap import burst, frozen_heap
+
+with burst():  # outside a hot run: nothing changes
+    assert gc.isenabled()
+assert gc.get_freeze_count() == 0
+with frozen_heap():
+    before = gc.get_freeze_count()
+    with burst():
+        assert not gc.isenabled()
+        in_flight = [[i] for i in range(5000)]  # what the burst's calls hold
+        with burst():  # nested: the outer one decides
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled() and gc.get_count()[0] < 100
+    assert gc.get_freeze_count() >= before + 5000  # frozen with the heap: no later pass of the run walks them
+    gc.disable()
+    with burst():
+        pass
+    assert not gc.isenabled()  # a collector turned off before stays off
+    gc.enable()
+    try:
+        with burst():
+            raise RuntimeError("a burst that fails")
+    except RuntimeError:
+        assert gc.isenabled()
+assert gc.get_freeze_count() == 0  # given back when the run ends
+"""
+
+
+def test_no_collection_during_a_burst_and_what_it_holds_is_frozen_until_the_run_ends():
+    proc = subprocess.run([sys.executable, "-c", BURST], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

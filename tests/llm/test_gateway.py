@@ -80,6 +80,43 @@ def test_slow_response_times_out_then_retries(server):
     assert c.text == "fast" and log.records[0].attempts == 2
 
 
+def test_an_answer_that_stalls_after_its_headers_is_a_timeout_within_the_calls_limit():
+    """The transport's total timeout covers reading the body too: the gateway sets no timer of its own for it."""
+
+    async def main() -> tuple[float, float, MemoryCallLog]:
+        done = asyncio.Event()
+
+        async def stall(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"choi")
+            await writer.drain()
+            await done.wait()  # the rest of the body never comes while the client waits
+            writer.close()
+
+        srv = await asyncio.start_server(stall, "127.0.0.1", 0)
+        log = MemoryCallLog()
+        gw = Gateway(OpenAICompatBackend("m", f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/v1"),
+                     timeout_s=0.5, max_attempts=2, backoff_max_s=0.1, call_log=log)
+        assert gw._own_timeout
+        began, start = time.time(), time.perf_counter()
+        try:
+            with pytest.raises(LLMError, match="no answer within"):
+                await gw.chat(MSG)
+            took = time.perf_counter() - start
+        finally:
+            await gw.aclose()
+            done.set()
+            srv.close()
+            await srv.wait_closed()
+        return began, took, log
+
+    began, took, log = asyncio.run(main())
+    assert 1.0 <= took < 3.0  # two attempts of 0.5 s each and a short backoff, not the 30 s stall
+    [rec] = log.records
+    assert rec.attempts == 2 and "no answer within" in rec.error
+    assert began - 0.01 <= rec.ts <= began + 0.2  # the record is made after the call, stamped with its start
+
+
 def test_truncation_visible(server):
     server.script(("ok", "cut off", "length"))
     gw, _ = gateway(server)

@@ -66,6 +66,9 @@ class Backend(Protocol):
 class OpenAICompatBackend:
     """Any OpenAI-compatible server (the embedded llama.cpp server, vLLM, Ollama, a proxy)."""
 
+    #: `send` bounds the whole exchange by `timeout` (aiohttp's total timeout): the gateway adds no timer of its own
+    enforces_timeout = True
+
     def __init__(self, model: str, api_base: str, api_key: str | None = None, native_n: bool = False):
         self.model = model
         self.native_n = native_n

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any, Awaitable, Callable
 
 import httpx
@@ -93,6 +94,9 @@ class Gateway(PassthroughMixin):
         self.min_decode_tps = min_decode_tps
         self.retry_timeouts = retry_timeouts
         self.slots = slots
+        # a backend whose `send` enforces `timeout` over the whole exchange (connection, request, answer) needs no
+        # backstop of the gateway's own (a timer per call)
+        self._own_timeout = bool(getattr(backend, "enforces_timeout", False))
         own = Slots(concurrency)
         if slots is None:
             self._limit: Callable[[], asyncio.Semaphore | _Both] = own.sem
@@ -116,16 +120,16 @@ class Gateway(PassthroughMixin):
         stage: str = "chat", seed: int | None = None, meta: dict[str, Any] | None = None,
     ) -> list[Completion]:
         """Return exactly `n` completions (see `ChatModel`)."""
+        if n == 1:  # the usual call: one request, no task of its own (a gather per call costs the loop)
+            return (await self._one(messages, temperature, max_tokens, 1, stage, seed, meta))[:1]
+        return await self._many(messages, temperature, max_tokens, n, stage, seed, meta)
+
+    async def _many(self, messages, temperature, max_tokens, n, stage, seed, meta) -> list[Completion]:
+        """`n` != 1: one request asking for `n` where the backend honours it, separate requests for the rest."""
         if n < 1:
             raise LLMError("n must be >= 1")
-        if self.backend.native_n and n > 1:
-            out = await self._one(messages, temperature, max_tokens, n, stage, seed, meta)
-        else:
-            out = []
-        missing = n - len(out)
-        if missing == 1 and not out:  # the usual call: no task of its own (a gather per call costs the loop)
-            return (await self._one(messages, temperature, max_tokens, 1, stage, seed, meta))[:1]
-        if missing > 0:
+        out = await self._one(messages, temperature, max_tokens, n, stage, seed, meta) if self.backend.native_n else []
+        if len(out) < n:
             seeds = [None if seed is None else seed + i for i in range(len(out), n)]
             parts = await gather_or_cancel(*[
                 self._one(messages, temperature, max_tokens, 1, stage, s, meta) for s in seeds])
@@ -133,25 +137,34 @@ class Gateway(PassthroughMixin):
         return out[:n]
 
     async def _one(self, messages, temperature, max_tokens, n, stage, seed, meta) -> list[Completion]:
-        rec = CallRecord(model=self.name, stage=stage, request=messages, run_id=self.run_id,
-                         meta=dict(meta or {}))
+        """One request. Its call record is made once the answer (or the failure) is in, not before the request
+        leaves: in a burst of a thousand requests, work done before each one delays all the later ones."""
         if self.budget is not None:
             self.budget.reserve()  # raises BudgetExceeded: the run stops cleanly between calls
-        start = time.perf_counter()
+        ts, start = time.time(), time.perf_counter()
+        timeout = self.call_timeout(max_tokens)
+        send = partial(self.backend.send, messages, temperature=temperature, max_tokens=max_tokens, n=n, seed=seed,
+                       timeout=timeout, stage=stage)
         try:
             async with self._sem():
                 start = time.perf_counter()
-                raw, attempts = await self._send_with_retry(messages, temperature, max_tokens, n, seed, stage)
+                raw, attempts = await self._retry(send, timeout=timeout)
         except LLMError as exc:
+            rec = self._record(messages, stage, meta, ts)
             rec.error, rec.latency_s = str(exc), time.perf_counter() - start
             rec.attempts = getattr(exc, "attempts", 1)
             self._log(rec)
             if self.budget is not None:
                 self.budget.settle(0, 0.0)
             raise
+        rec = self._record(messages, stage, meta, ts)
         rec.latency_s = time.perf_counter() - start
         rec.attempts = attempts
         return self._finish(rec, raw)
+
+    def _record(self, messages, stage: str, meta: dict[str, Any] | None, ts: float) -> CallRecord:
+        return CallRecord(model=self.name, stage=stage, request=messages, run_id=self.run_id, meta=dict(meta or {}),
+                          ts=ts)
 
     def _finish(self, rec: CallRecord, raw: RawResponse) -> list[Completion]:
         cost = 0.0 if self.is_local else raw.cost_usd
@@ -176,20 +189,17 @@ class Gateway(PassthroughMixin):
             for c in raw.choices
         ]
 
-    async def _send_with_retry(self, messages, temperature, max_tokens, n, seed, stage) -> tuple[RawResponse, int]:
-        timeout = self.call_timeout(max_tokens)
-        return await self._retry(lambda: self.backend.send(
-            messages, temperature=temperature, max_tokens=max_tokens, n=n, seed=seed, timeout=timeout,
-            stage=stage), timeout=timeout)
-
     def _classify(self, exc: BaseException, timeout: float) -> LLMError:
         return classify(exc, self.name, timeout, retry_timeouts=self.retry_timeouts)
 
     async def _attempt(self, send: Callable[[], Awaitable[Any]], check_choices: bool, timeout: float) -> Any:
         """One attempt; every fault comes out as an `LLMError` (retryable or not)."""
         try:
-            async with asyncio.timeout(timeout + 5):  # a backstop above the transport's own timeout
+            if self._own_timeout:  # the transport's total timeout covers the whole exchange
                 raw = await send()
+            else:
+                async with asyncio.timeout(timeout + 5):  # a backstop above the transport's own timeout
+                    raw = await send()
         except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
             raise self._classify(exc, timeout) from exc
         except LLMError:
