@@ -117,6 +117,27 @@ def test_an_answer_that_stalls_after_its_headers_is_a_timeout_within_the_calls_l
     assert began - 0.01 <= rec.ts <= began + 0.2  # the record is made after the call, stamped with its start
 
 
+def test_shed_sets_the_idle_connections_aside_and_later_calls_open_new_ones(server):
+    gw, log = gateway(server)
+
+    async def main():
+        await gw.chat(MSG)
+        http = gw.backend._http
+        old = http._session()
+        closing = gw.shed()  # set aside at once: the next call opens a session (and a connection) of its own
+        [c] = await gw.chat(MSG)
+        new = http._session()
+        assert new is not old and not old.closed
+        await closing
+        assert old.closed and not new.closed
+        await gw.aclose()
+        assert new.closed
+        return c
+
+    assert asyncio.run(main()).text and len(log.records) == 2 and not any(r.error for r in log.records)
+    assert Gateway(ScriptedBackend(lambda *a: "x")).shed() is None  # nothing pooled, nothing to close
+
+
 def test_truncation_visible(server):
     server.script(("ok", "cut off", "length"))
     gw, _ = gateway(server)

@@ -222,3 +222,17 @@ def test_the_group_stage_revises_a_lesson_by_id_and_consolidation_applies_it(sto
     assert [e.text for e in store.experiences("lib")] == [better]
     [upd] = [h for h in store.history("lib") if h.kind.value == "UPDATE" and h.outcome == "applied"]
     assert upd.provenance.step == 1 and upd.provenance.rollout_ids
+
+
+def test_the_step_after_and_the_last_step_of_a_run():
+    from tfgrpo.loop.context import StepContext
+
+    cfg = TrainConfig(task="arith", batch_size=2, epochs=2)
+    ctx = StepContext(cfg, None, {f"q{i}": None for i in range(3)}, None, None, None, None, "run")
+    positions = [(0, 0)]
+    while positions[-1][1] < cfg.epochs:
+        cursor, epoch = positions[-1]
+        positions.append(ctx.next_position({"cursor": cursor, "epoch": epoch}))
+    assert positions == [(0, 0), (2, 0), (0, 1), (2, 1), (0, 2)]  # 3 questions, 2 a step: 2 steps an epoch
+    last = [ctx.last_step({"cursor": c, "epoch": e}) for c, e in positions[:-1]]
+    assert last == [False, False, False, True]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Awaitable, Protocol
 
 from tfgrpo.llm.openai_shapes import passthrough_params
 
@@ -111,6 +111,11 @@ class OpenAICompatBackend:
         payload = {**passthrough_params(body), "model": self.model, "messages": body["messages"], "stream": True,
                    "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         return await self._passthrough().open_stream(payload, timeout=timeout)
+
+    def shed(self) -> Awaitable[None] | None:
+        """Set the pooled connections aside (none of this backend's requests may be in flight; later requests
+        open new ones); the awaitable that closes them, or None when there are none."""
+        return None if self._http is None else self._http.shed()
 
     async def aclose(self) -> None:
         if self._http is not None:

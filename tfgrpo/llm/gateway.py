@@ -253,5 +253,12 @@ class Gateway(PassthroughMixin):
             except Exception:  # the log must never break a run
                 pass
 
+    def shed(self) -> Awaitable[None] | None:
+        """Set the transport's pooled connections aside, where it pools them (none of this gateway's calls may be
+        in flight; later calls open new ones), and return the awaitable that closes them (None: nothing to close).
+        A run's last step does, while it waits for consolidation."""
+        shed = getattr(self.backend, "shed", None)
+        return None if shed is None else shed()
+
     async def aclose(self) -> None:
         await self.backend.aclose()

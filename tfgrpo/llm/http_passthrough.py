@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from types import SimpleNamespace
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable
 
 import aiohttp
 
@@ -25,6 +25,11 @@ def _transport_error(exc: aiohttp.ClientError) -> Exception:
     if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ClientOSError)):  # refused, reset, unreachable
         return ConnectionError(f"cannot connect to the upstream: {exc}")
     return UpstreamRemoteProtocolError(f"{type(exc).__name__}: {exc}")
+
+
+async def _close(session: aiohttp.ClientSession | None) -> None:
+    if session is not None and not session.closed:
+        await session.close()
 
 
 class PassthroughHTTP:
@@ -98,6 +103,12 @@ class PassthroughHTTP:
                 yield chunk
         finally:
             resp.release()
+
+    def shed(self) -> Awaitable[None]:
+        """Set this loop's session aside now (none of its requests may be in flight: later requests open a new
+        one) and return the awaitable that closes it. A run's last step closes the rollouts' idle connections
+        this way while it waits for the learner, instead of all of them at its end."""
+        return _close(self._sessions.pop(id(asyncio.get_running_loop()), None))
 
     async def aclose(self) -> None:
         sessions, self._sessions = list(self._sessions.values()), {}

@@ -4,7 +4,7 @@ memo, the gate's slice; and the small helpers they share (stage messages, seeds,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from tasks.base import Example, Task
 from tfgrpo.config import TrainConfig
@@ -77,6 +77,24 @@ class StepContext:
     def stage(self, name: str, step: int, msg: str) -> None:
         self.flush()
         self.on_stage(name, step, msg)
+
+    def next_position(self, state: dict) -> tuple[int, int]:
+        """(cursor, epoch) of the step after `state`'s."""
+        cursor, epoch = state["cursor"] + self.cfg.batch_size, state["epoch"]
+        if cursor >= len(self.examples):
+            cursor, epoch = 0, epoch + 1
+        return cursor, epoch
+
+    def last_step(self, state: dict) -> bool:
+        """True in the run's last step."""
+        return self.next_position(state)[1] >= self.cfg.epochs
+
+    def shed_connections(self) -> list[Awaitable[None]]:
+        """Set the models' pooled connections aside now (no call in flight: between nodes) and return what
+        closes them: the run's last step closes its rollouts' idle connections while the learner answers."""
+        models = {id(self.policy): self.policy, id(self.learner): self.learner}.values()
+        closing = [getattr(m, "shed", lambda: None)() for m in models]
+        return [c for c in closing if c is not None]
 
     def reject(self, step: int) -> Callable[[str, str, str], None]:
         return lambda stage, reason, raw: self.store.record_rejection(self.run_id, step, stage, reason, raw)

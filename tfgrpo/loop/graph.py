@@ -55,9 +55,7 @@ def build_graph(ctx: StepContext):
                 "gate": {}}
 
     def advance(state: StepState) -> dict:
-        cursor, epoch = state["cursor"] + ctx.cfg.batch_size, state["epoch"]
-        if cursor >= len(ctx.examples):
-            cursor, epoch = 0, epoch + 1
+        cursor, epoch = ctx.next_position(state)
         return {"cursor": cursor, "epoch": epoch, "step": state["step"] + 1, "done": epoch >= ctx.cfg.epochs,
                 "rollouts": {}, "summaries": [], "proposals": [], "examples": [], "ops": [], "gate": {}}
 

@@ -82,12 +82,15 @@ async def consolidate_stage(ctx: StepContext, state: dict) -> dict:
     # while the learner consolidates, the texts the op batch will likely write (the worked examples, the
     # proposals it may keep as they are) are embedded in a worker thread, off the step's critical path
     ahead = [op["text"] for op in examples] + [p["text"] for p in state["proposals"]]
-    res, _ = await gather_or_cancel(consolidate(
+    # in the run's last step no more rollouts come: their idle connections are closed while the learner answers
+    # (set aside before its call, which opens a connection of its own), not all at the run's end
+    closing = ctx.shed_connections() if ctx.last_step(state) else []
+    res, *_ = await gather_or_cancel(consolidate(
         ctx.learner, library, state["proposals"], run_id=ctx.run_id, step=step, max_words=ctx.cfg.max_words,
         max_size=MAX_LIBRARY, retries=ctx.cfg.learner_retries, temperature=ctx.cfg.learner_temperature,
         max_tokens=ctx.cfg.learner_max_tokens, memo=ctx.memo, seed=ctx.seed(step, 70_000),
         reject=ctx.reject(step), fallback=ctx.cfg.fallback_add),
-        asyncio.to_thread(ctx.store.embed_ahead, ctx.cfg.library, ahead))
+        asyncio.to_thread(ctx.store.embed_ahead, ctx.cfg.library, ahead), *closing)
     ops = [o.model_dump(mode="json") for o in res["ops"]] + examples
     prune = prune_op(live, res["ops"], min_seen=ctx.cfg.prune_after, run_id=ctx.run_id, step=step)
     if prune is not None:
