@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -136,6 +137,39 @@ def test_shed_sets_the_idle_connections_aside_and_later_calls_open_new_ones(serv
 
     assert asyncio.run(main()).text and len(log.records) == 2 and not any(r.error for r in log.records)
     assert Gateway(ScriptedBackend(lambda *a: "x")).shed() is None  # nothing pooled, nothing to close
+
+
+def test_the_transport_sends_json_and_reads_what_orjson_alone_would_refuse():
+    """Bodies go out as JSON with their content type (an integer beyond 64 bits through the standard library),
+    and an answer with NaN in it is read as the standard library reads it."""
+    from tfgrpo.llm.http_passthrough import PassthroughHTTP
+
+    seen: dict[str, bytes] = {}
+
+    async def answer(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        seen["head"], seen["body"] = head.lower(), await reader.readexactly(length)
+        out = b'{"choices": [{"message": {"content": "\xc3\xa9 ok"}, "finish_reason": "stop"}], "score": NaN}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        srv = await asyncio.start_server(answer, "127.0.0.1", 0)
+        http = PassthroughHTTP(f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}/v1", "sk-test")
+        try:
+            return await http.send({"model": "m", "messages": [{"role": "user", "content": "héllo"}], "seed": 2**70},
+                                   timeout=10)
+        finally:
+            await http.aclose()
+            srv.close()
+            await srv.wait_closed()
+
+    data = asyncio.run(main())
+    assert b"content-type: application/json" in seen["head"] and b"authorization: bearer sk-test" in seen["head"]
+    assert json.loads(seen["body"]) == {"model": "m", "messages": [{"role": "user", "content": "héllo"}], "seed": 2**70}
+    assert data["choices"][0]["message"]["content"] == "é ok" and data["score"] != data["score"]  # NaN
 
 
 def test_truncation_visible(server):

@@ -1,8 +1,10 @@
 """The HTTP transport of the passthrough path (the proxy's requests to an OpenAI-compatible upstream).
 
 aiohttp, not the openai SDK or httpx: forwarding a body costs about 0.5 ms of CPU instead of about 2,
-which is most of the proxy's own overhead; the upstream's JSON is passed on as it was sent. One
-session per event loop (a session cannot be shared across loops)."""
+which is most of the proxy's own overhead; the upstream's JSON is passed on as it was sent. Bodies are
+encoded and answers decoded with orjson (6 and 4 µs less a call than the standard library for a rollout's
+request and answer); what orjson refuses (an integer beyond 64 bits, NaN in an answer) goes through the
+standard library as before. One session per event loop (a session cannot be shared across loops)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any, AsyncIterator, Awaitable
 
 import aiohttp
+import orjson
 
 from tfgrpo.llm.openai_shapes import UpstreamHTTPError, error_message, replay_as_chunks, sse_chunks
 
@@ -32,12 +35,26 @@ async def _close(session: aiohttp.ClientSession | None) -> None:
         await session.close()
 
 
+def _encode(payload: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(payload)
+    except TypeError:  # what orjson does not take (an integer beyond 64 bits...): as the standard library writes it
+        return json.dumps(payload).encode()
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # NaN and the like, which the standard library reads; its error otherwise
+        return json.loads(raw)
+
+
 class PassthroughHTTP:
     """POSTs chat-completion bodies to `{api_base}/chat/completions` with a bearer key."""
 
     def __init__(self, api_base: str, api_key: str) -> None:
         self.url = api_base.rstrip("/") + "/chat/completions"
-        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self._sessions: dict[int, aiohttp.ClientSession] = {}
 
     def _session(self) -> aiohttp.ClientSession:
@@ -53,7 +70,7 @@ class PassthroughHTTP:
 
     async def _post(self, payload: dict[str, Any], timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
         try:
-            resp = await self._session().post(self.url, json=payload, timeout=timeout)
+            resp = await self._session().post(self.url, data=_encode(payload), timeout=timeout)
         except asyncio.TimeoutError:
             raise
         except aiohttp.ClientError as exc:
@@ -69,7 +86,7 @@ class PassthroughHTTP:
         """The upstream's JSON answer to one request."""
         resp = await self._post(payload, aiohttp.ClientTimeout(total=timeout))
         try:
-            return json.loads(await resp.read())
+            return _decode(await resp.read())
         except asyncio.TimeoutError:
             raise
         except aiohttp.ClientError as exc:
@@ -83,7 +100,7 @@ class PassthroughHTTP:
                                                                sock_read=timeout))
         if "json" in resp.headers.get("content-type", ""):  # the upstream ignored `stream`
             try:
-                return replay_as_chunks(json.loads(await resp.read()))
+                return replay_as_chunks(_decode(await resp.read()))
             finally:
                 resp.release()
         return self._lines(resp)
