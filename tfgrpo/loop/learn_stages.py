@@ -64,18 +64,34 @@ async def extract_group(ctx: StepContext, step: int, qid: str, kind: str, rows: 
         seed=seed, reject=ctx.reject(step))
 
 
+def collect_group(ctx: StepContext, step: int, qid: str, kind: str, rows: list[dict],
+                  res: dict) -> dict[str, list]:
+    """One group's proposals and worked-example op, from its kind, usable rows and extraction (the pipeline
+    makes them as each group finishes, not all at the step's end, where they would wait on one another)."""
+    source = {"question_id": qid, "rollout_ids": [r["id"] for r in rows], "call_id": res["call_id"]}
+    proposals = [{"text": t, **source} for t in res["proposals"]]
+    proposals += [{"text": t, "revises": int(eid), **source} for eid, t in res.get("revisions", [])]
+    examples = []
+    if ctx.cfg.learn_examples and kind == "mixed" and ctx.cfg.ground_truth:
+        op = example_op(rows, res.get("pattern", ""), run_id=ctx.run_id, step=step, qid=qid)
+        examples = [op.model_dump(mode="json")] if op is not None else []
+    return {"proposals": proposals, "examples": examples}
+
+
+def gather_groups(parts: list[tuple[str, dict[str, list]]]) -> dict[str, list]:
+    """The step's proposals and worked examples from (question id, `collect_group`'s part) per group, in
+    question-id order whatever order the groups finished in."""
+    out: dict[str, list] = {"proposals": [], "examples": []}
+    for _, part in sorted(parts, key=lambda g: g[0]):
+        out["proposals"] += part["proposals"]
+        out["examples"] += part["examples"]
+    return out
+
+
 def collect(ctx: StepContext, step: int, learned: list[tuple[str, str, list[dict], dict]]) -> dict[str, list]:
     """The step's proposals and worked-example ops from (question id, kind, usable rows, extraction) per
     group, in question-id order whatever order the groups finished in."""
-    proposals, examples = [], []
-    for qid, kind, rows, res in sorted(learned, key=lambda g: g[0]):
-        source = {"question_id": qid, "rollout_ids": [r["id"] for r in rows], "call_id": res["call_id"]}
-        proposals += [{"text": t, **source} for t in res["proposals"]]
-        proposals += [{"text": t, "revises": int(eid), **source} for eid, t in res.get("revisions", [])]
-        if ctx.cfg.learn_examples and kind == "mixed" and ctx.cfg.ground_truth:
-            op = example_op(rows, res.get("pattern", ""), run_id=ctx.run_id, step=step, qid=qid)
-            examples += [op.model_dump(mode="json")] if op is not None else []
-    return {"proposals": proposals, "examples": examples}
+    return gather_groups([(qid, collect_group(ctx, step, qid, kind, rows, res)) for qid, kind, rows, res in learned])
 
 
 async def summarize_stage(ctx: StepContext, state: dict) -> dict:

@@ -10,24 +10,26 @@ repeating a finished call."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.loop.context import StepContext
-from tfgrpo.loop.learn_stages import collect, extract_group, lessons, needs_summaries, summarize_rows
+from tfgrpo.loop.learn_stages import (collect_group, extract_group, gather_groups, lessons, needs_summaries,
+                                     summarize_rows)
 from tfgrpo.loop.rollout import usable
 from tfgrpo.loop.stages import chosen_groups, report_selection, sample_scored, start_rollouts
 
 
 class Group(NamedTuple):
     """What one group came to: its rollouts, why it is learned from (None: it is not), the usable rollouts
-    the learner read, their summaries (only when they did not fit) and the learner's extraction."""
+    the learner read, their summaries (only when they did not fit) and what the learner's extraction gave
+    (its proposals and worked example, `collect_group`)."""
     qid: str
     rows: list[dict]
     kind: str | None = None
     usable: list[dict] = []
     summaries: dict[str, str] = {}
-    extraction: dict[str, Any] | None = None
+    learned: dict[str, list] | None = None
 
 
 async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
@@ -57,7 +59,7 @@ async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
         # transaction shared with the groups that finished meanwhile) is off the step's critical path
         _, (summaries, res) = await gather_or_cancel(writer.write(new), learn())
         memo.commit()
-        return Group(qid, rows, kind, good, summaries, res)
+        return Group(qid, rows, kind, good, summaries, collect_group(ctx, step, qid, kind, good, res))
 
     done: list[Group] = await gather_or_cancel(*[group(i, q) for i, q in enumerate(state["batch"])], stagger=True)
     learned_from = [g for g in done if g.kind is not None]
@@ -65,7 +67,7 @@ async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
     report_selection(ctx, step, {g.qid: g.rows for g in done}, chosen)
     summaries = {rid: text for g in learned_from for rid, text in g.summaries.items()}
     ctx.keep_summaries(step, summaries)
-    learned = collect(ctx, step, [(g.qid, g.kind, g.usable, g.extraction) for g in learned_from])
+    learned = gather_groups([(g.qid, g.learned) for g in learned_from])
     shown = sum(1 for g in learned_from if not g.summaries)
     ctx.stage("extract", step, f"{len(chosen)} groups learned from ({shown} shown to the learner as they are, "
                                f"{len(summaries)} rollouts summarized): {len(learned['proposals'])} proposals, "
