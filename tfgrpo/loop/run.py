@@ -154,14 +154,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | N
         # a new run has made no call yet: its budget starts at zero (counting its calls scans the call log)
         budget = run_budget(store, run_id, cfg) if resume else Budget(cfg.budget)
         return _train(cfg, model_cfg, learner_cfg, store=store, db=db, run_id=run_id, budget=budget,
-                      on_stage=on_stage, progress=progress, pool=pool, on_step=on_step)
+                      on_stage=on_stage, progress=progress, pool=pool, on_step=on_step, resumed=resume)
 
 
 def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *, store, db: Path | str, run_id: str,
            budget: Budget, on_stage: Callable[[str, int, str], None], progress: Callable[[str], None],
-           pool: ModelPool | None, on_step: Callable[[dict], None]) -> TrainResult:
+           pool: ModelPool | None, on_step: Callable[[dict], None], resumed: bool = False) -> TrainResult:
     task, examples, gate = load_examples(cfg)
-    store.update_run(run_id, status="running")
+    if resumed:  # a new run is created running; a resumed one was left failed, interrupted or stopped
+        store.update_run(run_id, status="running")
     ckpt, memo_path = side_paths(db)
     memo = Memo(memo_path)
     start = time.perf_counter()
