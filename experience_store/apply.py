@@ -164,13 +164,14 @@ class BatchPlanner:
     def nearest(self, vector: np.ndarray, seq: int | None = None, skip: frozenset[int] | set[int] = frozenset()
                 ) -> tuple[int, float] | None:
         """Most similar live experience as the batch has left the library so far (other than `skip`)."""
-        hidden = self.gone | set(self.pending) | set(skip)
+        gone = self.gone | set(skip)
+        hidden = gone | set(self.pending)
         if seq in self.candidates:
             hits = [h for h in self.candidates[seq] if h[0] not in hidden][:1]
         else:
             hits = self.index.search(vector, 1, exclude=hidden)
         best = hits[0] if hits else None
-        mine = self.pending.best(vector, self.gone | set(skip))
+        mine = self.pending.best(vector, gone)
         if mine is not None and (best is None or mine[1] > best[1]):
             best = mine
         return best

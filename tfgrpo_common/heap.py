@@ -1,7 +1,7 @@
 """Keeping the garbage collector off the hot path.
 
 A training step or an evaluation allocates tens of thousands of objects (requests, records, rollouts) on top
-of a heap of long-lived ones (modules, LangGraph, pydantic models, the tokenizer). Two things make the
+of a heap of long-lived ones (modules, LangGraph, pydantic models, the tokenizer). Three things make the
 collector cheap there:
 
 - CPython's full (oldest generation) collection walks the whole heap each time; measured in

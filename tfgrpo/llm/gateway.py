@@ -150,12 +150,7 @@ class Gateway(PassthroughMixin):
                 start = time.perf_counter()
                 raw, attempts = await self._retry(send, timeout=timeout)
         except LLMError as exc:
-            rec = self._record(messages, stage, meta, ts)
-            rec.error, rec.latency_s = str(exc), time.perf_counter() - start
-            rec.attempts = getattr(exc, "attempts", 1)
-            self._log(rec)
-            if self.budget is not None:
-                self.budget.settle(0, 0.0)
+            self._failed(self._record(messages, stage, meta, ts), exc, start)
             raise
         rec = self._record(messages, stage, meta, ts)
         rec.latency_s = time.perf_counter() - start

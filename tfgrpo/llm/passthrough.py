@@ -74,8 +74,7 @@ class PassthroughMixin:
         return raw
 
     def _new_record(self, body: Body, stage: str, meta: dict[str, Any] | None) -> CallRecord:
-        rec = CallRecord(model=self.name, stage=stage, request=body["messages"], run_id=self.run_id,
-                         meta=dict(meta or {}))
+        rec = self._record(body["messages"], stage, meta, time.time())
         if self.budget is not None:
             self.budget.reserve()
         return rec

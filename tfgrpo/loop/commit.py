@@ -35,16 +35,16 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     _bump(ctx, state)  # every step, ops or not; once per step even when a resumed step runs this again
     stat = _step_stat(state, gate, ctx.all_rollouts(state), version, applied, rejected)
     ctx.step_stats.append(stat)
-    gate = stat["gate"]
+    verdict = stat["gate"]
     ctx.stage("apply", step, f"v{version}: {applied} ops applied, {rejected} rejected"
-                             + (f"; gate {gate}" if gate not in (None, "off", "no ops") else ""))
+                             + (f"; gate {verdict}" if verdict not in (None, "off", "no ops") else ""))
     metrics = ctx.store.run_metrics(ctx.run_id)
     metrics["last_step"] = stat
     totals = metrics.setdefault("totals", {})
     for k in ("rollouts_failed", "rollouts_truncated", "ops_applied", "proposals", "examples"):
         totals[k] = totals.get(k, 0) + stat[k]
-    if gate in ("accepted", "rejected"):
-        totals[f"gate_{gate}"] = totals.get(f"gate_{gate}", 0) + 1
+    if verdict in ("accepted", "rejected"):
+        totals[f"gate_{verdict}"] = totals.get(f"gate_{verdict}", 0) + 1
     ctx.store.update_run(ctx.run_id, steps=step + 1, metrics=metrics)
     ctx.on_step(stat)
 
