@@ -164,6 +164,45 @@ def test_the_store_memory_bound_reaches_duckdb_and_a_bad_one_is_refused(db, monk
         assert [e.text for e in s.experiences("lib")] == [LESSONS[0]]
 
 
+def test_units_attach_the_file_to_one_instance_that_outlives_them(db):
+    """The file is attached to the process's in-memory DuckDB instance per unit and detached after it (its
+    write-ahead log checkpointed into the file): the instance is made once, its spill files go beside the
+    store, and another process reads what was written once the file is detached."""
+    with ExperienceStore(db, embedder=HashEmbedder()) as s:
+        session = s._lock
+        s.apply("lib", [add(LESSONS[0])])
+        first = session._anchor
+        assert first is not None
+        assert s._one("SELECT current_setting('temp_directory')")[0] == f"{db}.tmp"
+        with session:
+            session._close()  # what the linger's end does
+        assert session.con is None and not db.with_name(db.name + ".wal").exists()
+        out = subprocess.run([sys.executable, "-c", f"import duckdb; c = duckdb.connect({str(db)!r}, read_only=True); "
+                              "print(c.execute('SELECT count(*) FROM experiences').fetchone()[0])"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "1"
+        s.apply("lib", [add(LESSONS[1])])
+        assert session._anchor is first  # attached again to the same instance, not a new one
+        assert [e.text for e in s.experiences("lib")] == LESSONS[:2]
+    assert session._anchor is None  # the last store closed: the instance is gone with the file
+
+
+def test_a_plain_duckdb_connection_of_this_process_on_the_file_gets_a_clear_message(db):
+    import duckdb
+
+    with ExperienceStore(db, embedder=HashEmbedder()) as s:
+        s.apply("lib", [add(LESSONS[0])])
+    con = duckdb.connect(str(db))
+    try:
+        with pytest.raises(StoreError, match="already has .* open through a DuckDB connection of its own"):
+            ExperienceStore(db).experiences("lib")
+    finally:
+        con.close()
+    with ExperienceStore(db, read_only=True) as s:  # closed: the store opens it again, nothing lost
+        assert [e.text for e in s.experiences("lib")] == [LESSONS[0]]
+
+
 def test_one_process_may_hold_a_reader_and_a_writer_on_one_file(store_db):
     db = store_db
     with ExperienceStore(db, embedder=HashEmbedder()) as w, ExperienceStore(db, read_only=True) as r:
