@@ -90,7 +90,8 @@ class Prior:
 
     def __init__(self, store, library: str, version: int | None = None, *, mode: Literal["all", "topk"] = "all",
                  k: int = 8, token_cap: int | None = 1024, placement: Literal["system", "user"] = "system",
-                 examples: int = 2, record_injections: bool = False) -> None:
+                 examples: int = 2, record_injections: bool = False, experiences: list | None = None) -> None:
+        """`experiences`: the library's live experiences at `version`, when the caller has read them already."""
         if mode not in ("all", "topk"):
             raise ValueError("mode must be 'all' or 'topk'")
         if placement not in ("system", "user"):
@@ -102,6 +103,8 @@ class Prior:
         self.version = store.current_version(library) if version is None else version
         self._lessons: list[tuple[int, str]] | None = None
         self._has_examples: bool | None = None
+        if experiences is not None:
+            self._load(experiences)
         self.last_ids: list[int] = []
         self._counts: dict[str, int] = {}
 
@@ -148,10 +151,12 @@ class Prior:
 
     def _all_lessons(self) -> list[tuple[int, str]]:
         if self._lessons is None:
-            exps = self.store.experiences(self.library, self.version)
-            self._has_examples = any(e.kind == "example" for e in exps)
-            self._lessons = [(e.id, e.text) for e in sorted((e for e in exps if e.kind == "lesson"), key=evidence_key)]
-        return self._lessons
+            self._load(self.store.experiences(self.library, self.version))
+        return self._lessons  # type: ignore[return-value]
+
+    def _load(self, exps: list) -> None:
+        self._has_examples = any(e.kind == "example" for e in exps)
+        self._lessons = [(e.id, e.text) for e in sorted((e for e in exps if e.kind == "lesson"), key=evidence_key)]
 
     def _nearest(self, query: str, k: int, kind: str) -> list[tuple[int, str]]:
         if k <= 0 or not query:

@@ -144,3 +144,37 @@ def test_a_group_is_learned_from_while_its_rollouts_are_written_and_memoized_onl
     assert sorted(extract_started) == sorted(stored) == sorted(memoized) == sorted(ex.id for ex in ITEMS)
     for qid in stored:
         assert extract_started[qid] < stored[qid] <= memoized[qid], events
+
+
+def test_a_step_reads_its_library_once_for_the_prior_the_stage_message_and_the_learner(store, tmp_db):
+    """Over real HTTP, two steps of one question: the second step's rollouts start from one read of the library
+    (the prior, the stage message and the lessons the learner may revise all use it), and both the rollouts'
+    prompts and the learner's prompt carry the lessons the first step wrote."""
+    reads: list[str] = []
+    stage = {"now": ""}
+    experiences = store.experiences
+
+    def counted(*a, **k):
+        reads.append(stage["now"])
+        return experiences(*a, **k)
+
+    store.experiences = counted
+
+    def on_stage(name, step, msg):
+        stage["now"] = f"{step}:{name}"
+
+    with FaultServer(plausible=True, answers={ex.question: ex.answer for ex in ITEMS}) as srv:
+        cfg = TrainConfig(task="arith", library="lib", epochs=1, batch_size=1, group_size=2, limit=2, **PAPER_LOOP,
+                          rollout=SamplingConfig(max_tokens=64))
+        res = train(cfg, ModelConfig(model="openai/fake", api_base=srv.api_base, timeout_s=30), None,
+                    store=store, db=tmp_db, on_stage=on_stage)
+        bodies = list(zip(srv.stages, srv.requests))
+    assert res.status == "completed", res.error
+    lessons = [e for e in experiences("lib", 1) if e.kind == "lesson"]
+    assert lessons, "the first step wrote lessons"
+    # between the second step's sample message and its first group: the one read (the rollouts message follows it)
+    assert reads.count("1:sample") == 1 and reads.count("1:rollouts") == 0, reads
+    second = [b for s, b in bodies if s in ("rollout", "extract")][-3:]  # the second step's two rollouts and extract
+    for body in second:
+        prompt = " ".join(str(m.get("content", "")) for m in body["messages"])
+        assert all(e.text in prompt for e in lessons), prompt

@@ -34,8 +34,9 @@ class Group(NamedTuple):
 
 async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
     step = state["step"]
-    prior, existing, writer = start_rollouts(ctx, state, "; each group is learned from once it is scored")
-    library = lessons(ctx)  # the lessons as the step started: the op batch is applied after consolidate
+    prior, existing, writer, exps = start_rollouts(ctx, state, "; each group is learned from once it is scored")
+    # the lessons as the step started (the op batch is applied after consolidate)
+    library = lessons(ctx, (state["version"], exps))
 
     async def group(i: int, qid: str) -> Group:
         rows, new = await sample_scored(ctx, state, i, qid, prior, existing)

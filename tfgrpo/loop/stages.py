@@ -38,16 +38,20 @@ async def sample_scored(ctx: StepContext, state: dict, i: int, qid: str, prior: 
     return rows, [RolloutRow.model_validate(r) for r in new]
 
 
-def start_rollouts(ctx: StepContext, state: dict, note: str = "") -> tuple[Prior, dict, RolloutWriter]:
+def start_rollouts(ctx: StepContext, state: dict, note: str = "") -> tuple[Prior, dict, RolloutWriter, list]:
     """What sampling a step's groups needs: the prior of the step's library version, the rollouts a resumed
     step already stored (failed calls excepted: the model was down, a call timed out; those are sampled again
-    and replace the stored row), and the writer that stores finished groups."""
+    and replace the stored row), the writer that stores finished groups, and the version's experiences (read
+    once here for all of these)."""
     step, lib = state["step"], ctx.cfg.library
-    prior = Prior(ctx.store, lib, state["version"], **ctx.cfg.prior_settings())
+    exps = ctx.store.experiences(lib, state["version"])
+    prior = Prior(ctx.store, lib, state["version"], **ctx.cfg.prior_settings(), experiences=exps)
     existing = {r.id: r.model_dump() for r in ctx.store.rollouts(ctx.run_id, step) if not r.error}
+    examples = sum(1 for e in exps if e.kind == "example")
     ctx.stage("rollouts", step, f"{len(state['batch'])} x {ctx.cfg.group_size} rollouts "
-                                 f"(library v{state['version']}: {_kinds(ctx.store, lib, state['version'])}){note}")
-    return prior, existing, RolloutWriter(ctx.store, ctx.flush)  # groups finishing together share a transaction
+                                 f"(library v{state['version']}: {len(exps) - examples} lessons, {examples} worked "
+                                 f"examples){note}")
+    return prior, existing, RolloutWriter(ctx.store, ctx.flush), exps  # groups finishing together share a transaction
 
 
 def chosen_groups(ctx: StepContext, groups: dict[str, list[dict]]) -> dict[str, str]:
@@ -110,9 +114,3 @@ async def _close_after(learner: asyncio.Future, closing: list) -> None:
     await asyncio.wait([learner], timeout=CLOSE_AFTER_S)
     for aw in closing:
         await aw
-
-
-def _kinds(store, library: str, version: int) -> str:
-    exps = store.experiences(library, version)
-    examples = sum(1 for e in exps if e.kind == "example")
-    return f"{len(exps) - examples} lessons, {examples} worked examples"
