@@ -73,6 +73,30 @@ def _responder_factory(consolidate_reply):
 
     return responder
 
+def test_run_totals_add_up_over_the_steps_of_a_run_and_its_resume(store, tmp_db):
+    """The run row's totals are kept in memory between steps (read from the store by a resumed process): after a
+    run stopped by its budget and resumed in a second call, they are the sums of every committed step's figures."""
+    stats: list[dict] = []
+
+    class Collect:  # a tracker: told each committed step's figures
+        def start(self, *a) -> None:
+            pass
+
+        def step(self, stat, *a) -> None:
+            stats.append(stat)
+
+    res = train(cfg(budget=BudgetConfig(max_calls=14)), SCRIPTED, None, store=store, db=tmp_db, tracker=Collect())
+    assert res.status == "stopped_budget" and [s["step"] for s in stats] == [0]
+    first = store.get_run(res.run_id)["metrics"]
+    res2 = train(cfg(budget=BudgetConfig(max_calls=1000)), SCRIPTED, None, store=store, db=tmp_db, resume=True,
+                 tracker=Collect())
+    assert res2.status == "completed" and [s["step"] for s in stats] == [0, 1]
+    metrics = store.get_run(res.run_id)["metrics"]
+    for k in ("rollouts_failed", "rollouts_truncated", "ops_applied", "proposals", "examples"):
+        assert metrics["totals"][k] == sum(s[k] for s in stats), k
+    assert metrics["totals"]["proposals"] > first["totals"]["proposals"] > 0
+    assert metrics["last_step"]["step"] == 1 and metrics["wall_s"] > first["wall_s"] > 0
+
 
 @pytest.mark.parametrize("reply", ["not json at all", ('{"ops": [{"op": "ADD", "text": "cut', "length"),
                                    '{"ops": [{"op": "DELETE", "id": 999}]}', '{"wrong": 1}'])

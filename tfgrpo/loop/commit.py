@@ -38,14 +38,15 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     verdict = stat["gate"]
     ctx.stage("apply", step, f"v{version}: {applied} ops applied, {rejected} rejected"
                              + (f"; gate {verdict}" if verdict not in (None, "off", "no ops") else ""))
-    metrics = ctx.store.run_metrics(ctx.run_id)
+    metrics = dict(ctx.metrics) if ctx.metrics is not None else ctx.store.run_metrics(ctx.run_id)
     metrics["last_step"] = stat
-    totals = metrics.setdefault("totals", {})
+    totals = metrics["totals"] = dict(metrics.get("totals") or {})  # a copy: ctx.metrics changes once it is stored
     for k in ("rollouts_failed", "rollouts_truncated", "ops_applied", "proposals", "examples"):
         totals[k] = totals.get(k, 0) + stat[k]
     if verdict in ("accepted", "rejected"):
         totals[f"gate_{verdict}"] = totals.get(f"gate_{verdict}", 0) + 1
     ctx.store.update_run(ctx.run_id, steps=step + 1, metrics=metrics)
+    ctx.metrics = metrics
     ctx.on_step(stat)
 
 

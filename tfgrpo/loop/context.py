@@ -30,6 +30,9 @@ class StepContext:
     call_log: Any = None
     gate_examples: list[Example] = field(default_factory=list)
     on_step: Callable[[dict[str, Any]], None] = lambda stat: None  # after a step is committed (tracking)
+    # the run row's metrics as this process last wrote them (None: not yet, read them from the store); the
+    # trainer holds the library's lease, so no other process writes them meanwhile
+    metrics: dict[str, Any] | None = None
     # this step's rollouts and summaries, kept here so the checkpointed state holds ids only
     _rows: tuple[int, dict[str, dict[str, Any]]] = field(default_factory=lambda: (-1, {}))
     _summaries: tuple[int, dict[str, str]] = field(default_factory=lambda: (-1, {}))

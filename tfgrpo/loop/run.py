@@ -105,35 +105,47 @@ def run_budget(store, run_id: str, cfg: TrainConfig) -> Budget:
 async def _drive(ctx: StepContext, ckpt: Path) -> None:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    async with AsyncSqliteSaver.from_conn_string(str(ckpt)) as saver:
-        # WAL (LangGraph's setup) with synchronous=NORMAL: a checkpoint survives the process being killed, and
-        # the commits skip the fsync that FULL pays (about 40 ms a node here); a power loss may lose the last
-        # checkpoints, which repeats nodes whose effects are idempotent (ops applied once, rows keyed by id)
-        await saver.setup()
-        await saver.conn.execute("PRAGMA synchronous=NORMAL")
-        graph = build_graph(ctx).compile(checkpointer=saver)
-        config = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": 1_000_000}
-        # "sync": each node's checkpoint is on disk before the next node starts, so a killed run resumes from
-        # the node after the last one whose effects it saw ("async", LangGraph's default, may lose it)
-        try:
-            snap = await graph.aget_state(config)
-            # `tasks`, not `next`: a node whose writes were saved just before the kill, with the checkpoint after it
-            # not written yet, is left out of `next` (it has run) but is still one of `tasks`; resuming applies
-            # its writes and goes on from the edge after it
-            if snap.tasks:
-                final = await graph.ainvoke(None, config, durability="sync")
-            elif not snap.values:
-                final = await graph.ainvoke({"epoch": 0, "cursor": 0, "step": 0, "done": False}, config,
-                                            durability="sync")
-            else:
-                final = snap.values
-            if not final.get("done"):
-                raise RuntimeError(f"the step graph of run {ctx.run_id} stopped before its last epoch with nothing "
-                                   f"left to run (checkpoints in {ckpt}); report this as a bug")
-        finally:  # close HTTP clients inside their event loop
-            for model in {id(ctx.policy): ctx.policy, id(ctx.learner): ctx.learner}.values():
-                if hasattr(model, "aclose"):
-                    await model.aclose()
+    memo_closed: asyncio.Future | None = None
+    try:
+        async with AsyncSqliteSaver.from_conn_string(str(ckpt)) as saver:
+            memo_closed = await _run_graph(ctx, ckpt, saver)
+    finally:
+        if memo_closed is not None:
+            await memo_closed
+
+
+async def _run_graph(ctx: StepContext, ckpt: Path, saver) -> asyncio.Future:
+    """Run the step graph to its end; returns the memo's closing, started while the checkpointer closes (each
+    SQLite file writes its log into itself on close: 5-10 ms, the two at once)."""
+    # WAL (LangGraph's setup) with synchronous=NORMAL: a checkpoint survives the process being killed, and
+    # the commits skip the fsync that FULL pays (about 40 ms a node here); a power loss may lose the last
+    # checkpoints, which repeats nodes whose effects are idempotent (ops applied once, rows keyed by id)
+    await saver.setup()
+    await saver.conn.execute("PRAGMA synchronous=NORMAL")
+    graph = build_graph(ctx).compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": ctx.run_id}, "recursion_limit": 1_000_000}
+    # "sync": each node's checkpoint is on disk before the next node starts, so a killed run resumes from
+    # the node after the last one whose effects it saw ("async", LangGraph's default, may lose it)
+    try:
+        snap = await graph.aget_state(config)
+        # `tasks`, not `next`: a node whose writes were saved just before the kill, with the checkpoint after it
+        # not written yet, is left out of `next` (it has run) but is still one of `tasks`; resuming applies
+        # its writes and goes on from the edge after it
+        if snap.tasks:
+            final = await graph.ainvoke(None, config, durability="sync")
+        elif not snap.values:
+            final = await graph.ainvoke({"epoch": 0, "cursor": 0, "step": 0, "done": False}, config,
+                                        durability="sync")
+        else:
+            final = snap.values
+        if not final.get("done"):
+            raise RuntimeError(f"the step graph of run {ctx.run_id} stopped before its last epoch with nothing "
+                               f"left to run (checkpoints in {ckpt}); report this as a bug")
+    finally:  # close HTTP clients inside their event loop
+        for model in {id(ctx.policy): ctx.policy, id(ctx.learner): ctx.learner}.values():
+            if hasattr(model, "aclose"):
+                await model.aclose()
+    return asyncio.ensure_future(asyncio.to_thread(ctx.memo.close))  # `_train` closes it again: a no-op
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | None, *, store, db: Path | str,
@@ -170,6 +182,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *
     call_log = BackgroundCallLog(store)  # batched by a writer thread; flushed before rollouts are stored
     own_pool = pool is None
     pool = pool or ModelPool(progress=progress)
+    ctx: StepContext | None = None
     try:
         breaker = Breaker()
         policy_gw = pool.gateway(model_cfg, call_log=call_log, budget=budget, run_id=run_id)
@@ -196,7 +209,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *
         if own_pool:
             pool.close()
     wall = time.perf_counter() - start
-    metrics = store.run_metrics(run_id)
+    # the metrics the last step wrote (read from the store when no step was committed in this process)
+    metrics = dict(ctx.metrics) if ctx is not None and ctx.metrics is not None else store.run_metrics(run_id)
     if status == "completed":
         status, error = _learned_something(store, run_id, metrics)
     metrics["wall_s"] = float(metrics.get("wall_s", 0.0)) + wall
@@ -209,8 +223,10 @@ def _learned_something(store, run_id: str, metrics: dict) -> tuple[str, str | No
     """("completed", None), or ("nothing_learned", why) when the learner was asked and every answer it gave
     was refused, so the run changed nothing (a gate that turned batches away is not this: it is data)."""
     totals = metrics.get("totals") or {}
+    if totals.get("proposals", 0) or totals.get("examples", 0) or totals.get("ops_applied", 0):
+        return "completed", None
     refused = len(store.rejections(run_id))
-    if totals.get("proposals", 0) or totals.get("examples", 0) or totals.get("ops_applied", 0) or not refused:
+    if not refused:
         return "completed", None
     return "nothing_learned", (f"the learner wrote nothing usable in {metrics.get('last_step', {}).get('step', 0) + 1} "
                                f"step(s) ({refused} outputs refused: `tfgrpo logs --stage extract` shows them); "
