@@ -10,7 +10,6 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 # DuckDB's register() of NumPy arrays (`insert_rows`) imports numpy.ma on its first use: 30 ms, which then fell
 # inside a training step's first op-batch transaction, on the step's critical path; a process pays it here once
 import numpy.ma  # noqa: F401
@@ -48,10 +47,12 @@ def insert_rows(con, table: str, cols: Sequence[str], rows: list[list[Any]], *, 
         return
     names = ", ".join(cols)
     if isinstance(con, duckdb.DuckDBPyConnection):
+        # fromiter keeps one object per row: np.array would turn equal-length lists into a second dimension
+        arrays = {c: np.fromiter((r[i] for r in rows), dtype=object, count=len(rows)) for i, c in enumerate(cols)}
         complete = getattr(con, "complete", None)  # DuckDB 2 refuses register() while a result is unread
         if complete is not None:
             complete()
-        con.register("_rows_in", _columns(cols, rows))
+        con.register("_rows_in", arrays)
         # on an error the transaction is aborted (an unregister would fail there and hide the error); its
         # rollback drops the registration with the rest
         con.execute(f"{verb} INTO {table} ({names}) SELECT {names} FROM _rows_in")
@@ -59,33 +60,6 @@ def insert_rows(con, table: str, cols: Sequence[str], rows: list[list[Any]], *, 
         return
     lists = [[v.tolist() if isinstance(v, np.ndarray) else v for v in r] for r in rows]  # embeddings as arrays
     insert_values(con, f"{verb} INTO {table} ({names})", lists, chunk=chunk)
-
-
-def _columns(cols: Sequence[str], rows: list[list[Any]]) -> Any:
-    """The rows as columns DuckDB scans: an Arrow table when a column holds vectors (DuckDB reads an Arrow list
-    column as it is: 280 rows of 256-d embeddings 4 ms against 11 as NumPy arrays of arrays), else (or when Arrow
-    cannot type a column) one NumPy object array per column (fromiter keeps one object per row: np.array would
-    turn equal-length lists into a second dimension)."""
-    n = len(rows)
-    columns = {c: np.fromiter((r[i] for r in rows), dtype=object, count=n) for i, c in enumerate(cols)}
-    vectors = [c for c, values in columns.items() if any(isinstance(v, np.ndarray) for v in values)]
-    if not vectors:
-        return columns
-    try:
-        return pa.table({c: _list_array(values) if c in vectors else pa.array(values.tolist())
-                         for c, values in columns.items()})
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
-        return columns
-
-
-def _list_array(values: np.ndarray) -> Any:
-    """Vectors (1-d arrays, None for a missing one) as an Arrow list column over one float32 buffer."""
-    present = [np.asarray(v, dtype=np.float32).reshape(-1) for v in values if v is not None]
-    lengths = np.array([0 if v is None else np.size(v) for v in values], dtype=np.int32)
-    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int32)]).astype(np.int32)
-    flat = np.concatenate(present) if present else np.zeros(0, dtype=np.float32)
-    mask = np.array([v is None for v in values])
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat), mask=pa.array(mask) if mask.any() else None)
 
 
 class StoreBase:
