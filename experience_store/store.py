@@ -15,7 +15,7 @@ from .base import utcnow
 from .embed import Embedder, HashEmbedder, VectorCache, default_embedder
 from .gatelog import GateLogMixin
 from .models import MAX_TEXT_CHARS, ApplyResult, Experience, Op, OpKind, Rejection
-from .reads import OP_SELECT, check_library_name, op_record
+from .reads import check_library_name, op_record
 from .retrieval import RetrievalMixin
 
 #: Cosine at or above which an ADD counts as a duplicate of a live experience. Measured with the
@@ -148,9 +148,9 @@ class ExperienceStore(RetrievalMixin, GateLogMixin):
             steps = planner.plan(ops)
             changed = any(s.changes_library for s in steps)
             version = int(lib["current_version"]) + (1 if changed else 0)
-            first_op = self._write(library, steps, version, changed, planner.next_id, model, prior)
+            op_rows = self._write(library, steps, version, changed, planner.next_id, model, prior)
             self._patch_index(library, steps, version, changed)
-            return self._result(steps, version, changed, planner.new_ids, first_op)
+            return self._result(steps, version, changed, planner.new_ids, op_rows)
 
     def preview(self, library: str, ops: list[Op], *, dedup: bool = True) -> list[Experience]:
         """The live experiences `ops` would leave, in id order, planned exactly as `apply` would (the same
@@ -172,8 +172,8 @@ class ExperienceStore(RetrievalMixin, GateLogMixin):
             return [live[i] for i in sorted(live)]
 
     def _write(self, library: str, steps: list[Step], version: int, changed: bool, next_id: int, model,
-               prior: dict | None = None) -> int:
-        """Write the planned batch in one transaction; returns the first op row id."""
+               prior: dict | None = None) -> list[list]:
+        """Write the planned batch in one transaction; returns the op rows it wrote."""
         now = utcnow()
         with self._tx() as con:
             first_op = self._next_id("ops")
@@ -183,15 +183,15 @@ class ExperienceStore(RetrievalMixin, GateLogMixin):
                     [*model, library],
                 )
             write.write_steps(con, library, steps, version, now)
-            if steps:
-                write.write_op_rows(con, library, steps, version, first_op, now)
+            op_rows = write.write_op_rows(con, library, steps, version, first_op, now) if steps else []
             if changed:
                 write.write_version(con, library, version, steps, next_id, now, prior)
-        return first_op
+        return op_rows
 
-    def _result(self, steps: list[Step], version: int, changed: bool, new_ids: list[int], first_op: int) -> ApplyResult:
-        rows = self._rows(OP_SELECT + " WHERE id >= ? AND id < ? ORDER BY id", [first_op, first_op + len(steps)])
-        records = [op_record(r) for r in rows]
+    def _result(self, steps: list[Step], version: int, changed: bool, new_ids: list[int],
+                op_rows: list[list]) -> ApplyResult:
+        # the op records as written (not read back: the same values, `test_store_versions` compares them)
+        records = [op_record(write.written_op(r)) for r in op_rows]
         rejected = [
             Rejection(op=s.op, reason=s.note or "rejected", duplicate_of=s.duplicate_of, similarity=s.similarity)
             for s in steps if s.outcome == "rejected"

@@ -121,17 +121,25 @@ def write_steps(con: duckdb.DuckDBPyConnection, library: str, steps: list[Step],
     _add_rows(con, library, pending, version, now)
 
 
-def write_op_rows(con, library: str, steps: list[Step], version: int, first_id: int, now: datetime) -> None:
-    """One `ops` row per step (applied, rejected and no-op alike), with its provenance."""
+def write_op_rows(con, library: str, steps: list[Step], version: int, first_id: int, now: datetime) -> list[list]:
+    """One `ops` row per step (applied, rejected and no-op alike), with its provenance; returns the rows (in
+    `_OPS_COLS` order)."""
     rows = []
     for n, step in enumerate(steps):
         prov = step.op.provenance
         rows.append([
             first_id + n, library, version, step.seq, step.kind.value, step.exp_id, step.merge_ids or None,
             step.before, step.after, step.op.reason, step.outcome, step.note, step.duplicate_of,
-            step.similarity, prov.run_id, prov.step, prov.group_id, prov.rollout_ids, prov.call_id, now,
+            None if step.similarity is None else float(step.similarity), prov.run_id, prov.step, prov.group_id,
+            prov.rollout_ids, prov.call_id, now,
         ])
     insert_rows(con, "ops", _OPS_COLS, rows, chunk=200)
+    return rows
+
+
+def written_op(row: list) -> tuple:
+    """A row `write_op_rows` wrote, as `reads.OP_SELECT` reads it back (every column but `seq`)."""
+    return tuple(row[:3]) + tuple(row[4:])
 
 
 def write_version(con, library: str, version: int, steps: list[Step], next_exp_id: int, now: datetime,

@@ -215,6 +215,26 @@ def test_dedup_with_hash_embedder_rejects_and_can_merge(store):
     assert forced.new_ids == [4]
 
 
+def test_the_records_apply_returns_are_what_the_history_reads_back(store):
+    """`apply` builds its op records from the rows it wrote instead of reading them back: applied, merged, no-op
+    and rejected records alike, with their provenance, similarity and time, equal the stored ones."""
+    prov = Provenance(run_id="run-1", step=2, group_id="q3", rollout_ids=["a", "b"], call_id="c1")
+    store.apply("lib", [add(LESSONS[0]), add(LESSONS[1])])
+    result = store.apply("lib", [
+        Op(kind=OpKind.UPDATE, target_id=1, text="Convert percentages first", reason="sharper", provenance=prov),
+        add(LESSONS[1] + "!", **prov.model_dump()),  # a duplicate of 2: rejected, with its similarity
+        Op(kind=OpKind.DELETE, target_id=2, reason="wrong"),
+    ])
+    returned = sorted(result.applied + result.noops, key=lambda r: r.op_id)
+    stored = {h.op_id: h for h in store.history("lib") if h.version == result.version}
+    assert returned and all(r == stored[r.op_id] for r in returned)
+    assert {r.outcome for r in stored.values()} >= {"applied", "rejected"}
+    [rejected] = [h for h in stored.values() if h.outcome == "rejected"]
+    assert (rejected.duplicate_of, rejected.similarity) == (result.rejected[0].duplicate_of,
+                                                             result.rejected[0].similarity)
+    assert rejected.provenance == prov
+
+
 def test_search_token_cap_and_counting(store):
     long_text = "Units matter: " + "always write the units next to every number " * 8
     store.apply("lib", [add(long_text), add("Check units"), add("Mind the units of time")])
