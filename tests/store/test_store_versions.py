@@ -39,6 +39,17 @@ def test_new_library_is_empty_at_version_zero(store):
         store.ensure_library("bad name!")
 
 
+def test_a_library_created_between_the_check_and_the_write_is_left_as_it_is(store, monkeypatch):
+    """`ensure_library` checks outside its transaction, then again inside it (another writer may have created the
+    library in between): the second check is what keeps the plain INSERT from a duplicate key."""
+    store.ensure_library("raced")
+    store.apply("raced", [add(LESSONS[0])])
+    monkeypatch.setattr(store, "_rows", lambda sql, params=(): [] if "FROM libraries" in sql else [])
+    store.ensure_library("raced")  # the first check sees nothing, as if another process had not committed yet
+    monkeypatch.undo()
+    assert store.current_version("raced") == 1 and [e.text for e in store.experiences("raced")] == [LESSONS[0]]
+
+
 def test_each_batch_is_one_version_and_ids_are_never_reused(store):
     r1 = store.apply("lib", [add(t) for t in LESSONS])
     assert (r1.version, r1.new_ids, r1.changed) == (1, [1, 2, 3], True)
