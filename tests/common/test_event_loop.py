@@ -16,7 +16,10 @@ from tfgrpo_common.event_loop import ENV, gather_or_cancel, loop_name, run_hot
 
 async def _loop_module_and_freeze() -> tuple[str, int]:
     await asyncio.sleep(0)
-    return type(asyncio.get_running_loop()).__module__, gc.get_freeze_count()
+    loop = asyncio.get_running_loop()
+    uvloop = sys.modules.get("uvloop")
+    return "uvloop" if uvloop is not None and isinstance(loop, uvloop.Loop) else type(loop).__module__, \
+        gc.get_freeze_count()
 
 
 def test_uvloop_by_default_with_the_heap_frozen(monkeypatch):
@@ -27,6 +30,52 @@ def test_uvloop_by_default_with_the_heap_frozen(monkeypatch):
     assert loop_name() == "uvloop"
     assert frozen > 0
     assert gc.get_freeze_count() == 0  # given back after the run
+
+
+_NO_POOL = """
+import asyncio, os, socket, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import aiohttp
+from tfgrpo_common.event_loop import run_hot
+
+class Ok(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)  # a server of its own, not on the loop
+threading.Thread(target=server.serve_forever, daemon=True).start()
+port = server.server_address[1]
+
+async def main():
+    loop = asyncio.get_running_loop()
+    same = await loop.getaddrinfo("127.0.0.1", port) == socket.getaddrinfo("127.0.0.1", port)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        async def get():
+            async with http.get(f"http://127.0.0.1:{port}/") as resp:
+                return await resp.text()
+        bodies = await asyncio.gather(*[get() for _ in range(20)])
+    threads = {open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")}
+    named = await loop.getaddrinfo("localhost", port, type=socket.SOCK_STREAM)  # a name: still looked up
+    print(same, bodies.count("ok"), "libuv-worker" in threads, bool(named))
+
+run_hot(main())
+server.shutdown()
+"""
+
+
+def test_ip_literals_are_resolved_without_the_thread_pool(monkeypatch):
+    """uvloop's `sock_connect` asks getaddrinfo about every address it connects to; the hot loop answers IP
+    literals in place (the same answer as `socket.getaddrinfo`), so 20 new connections to 127.0.0.1 start none
+    of libuv's resolver threads (a fresh process checks its own threads); a host name is still looked up."""
+    pytest.importorskip("uvloop")
+    import subprocess
+
+    monkeypatch.delenv(ENV, raising=False)
+    out = subprocess.run([sys.executable, "-c", _NO_POOL], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "20", "False", "True"]
 
 
 def test_asyncio_when_asked(monkeypatch):
