@@ -51,18 +51,6 @@ def _looks_like_duckdb(path: Path) -> bool:
     return len(header) >= 12 and header[8:12] == b"DUCK"
 
 
-def connect(path: Path, read_only: bool, *, raw_lock_errors: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open `path` (":memory:" allowed) as a DuckDB instance of its own, translating DuckDB failures into
-    `StoreError`s with fixes (see `attach`)."""
-    if str(path) == ":memory:":
-        return duckdb.connect(":memory:")
-    _precheck(path, read_only)
-    try:
-        return duckdb.connect(str(path), read_only=read_only, config=memory_config())
-    except duckdb.Error as exc:
-        raise _open_error(path, exc, read_only, raw_lock_errors) from None
-
-
 def anchor(path: Path) -> duckdb.DuckDBPyConnection:
     """The in-memory DuckDB instance a process attaches the store file to for each unit of work (`attach`):
     starting a DuckDB instance costs 15-20 ms here, attaching a file to a running one about 1 ms. Its memory
@@ -72,8 +60,10 @@ def anchor(path: Path) -> duckdb.DuckDBPyConnection:
 
 def attach(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool, alias: str, *,
            raw_lock_errors: bool = False) -> None:
-    """Attach `path` to `con` (an `anchor`) as `alias` and make it the default database, with `connect`'s checks
-    and messages. DuckDB refuses a second attachment of one file in a process (its own "unique file handle"
+    """Attach `path` to `con` (an `anchor`) as `alias` and make it the default database, translating DuckDB failures
+    into `StoreError`s with fixes. The file is checked before DuckDB touches it, so a non-DuckDB file is left
+    byte-for-byte intact. With `raw_lock_errors`, a file held by another process raises DuckDB's IOException (the
+    caller waits). DuckDB refuses a second attachment of one file in a process (its own "unique file handle"
     check), so no two instances of this process ever write the file."""
     _precheck(path, read_only)
     quoted = str(path).replace("'", "''")

@@ -8,8 +8,8 @@ longer than one unit of work (a read, an op batch, a batch of call-log rows):
   takes the turn lock `<store>.lock` (an `flock` beside the file: shared for readers, exclusive for a
   writer; the kernel drops it if the process dies) and then opens the file: it attaches it to the
   process's in-memory DuckDB instance (`db.anchor`, made once: a new instance costs 15-20 ms here, an
-  attachment about 1 ms), and closing detaches it (DuckDB writes its log into the file first). Waiting polls the turn lock
-  every few milliseconds, so a freed file is taken within that time; `TFGRPO_LOCK_WAIT_S` bounds the wait
+  attachment about 1 ms), and closing detaches it (DuckDB writes its log into the file first). Waiting
+  polls the turn lock every few milliseconds, so a freed file is taken within that time; `TFGRPO_LOCK_WAIT_S` bounds the wait
   (then one `StoreError` names the holder). A process that is not tfgrpo holding the file (DuckDB's own
   lock) is waited for the same way.
 - A waiting process says so: it holds a shared `flock` on `<store>.want` while it waits. The holder looks
@@ -235,7 +235,8 @@ class FileSession(UnitSession):
                     return
 
     def _close(self) -> None:
-        """Detach the file (DuckDB checkpoints its write-ahead log into it first); the anchor stays for the next unit."""
+        """Detach the file (DuckDB checkpoints its write-ahead log into it first); the anchor stays for the next
+        unit."""
         if self.con is not None:
             try:
                 if self.memory:  # an in-memory store is its own instance

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import os
 import socket
@@ -56,6 +57,7 @@ def _is_numeric(host: Any, port: Any) -> bool:
     return True
 
 
+@functools.cache  # one class per process: `loop_factory` is asked at every run
 def _uvloop_class(uvloop) -> type:
     class Loop(uvloop.Loop):
         """uvloop's loop, with IP literals resolved in place. uvloop's `sock_connect` (which aiohttp's connector

@@ -105,18 +105,16 @@ def run_budget(store, run_id: str, cfg: TrainConfig) -> Budget:
 async def _drive(ctx: StepContext, ckpt: Path) -> None:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    memo_closed: asyncio.Future | None = None
-    try:
-        async with AsyncSqliteSaver.from_conn_string(str(ckpt)) as saver:
-            memo_closed = await _run_graph(ctx, ckpt, saver)
-    finally:
-        if memo_closed is not None:
-            await memo_closed
+    async with AsyncSqliteSaver.from_conn_string(str(ckpt)) as saver:
+        await _run_graph(ctx, ckpt, saver)
+        # the memo closes while the checkpointer closes (each SQLite file writes its log into itself on close:
+        # 5-10 ms, the two at once); `_train` closes the memo again, a no-op, and on every other path
+        memo_closed = asyncio.ensure_future(asyncio.to_thread(ctx.memo.close))
+    await memo_closed
 
 
-async def _run_graph(ctx: StepContext, ckpt: Path, saver) -> asyncio.Future:
-    """Run the step graph to its end; returns the memo's closing, started while the checkpointer closes (each
-    SQLite file writes its log into itself on close: 5-10 ms, the two at once)."""
+async def _run_graph(ctx: StepContext, ckpt: Path, saver) -> None:
+    """Run the step graph to its end."""
     # WAL (LangGraph's setup) with synchronous=NORMAL: a checkpoint survives the process being killed, and
     # the commits skip the fsync that FULL pays (about 40 ms a node here); a power loss may lose the last
     # checkpoints, which repeats nodes whose effects are idempotent (ops applied once, rows keyed by id)
@@ -145,7 +143,6 @@ async def _run_graph(ctx: StepContext, ckpt: Path, saver) -> asyncio.Future:
         for model in {id(ctx.policy): ctx.policy, id(ctx.learner): ctx.learner}.values():
             if hasattr(model, "aclose"):
                 await model.aclose()
-    return asyncio.ensure_future(asyncio.to_thread(ctx.memo.close))  # `_train` closes it again: a no-op
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig | None, *, store, db: Path | str,

@@ -51,7 +51,8 @@ def start_rollouts(ctx: StepContext, state: dict, note: str = "") -> tuple[Prior
     ctx.stage("rollouts", step, f"{len(state['batch'])} x {ctx.cfg.group_size} rollouts "
                                  f"(library v{state['version']}: {len(exps) - examples} lessons, {examples} worked "
                                  f"examples){note}")
-    return prior, existing, RolloutWriter(ctx.store, ctx.flush), exps  # groups finishing together share a transaction
+    writer = RolloutWriter(ctx.store, ctx.flush)  # groups finishing together share a transaction
+    return prior, existing, writer, exps
 
 
 def chosen_groups(ctx: StepContext, groups: dict[str, list[dict]]) -> dict[str, str]:
