@@ -1,10 +1,12 @@
 """The training call log (a writer thread over a real DuckDB store): a flush waits for the records handed in
-before it, not for the ones that keep arriving while it waits."""
+before it, not for the ones that keep arriving while it waits; a record the sink refuses costs only itself."""
 
 from __future__ import annotations
 
 import threading
 import time
+
+import pytest
 
 from experience_store import ExperienceStore, HashEmbedder
 from tfgrpo.llm.call_log import BackgroundCallLog
@@ -41,3 +43,43 @@ def test_a_flush_under_a_steady_stream_returns_once_what_came_before_it_is_writt
         assert still_streaming  # and the flush did not wait for the stream to end
         log.close()
         assert len(store.calls(run_id="r")) == len(handed)
+
+
+class _HeldSink:
+    """A sink whose first write waits for `release`, so that the records after it queue up and reach the writer
+    as one batch; `boom` fails. With `many`, batches go through `record_many`, which refuses any batch holding
+    `boom` as a whole."""
+
+    def __init__(self, many: bool) -> None:
+        self.rows: list[str] = []
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        if many:
+            self.record_many = self._many
+
+    def record(self, rec: CallRecord) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(10)
+        if rec.model == "boom":
+            raise RuntimeError("disk full")
+        self.rows.append(rec.model)
+
+    def _many(self, recs: list[CallRecord]) -> None:
+        if any(r.model == "boom" for r in recs):
+            raise RuntimeError("disk full")
+        self.rows.extend(r.model for r in recs)
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_a_failing_record_costs_only_itself_within_a_batch(many):
+    sink = _HeldSink(many)
+    log = BackgroundCallLog(sink, linger_s=0.0)
+    log.record(CallRecord(model="first"))
+    assert sink.entered.wait(10)  # the writer holds "first"; what follows queues behind it
+    for name in ["a", "boom", "b", "c"]:
+        log.record(CallRecord(model=name))
+    sink.release.set()
+    assert log.flush(10.0)
+    log.close()
+    assert sink.rows == ["first", "a", "b", "c"]

@@ -70,14 +70,20 @@ class BackgroundCallLog:
         return batch
 
     def _write(self, records: list[CallRecord]) -> None:
-        try:
-            if len(records) > 1 and getattr(self.sink, "record_many", None) is not None:
+        """Write a batch; never raise (the CallLog contract; the store logs its own failures). A failing
+        record costs only itself: a batch the sink refuses as a whole is written again record by record, and
+        the records after a failing one are still written."""
+        if len(records) > 1 and getattr(self.sink, "record_many", None) is not None:
+            try:
                 self.sink.record_many(records)
-            else:
-                for rec in records:
-                    self.sink.record(rec)
-        except Exception:  # the CallLog contract: never raise; the store logs its own failures
-            pass
+                return
+            except Exception:
+                pass
+        for rec in records:
+            try:
+                self.sink.record(rec)
+            except Exception:
+                pass
 
     def _run(self) -> None:
         while True:
