@@ -226,7 +226,11 @@ def test_the_file_is_free_between_units_of_work(db):
         n, waited = out.stdout.split()
         assert n == "1" and float(waited) < 5.0  # not the 60 s bound: the holder let go
         s.apply("lib", [add(LESSONS[1])])
-        time.sleep(1.0)  # past the linger: free even for a process that is not tfgrpo
+        deadline = time.monotonic() + 30  # past the linger (0.5 s idle) the watcher lets go of the file
+        while s._lock.con is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert s._lock.con is None, "the idle store kept the file past its linger"
+        # free even for a process that is not tfgrpo
         out = subprocess.run([sys.executable, "-c", f"import duckdb; c=duckdb.connect({str(db)!r}); "
                               "print(c.execute('SELECT count(*) FROM experiences').fetchone()[0])"],
                              capture_output=True, text=True, timeout=60)
