@@ -83,3 +83,39 @@ def test_a_failing_record_costs_only_itself_within_a_batch(many):
     assert log.flush(10.0)
     log.close()
     assert sink.rows == ["first", "a", "b", "c"]
+
+
+class _Batches:
+    def __init__(self) -> None:
+        self.batches: list[tuple[float, int]] = []  # (when written, how many)
+
+    def record(self, rec: CallRecord) -> None:
+        self.record_many([rec])
+
+    def record_many(self, recs: list[CallRecord]) -> None:
+        self.batches.append((time.monotonic(), len(recs)))
+
+
+def test_a_burst_of_records_is_written_after_it_settles_within_the_longest_linger():
+    """With `settle_s`, a batch past its `linger_s` waits while records keep coming (one every 5 ms) and is
+    written once none came for `settle_s`: one batch, after the burst. `max_linger_s` bounds the wait."""
+    def burst(log: BackgroundCallLog, n: int) -> float:
+        for i in range(n):
+            log.record(CallRecord(model="m", id=f"c{i}"))
+            time.sleep(0.005)
+        return time.monotonic()
+
+    sink = _Batches()
+    log = BackgroundCallLog(sink, linger_s=0.01, settle_s=1.0, max_linger_s=30.0)
+    last = burst(log, 60)
+    deadline = time.monotonic() + 10
+    while sum(n for _, n in sink.batches) < 60 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    log.close()
+    assert [n for _, n in sink.batches] == [60] and sink.batches[0][0] >= last
+    bounded = _Batches()
+    log = BackgroundCallLog(bounded, linger_s=0.05, settle_s=0.1, max_linger_s=0.1)
+    burst(log, 60)
+    assert log.flush(10.0)
+    log.close()
+    assert len(bounded.batches) > 1 and sum(n for _, n in bounded.batches) == 60

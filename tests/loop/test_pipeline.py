@@ -178,3 +178,32 @@ def test_a_step_reads_its_library_once_for_the_prior_the_stage_message_and_the_l
     for body in second:
         prompt = " ".join(str(m.get("content", "")) for m in body["messages"])
         assert all(e.text in prompt for e in lessons), prompt
+
+
+def test_what_the_commit_reads_first_is_read_while_the_learner_consolidates(store, tmp_db, monkeypatch):
+    """Over real HTTP, consolidation answered after 1 s: the version the step's ops were applied as (none yet)
+    and the run's metrics are read once, before the learner's answer arrives, and the commit reads neither
+    again; the step is committed as usual."""
+    import time
+
+    reads: list[tuple[str, float]] = []
+    for name in ("step_version", "run_metrics"):
+        method = getattr(ExperienceStore, name)
+
+        def timed(self, *a, _method=method, _name=name, **k):
+            reads.append((_name, time.monotonic()))
+            return _method(self, *a, **k)
+
+        monkeypatch.setattr(ExperienceStore, name, timed)
+    with FaultServer(plausible=True, answers={ex.question: ex.answer for ex in ITEMS}) as srv:
+        srv.script_stage("consolidate", ("sleep", 1.0))
+        cfg = TrainConfig(task="arith", library="lib", epochs=1, batch_size=2, group_size=2, limit=2, **PAPER_LOOP,
+                          rollout=SamplingConfig(max_tokens=64))
+        res = train(cfg, ModelConfig(model="openai/fake", api_base=srv.api_base, timeout_s=30), None,
+                    store=store, db=tmp_db)
+        [(_, asked, answered)] = [t for t in srv.timeline if t[0] == "consolidate"]
+    assert res.status == "completed", res.error
+    assert [name for name, _ in reads] == ["step_version", "run_metrics"], reads
+    assert all(t < answered for _, t in reads)  # read while the learner was still consolidating
+    run = store.get_run(res.run_id)
+    assert run["steps"] == 1 and run["metrics"]["last_step"]["version"] == store.current_version("lib") >= 1

@@ -61,3 +61,36 @@ def test_a_failed_write_reaches_every_waiting_group(tmp_path):
     assert len(results) == 5 and all(isinstance(r, StoreError) for r in results), results
     with pytest.raises(StoreError):
         asyncio.run(writer.write(_rows(run, 9)))
+
+
+def test_a_burst_of_groups_is_written_once_it_settles(tmp_path):
+    """Groups finishing 2 ms apart (a burst of answers): the write waits until none has finished for `settle_s`,
+    then stores the whole burst in one transaction, after the burst; a burst longer than `max_settle_s` is
+    written at that bound."""
+    with ExperienceStore(tmp_path / "s.duckdb", embedder=HashEmbedder()) as store:
+        run = store.create_run("lib", "train", {}, "m")
+        writes: list[float] = []
+
+        def flush_calls() -> None:
+            writes.append(time.monotonic())
+
+        async def burst(writer: RolloutWriter, groups: range) -> float:
+            last = 0.0
+
+            async def group(g: int) -> None:
+                nonlocal last
+                await asyncio.sleep(0.002 * (g - groups.start))
+                last = time.monotonic()
+                await writer.write(_rows(run, g))
+
+            await asyncio.gather(*[group(g) for g in groups])
+            return last
+
+        settled = RolloutWriter(store, flush_calls, settle_s=0.2, max_settle_s=30.0)
+        last = asyncio.run(burst(settled, range(0, 40)))
+        assert settled.transactions == 1 and writes[0] >= last  # one write, after the burst's last group
+        assert len(store.rollouts(run)) == 200
+        writes.clear()
+        bounded = RolloutWriter(store, flush_calls, settle_s=0.2, max_settle_s=0.02)
+        asyncio.run(burst(bounded, range(40, 200)))  # 320 ms of groups, a bound of 20 ms: several writes
+        assert bounded.transactions > 1 and len(store.rollouts(run)) == 1000

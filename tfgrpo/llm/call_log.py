@@ -29,11 +29,17 @@ _STOP = object()
 class BackgroundCallLog:
     """A `CallLog` that hands records to one worker thread writing them to `sink` (the store), so a
     reply never waits for the database. When the sink has `record_many(records)` (one statement for
-    a batch), records arriving within `linger_s` of each other are written together."""
+    a batch), records arriving within `linger_s` of each other are written together (with `settle_s`, a batch
+    also waits for a burst of records to end, up to `max_linger_s`)."""
 
-    def __init__(self, sink, *, linger_s: float = 0.2, max_batch: int = 256) -> None:
+    def __init__(self, sink, *, linger_s: float = 0.2, max_batch: int = 256, settle_s: float = 0.0,
+                 max_linger_s: float | None = None) -> None:
         self.sink = sink
         self.linger_s, self.max_batch = linger_s, max_batch
+        # past `linger_s`, a batch waits on while records keep coming, until none came for `settle_s`, for at most
+        # `max_linger_s` in all: a write in the middle of a burst of answers takes the core the event loop needs
+        self.settle_s, self.max_linger_s = settle_s, max(linger_s, max_linger_s or linger_s)
+        self._last_in = 0.0  # monotonic time of the last record handed in
         self._queue: queue.Queue = queue.Queue()
         self._wake = threading.Event()  # set by flush(): write now, without the rest of the linger
         # records handed in and records the writer is done with (written or given up on), so that a flush waits
@@ -46,18 +52,19 @@ class BackgroundCallLog:
     def record(self, rec: CallRecord) -> None:
         with self._seq:
             self._handed += 1
+            self._last_in = time.monotonic()
         self._queue.put(rec)
 
     def _batch(self) -> list:
-        """Wait for a record, let `linger_s` pass, then take what came meanwhile (up to `max_batch`). The
-        writer wakes once per batch: waking it per record costs the event loop a thread switch per call under
-        load. A sink without `record_many` gets what is queued now, without the linger. The stop sentinel
-        ends the batch."""
+        """Wait for a record, let `linger_s` pass (and with `settle_s`, the records' burst settle), then take what
+        came meanwhile (up to `max_batch`). The writer wakes once per batch: waking it per record costs the event
+        loop a thread switch per call under load. A sink without `record_many` gets what is queued now, without
+        the linger. A flush ends the wait; the stop sentinel ends the batch."""
         batch = [self._queue.get()]
         if batch[0] is _STOP:
             return batch
-        if getattr(self.sink, "record_many", None) is not None:
-            self._wake.wait(self.linger_s)
+        if getattr(self.sink, "record_many", None) is not None and self._queue.qsize() < self.max_batch - 1:
+            self._linger(time.monotonic())  # (a full batch already waiting is written at once)
             self._wake.clear()
         while len(batch) < self.max_batch:
             try:
@@ -68,6 +75,20 @@ class BackgroundCallLog:
             if item is _STOP:
                 break
         return batch
+
+    def _linger(self, start: float) -> None:
+        limit = start + self.max_linger_s
+        until = start + self.linger_s
+        while True:
+            if self._wake.wait(max(0.0, until - time.monotonic())):
+                return  # a flush: write now
+            if self.settle_s <= 0:
+                return
+            with self._seq:
+                settled = self._last_in + self.settle_s
+            until = min(settled, limit)
+            if until <= time.monotonic():
+                return
 
     def _write(self, records: list[CallRecord]) -> None:
         """Write a batch; never raise (the CallLog contract; the store logs its own failures). A failing

@@ -26,7 +26,7 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     ctx.flush()
     ops = [Op.model_validate(o) for o in state.get("ops", [])]
     gate = state.get("gate") or idle_gate(ctx, state) or {}  # an idle gate had no node: its record is made here
-    version = ctx.store.step_version(lib, ctx.run_id, step)
+    version = ctx.step_version(step)
     applied = rejected = 0
     if version is None and ops:
         version, applied, rejected = _apply(ctx, gate, ops)

@@ -33,6 +33,8 @@ class StepContext:
     # the run row's metrics as this process last wrote them (None: not yet, read them from the store); the
     # trainer holds the library's lease, so no other process writes them meanwhile
     metrics: dict[str, Any] | None = None
+    # (step, the version its ops were applied as, or None): read while the learner consolidates (`read_ahead`)
+    applied_as: tuple[int, int | None] | None = None
     # this step's rollouts and summaries, kept here so the checkpointed state holds ids only
     _rows: tuple[int, dict[str, dict[str, Any]]] = field(default_factory=lambda: (-1, {}))
     _summaries: tuple[int, dict[str, str]] = field(default_factory=lambda: (-1, {}))
@@ -53,6 +55,25 @@ class StepContext:
 
     def all_rollouts(self, state: dict) -> dict[str, list[dict[str, Any]]]:
         return {qid: self.rollouts(state, qid) for qid in state["rollouts"]}
+
+    def read_ahead(self, step: int) -> None:
+        """What committing `step` reads before it writes, read while the learner consolidates (off the step's
+        critical path): the version the step's ops were applied as (None: not yet) and the run's metrics. Only this
+        process applies the run's steps and writes its row (it holds the library's lease), so neither changes
+        before the commit."""
+        try:
+            self.applied_as = (step, self.store.step_version(self.cfg.library, self.run_id, step))
+            if self.metrics is None:
+                self.metrics = self.store.run_metrics(self.run_id)
+        except StoreError:  # the commit reads them itself (and reports the store's trouble there)
+            self.applied_as = None
+
+    def step_version(self, step: int) -> int | None:
+        """The version `step`'s ops were applied as (None: not yet), as `read_ahead` read it or from the store."""
+        ahead, self.applied_as = self.applied_as, None
+        if ahead is not None and ahead[0] == step:
+            return ahead[1]
+        return self.store.step_version(self.cfg.library, self.run_id, step)
 
     def summary_key(self, step: int, rollout_id: str) -> str:
         return f"{self.run_id}:{step}:sum:{rollout_id}"

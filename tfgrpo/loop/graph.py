@@ -60,6 +60,8 @@ def build_graph(ctx: StepContext):
                 "rollouts": {}, "summaries": [], "proposals": [], "examples": [], "ops": [], "gate": {}}
 
     def apply_and_advance(state: StepState) -> dict:
+        if ctx.last_step(state):  # the memo's last use was before the commit: it closes while the commit writes
+            ctx.memo.close_soon()
         apply_step(ctx, state)
         return advance(state)
 

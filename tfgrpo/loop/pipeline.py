@@ -37,6 +37,7 @@ async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
     prior, existing, writer, exps = start_rollouts(ctx, state, "; each group is learned from once it is scored")
     # the lessons as the step started (the op batch is applied after consolidate)
     library = lessons(ctx, (state["version"], exps))
+    memo_commits = ctx.memo.group_commit()  # the groups whose learner answers come in together share a write
 
     async def group(i: int, qid: str) -> Group:
         rows, new = await sample_scored(ctx, state, i, qid, prior, existing)
@@ -59,7 +60,7 @@ async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
         # the group's rows are written while the learner reads them: the write (the call log's flush, then one
         # transaction shared with the groups that finished meanwhile) is off the step's critical path
         _, (summaries, res) = await gather_or_cancel(writer.write(new), learn())
-        memo.commit()
+        await memo.commit_with(memo_commits)
         return Group(qid, rows, kind, good, summaries, collect_group(ctx, step, qid, kind, good, res))
 
     done: list[Group] = await gather_or_cancel(*[group(i, q) for i, q in enumerate(state["batch"])], stagger=True)

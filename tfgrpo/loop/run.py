@@ -23,6 +23,12 @@ from tfgrpo.loop.memo import Memo
 from tfgrpo.loop.context import StepContext
 
 
+#: The training call log writes a batch once no call has ended for CALL_LOG_SETTLE_S (at most
+#: CALL_LOG_MAX_LINGER_S after its first record): a stage's burst of answers is written after the burst.
+CALL_LOG_SETTLE_S = 0.03
+CALL_LOG_MAX_LINGER_S = 1.0
+
+
 @dataclass
 class TrainResult:
     run_id: str
@@ -176,7 +182,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *
     memo = Memo(memo_path)
     start = time.perf_counter()
     status, error = "completed", None
-    call_log = BackgroundCallLog(store)  # batched by a writer thread; flushed before rollouts are stored
+    # batched by a writer thread (not in the middle of a burst of answers); flushed before rollouts are stored
+    call_log = BackgroundCallLog(store, settle_s=CALL_LOG_SETTLE_S, max_linger_s=CALL_LOG_MAX_LINGER_S)
     own_pool = pool is None
     pool = pool or ModelPool(progress=progress)
     ctx: StepContext | None = None

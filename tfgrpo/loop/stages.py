@@ -85,7 +85,8 @@ async def consolidate_stage(ctx: StepContext, state: dict) -> dict:
     ctx.stage("consolidate", step, f"{len(state['proposals'])} proposals vs {len(library)} lessons; "
                                     f"{len(examples)} worked examples")
     # while the learner consolidates, the texts the op batch will likely write (the worked examples, the
-    # proposals it may keep as they are) are embedded in a worker thread, off the step's critical path
+    # proposals it may keep as they are) are embedded in a worker thread, off the step's critical path, and what
+    # the commit reads first is read
     ahead = [op["text"] for op in examples] + [p["text"] for p in state["proposals"]]
     # in the run's last step no more rollouts come: their idle connections are closed while the learner answers
     # (set aside before its call, which opens a connection of its own), not all at the run's end
@@ -95,7 +96,7 @@ async def consolidate_stage(ctx: StepContext, state: dict) -> dict:
         max_size=MAX_LIBRARY, retries=ctx.cfg.learner_retries, temperature=ctx.cfg.learner_temperature,
         max_tokens=ctx.cfg.learner_max_tokens, memo=ctx.memo, seed=ctx.seed(step, 70_000),
         reject=ctx.reject(step), fallback=ctx.cfg.fallback_add))
-    res, *_ = await gather_or_cancel(learner, asyncio.to_thread(ctx.store.embed_ahead, ctx.cfg.library, ahead),
+    res, *_ = await gather_or_cancel(learner, asyncio.to_thread(_read_ahead, ctx, step, ahead),
                                      *([_close_after(learner, closing)] if closing else []))
     ops = [o.model_dump(mode="json") for o in res["ops"]] + examples
     prune = prune_op(live, res["ops"], min_seen=ctx.cfg.prune_after, run_id=ctx.run_id, step=step)
@@ -103,6 +104,11 @@ async def consolidate_stage(ctx: StepContext, state: dict) -> dict:
         ops.append(prune.model_dump(mode="json"))
         ctx.stage("consolidate", step, f"propose deleting E{prune.target_id}: {prune.reason}")
     return {"ops": ops, "consolidation": {"status": res["status"], "error": res["error"]}}
+
+
+def _read_ahead(ctx: StepContext, step: int, texts: list[str]) -> None:
+    ctx.store.embed_ahead(ctx.cfg.library, texts)
+    ctx.read_ahead(step)
 
 
 #: How long the closing of a last step's idle connections waits for the learner's request to leave: closed at
