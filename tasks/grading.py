@@ -50,10 +50,15 @@ def _surface(s: str) -> str:
     return _THOUSANDS.sub("", t).strip().rstrip(".").strip()
 
 
+_BARE = re.compile(r"-?\d+(?:\.\d+)?")  # what most extracted answers are: no surface form to strip
+
+
 def to_number(s: str) -> float | None:
     """The value of a plain number with optional units/percent/fraction; None if it is not one."""
     if not s or len(s) > 120:
         return None
+    if _BARE.fullmatch(s):
+        return float(s)
     t = _surface(s)
     try:
         if m := _PLAIN.fullmatch(t):
@@ -157,12 +162,19 @@ def math_verify_equal(pred: str, gold: str) -> bool | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _gold_number(gold: str) -> float | None:
+    """A plain-number gold answer's value (None: not a plain number), once per answer: a group grades G
+    completions against the same gold."""
+    return to_number(gold) if is_plain_number(gold) else None
+
+
 def grade_math(pred: str, gold: str) -> tuple[bool, str]:
     """(correct, reason) for a math answer; `pred` is what was extracted from the completion."""
     pred_s = pred.strip()
     if len(pred_s) > MAX_ANSWER_CHARS:
         return False, f"answer too long ({len(pred_s)} chars)"
-    gnum = to_number(gold) if is_plain_number(gold) else None
+    gnum = _gold_number(gold)
     pnum = to_number(pred_s)
     if gnum is not None and pnum is not None:
         ok = numbers_equal(pnum, gnum)

@@ -183,3 +183,17 @@ def test_time_limit_stops_a_slow_check(monkeypatch: pytest.MonkeyPatch) -> None:
     assert grading.math_verify_equal("x+1", "1+x") is None
     assert score("\\boxed{x+1}", "1+x") == 0.0
     assert time.perf_counter() - start < 3.0
+
+
+def test_bare_numbers_take_the_fast_path_with_the_same_value():
+    """A bare number ("42", "-3.50", "007") is read without the surface-form pass, to the value that pass gives."""
+    from tasks.grading import _PLAIN, _surface
+
+    rng = random.Random(7)
+    samples = ["0", "-0", "007", "18.00", "-3.5", "123456789012345678901234567890"]
+    samples += [f"{'-' if rng.random() < 0.3 else ''}{rng.randint(0, 10**rng.randint(1, 12))}"
+                f"{'.' + str(rng.randint(0, 9999)) if rng.random() < 0.5 else ''}" for _ in range(500)]
+    for s in samples:
+        slow = float(_PLAIN.fullmatch(_surface(s)).group(1))
+        assert to_number(s) == slow, s
+    assert to_number("1,000") == 1000.0 and to_number("$18") == 18.0 and to_number("3/4") == 0.75

@@ -16,16 +16,18 @@ SETTLE_S = 0.03
 MAX_SETTLE_S = 0.3
 
 
-class RolloutWriter(GroupCommit[RolloutRow]):
+class RolloutWriter(GroupCommit[RolloutRow | dict]):
     def __init__(self, store: Any, flush_calls: Callable[[], None], *, settle_s: float = SETTLE_S,
                  max_settle_s: float = MAX_SETTLE_S) -> None:
         self.store, self.flush_calls = store, flush_calls
         super().__init__(self._store_rows, settle_s=settle_s, max_settle_s=max_settle_s)
 
-    async def write(self, rows: list[RolloutRow]) -> None:
-        """Store `rows`; returns once they are committed (raises what the store raised)."""
+    async def write(self, rows: list[RolloutRow | dict]) -> None:
+        """Store `rows` (rows as dicts are validated in the writer's thread); returns once they are committed
+        (raises what the validation or the store raised)."""
         await self.submit(rows)
 
-    def _store_rows(self, rows: list[RolloutRow]) -> None:
+    def _store_rows(self, rows: list[RolloutRow | dict]) -> None:
+        records = [r if isinstance(r, RolloutRow) else RolloutRow.model_validate(r) for r in rows]
         self.flush_calls()
-        self.store.add_rollouts(rows)
+        self.store.add_rollouts(records)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 
-from experience_store import RolloutRow
 from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.learner import consolidate
@@ -22,9 +21,10 @@ MAX_LIBRARY = 40
 
 
 async def sample_scored(ctx: StepContext, state: dict, i: int, qid: str, prior: Prior,
-                        existing: dict) -> tuple[list[dict], list[RolloutRow]]:
+                        existing: dict) -> tuple[list[dict], list[dict]]:
     """The group of question `qid` (the batch's i-th), sampled with the prior and scored (rollouts already
-    stored are reused); its rows, also kept on `ctx` for the step, and the new ones, for the writer."""
+    stored are reused); its rows, also kept on `ctx` for the step, and the new ones, for the writer (which makes
+    them `RolloutRow`s in its thread, after the burst of answers)."""
     step, ex = state["step"], ctx.examples[qid]
     rows = await sample_group(
         ctx.policy, ctx.task, ex, run_id=ctx.run_id, step=step, epoch=state["epoch"],
@@ -35,7 +35,7 @@ async def sample_scored(ctx: StepContext, state: dict, i: int, qid: str, prior: 
     if new:
         score_group(ctx.task, ex, rows, ground_truth=ctx.cfg.ground_truth)
     ctx.keep_rollouts(step, rows)
-    return rows, [RolloutRow.model_validate(r) for r in new]
+    return rows, new
 
 
 def start_rollouts(ctx: StepContext, state: dict, note: str = "") -> tuple[Prior, dict, RolloutWriter, list]:
