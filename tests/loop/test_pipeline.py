@@ -101,8 +101,11 @@ def test_a_run_checkpointed_before_the_pipeline_resumes_through_the_stage_by_sta
         res = train(cfg, model, None, store=store, db=db, resume=True, on_stage=lambda st, *_: stages.append(st))
         assert res.status == "completed", res.error
         assert stages[:2] == ["summarize", "extract"] and "consolidate" in stages
-        new_calls = store.calls(run_id=run_id)[calls_before:]
-        assert {c["stage"] for c in new_calls} == {"consolidate"}, "summaries and extractions come from the memo"
+        every_call = store.calls(run_id=run_id)
+        new_calls = every_call[calls_before:]
+        assert {c["stage"] for c in new_calls} <= {"consolidate"}, "summaries and extractions come from the memo"
+        # the consolidation the first process began ahead (and finished) is not asked again
+        assert sum(1 for c in every_call if c["stage"] == "consolidate") == 1
         assert _library(store) == expected
 
 
@@ -207,3 +210,25 @@ def test_what_the_commit_reads_first_is_read_while_the_learner_consolidates(stor
     assert all(t < answered for _, t in reads)  # read while the learner was still consolidating
     run = store.get_run(res.run_id)
     assert run["steps"] == 1 and run["metrics"]["last_step"]["version"] == store.current_version("lib") >= 1
+
+
+def test_the_consolidation_request_leaves_before_the_rollouts_node_is_checkpointed(store, tmp_db):
+    """Over real HTTP: the learner is asked to consolidate as soon as the step's last group is learned from, before
+    the consolidate node starts (after the rollouts node's call records and checkpoint are written), and only
+    once; the answer is the one the step applies."""
+    import time
+
+    marks: dict[str, float] = {}
+    with FaultServer(plausible=True, answers={ex.question: ex.answer for ex in ITEMS}) as srv:
+        srv.script_stage("consolidate", ("sleep", 0.5))
+        cfg = TrainConfig(task="arith", library="lib", epochs=1, batch_size=2, group_size=2, limit=2, **PAPER_LOOP,
+                          rollout=SamplingConfig(max_tokens=64))
+        res = train(cfg, ModelConfig(model="openai/fake", api_base=srv.api_base, timeout_s=30), None,
+                    store=store, db=tmp_db, on_stage=lambda stage, *_: marks.setdefault(stage, time.monotonic()))
+        timeline = list(srv.timeline)
+    assert res.status == "completed", res.error
+    [(_, asked, answered)] = [t for t in timeline if t[0] == "consolidate"]
+    last_extract = max(b for stage, _, b in timeline if stage == "extract")
+    assert last_extract <= asked < marks["consolidate"] < answered
+    assert len([c for c in store.calls(run_id=res.run_id) if c["stage"] == "consolidate"]) == 1
+    assert store.current_version("lib") >= 1

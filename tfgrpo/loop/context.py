@@ -3,6 +3,7 @@ memo, the gate's slice; and the small helpers they share (stage messages, seeds,
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -35,6 +36,10 @@ class StepContext:
     metrics: dict[str, Any] | None = None
     # (step, the version its ops were applied as, or None): read while the learner consolidates (`read_ahead`)
     applied_as: tuple[int, int | None] | None = None
+    # (version, its live experiences) as the step's rollouts read them (`live_experiences` reuses them)
+    library_read: tuple[int, list] | None = None
+    # a stage's work begun ahead by the node before it (`stages.Consolidation`), taken by its own node
+    ahead: Any = None
     # this step's rollouts and summaries, kept here so the checkpointed state holds ids only
     _rows: tuple[int, dict[str, dict[str, Any]]] = field(default_factory=lambda: (-1, {}))
     _summaries: tuple[int, dict[str, str]] = field(default_factory=lambda: (-1, {}))
@@ -67,6 +72,29 @@ class StepContext:
                 self.metrics = self.store.run_metrics(self.run_id)
         except StoreError:  # the commit reads them itself (and reports the store's trouble there)
             self.applied_as = None
+
+    def live_experiences(self, version: int | None) -> list:
+        """The library's live experiences: those the step's rollouts read when `version` is still the current one
+        (no second read), else read now."""
+        known, lib = self.library_read, self.cfg.library
+        if known is not None and version is not None and known[0] == version and self.store.current_version(lib) == version:
+            return known[1]
+        return self.store.experiences(lib)
+
+    def take_ahead(self, step: int) -> Any:
+        """The work begun ahead for `step` (None: none), handed over once."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead.step != step:
+            ahead.answer.cancel()
+            return None
+        return ahead
+
+    async def drop_ahead(self) -> None:
+        """Cancel work begun ahead that no node took (the run stopped first) and wait for it to end."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead.answer.cancel()
+            await asyncio.gather(ahead.answer, return_exceptions=True)
 
     def step_version(self, step: int) -> int | None:
         """The version `step`'s ops were applied as (None: not yet), as `read_ahead` read it or from the store."""

@@ -10,6 +10,7 @@ repeating a finished call."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import NamedTuple
 
 from tfgrpo_common.event_loop import gather_or_cancel
@@ -17,7 +18,7 @@ from tfgrpo.loop.context import StepContext
 from tfgrpo.loop.learn_stages import (collect_group, extract_group, gather_groups, lessons, needs_summaries,
                                      summarize_rows)
 from tfgrpo.loop.rollout import usable
-from tfgrpo.loop.stages import chosen_groups, report_selection, sample_scored, start_rollouts
+from tfgrpo.loop.stages import begin_consolidation, chosen_groups, report_selection, sample_scored, start_rollouts
 
 
 class Group(NamedTuple):
@@ -66,10 +67,14 @@ async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
     done: list[Group] = await gather_or_cancel(*[group(i, q) for i, q in enumerate(state["batch"])], stagger=True)
     learned_from = [g for g in done if g.kind is not None]
     chosen = {g.qid: g.kind for g in learned_from}
+    learned = gather_groups([(g.qid, g.learned) for g in learned_from])
+    # the learner's consolidation request leaves now, while the last call records are written and this node's
+    # checkpoint after them (the consolidate node takes its answer)
+    ctx.ahead = begin_consolidation(ctx, state, learned["proposals"], learned["examples"])
+    await asyncio.to_thread(ctx.flush)
     report_selection(ctx, step, {g.qid: g.rows for g in done}, chosen)
     summaries = {rid: text for g in learned_from for rid, text in g.summaries.items()}
     ctx.keep_summaries(step, summaries)
-    learned = gather_groups([(g.qid, g.learned) for g in learned_from])
     shown = sum(1 for g in learned_from if not g.summaries)
     ctx.stage("extract", step, f"{len(chosen)} groups learned from ({shown} shown to the learner as they are, "
                                f"{len(summaries)} rollouts summarized): {len(learned['proposals'])} proposals, "

@@ -145,7 +145,8 @@ async def _run_graph(ctx: StepContext, ckpt: Path, saver) -> None:
         if not final.get("done"):
             raise RuntimeError(f"the step graph of run {ctx.run_id} stopped before its last epoch with nothing "
                                f"left to run (checkpoints in {ckpt}); report this as a bug")
-    finally:  # close HTTP clients inside their event loop
+    finally:  # close HTTP clients inside their event loop (after any call begun ahead for a node that never ran)
+        await ctx.drop_ahead()
         for model in {id(ctx.policy): ctx.policy, id(ctx.learner): ctx.learner}.values():
             if hasattr(model, "aclose"):
                 await model.aclose()

@@ -8,6 +8,7 @@ runs checkpointed before the pipeline."""
 from __future__ import annotations
 
 import asyncio
+from typing import NamedTuple
 
 from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.loop.context import StepContext
@@ -45,6 +46,7 @@ def start_rollouts(ctx: StepContext, state: dict, note: str = "") -> tuple[Prior
     once here for all of these)."""
     step, lib = state["step"], ctx.cfg.library
     exps = ctx.store.experiences(lib, state["version"])
+    ctx.library_read = (state["version"], exps)
     prior = Prior(ctx.store, lib, state["version"], **ctx.cfg.prior_settings(), experiences=exps)
     existing = {r.id: r.model_dump() for r in ctx.store.rollouts(ctx.run_id, step) if not r.error}
     examples = sum(1 for e in exps if e.kind == "example")
@@ -77,29 +79,51 @@ async def select_stage(ctx: StepContext, state: dict) -> dict:
     return {"selected": chosen}
 
 
-async def consolidate_stage(ctx: StepContext, state: dict) -> dict:
+class Consolidation(NamedTuple):
+    """A step's consolidation under way: the live experiences it was asked about, how many were lessons, and
+    the learner's answer to come (with the reads made meanwhile)."""
+    step: int
+    live: list
+    lessons: int
+    answer: asyncio.Future
+
+
+def begin_consolidation(ctx: StepContext, state: dict, proposals: list[dict], examples: list[dict]) -> Consolidation:
+    """Send the learner the step's proposals now (`consolidate_stage` takes the answer). The step's last groups
+    start it as soon as they are gathered, so the request leaves while the call log is flushed and the rollouts
+    node checkpointed; a step killed before the answer asks again on resume (nothing was memoized)."""
     step = state["step"]
-    live = ctx.store.experiences(ctx.cfg.library)
+    live = ctx.live_experiences(state.get("version"))
     library = [e for e in live if e.kind == "lesson"]
-    examples = state.get("examples", [])
-    ctx.stage("consolidate", step, f"{len(state['proposals'])} proposals vs {len(library)} lessons; "
-                                    f"{len(examples)} worked examples")
     # while the learner consolidates, the texts the op batch will likely write (the worked examples, the
     # proposals it may keep as they are) are embedded in a worker thread, off the step's critical path, and what
     # the commit reads first is read
-    ahead = [op["text"] for op in examples] + [p["text"] for p in state["proposals"]]
+    ahead = [op["text"] for op in examples] + [p["text"] for p in proposals]
     # in the run's last step no more rollouts come: their idle connections are closed while the learner answers
     # (set aside before its call, which opens a connection of its own), not all at the run's end
     closing = ctx.shed_connections() if ctx.last_step(state) else []
     learner = asyncio.ensure_future(consolidate(
-        ctx.learner, library, state["proposals"], run_id=ctx.run_id, step=step, max_words=ctx.cfg.max_words,
+        ctx.learner, library, proposals, run_id=ctx.run_id, step=step, max_words=ctx.cfg.max_words,
         max_size=MAX_LIBRARY, retries=ctx.cfg.learner_retries, temperature=ctx.cfg.learner_temperature,
         max_tokens=ctx.cfg.learner_max_tokens, memo=ctx.memo, seed=ctx.seed(step, 70_000),
         reject=ctx.reject(step), fallback=ctx.cfg.fallback_add))
-    res, *_ = await gather_or_cancel(learner, asyncio.to_thread(_read_ahead, ctx, step, ahead),
-                                     *([_close_after(learner, closing)] if closing else []))
+    answer = asyncio.ensure_future(gather_or_cancel(
+        learner, asyncio.to_thread(_read_ahead, ctx, step, ahead),
+        *([_close_after(learner, closing)] if closing else [])))
+    return Consolidation(step, live, len(library), answer)
+
+
+async def consolidate_stage(ctx: StepContext, state: dict) -> dict:
+    step = state["step"]
+    examples = state.get("examples", [])
+    pending = ctx.take_ahead(step)
+    if pending is None:  # not begun by the rollouts node (a resumed run, or one checkpointed before the pipeline)
+        pending = begin_consolidation(ctx, state, state["proposals"], examples)
+    ctx.stage("consolidate", step, f"{len(state['proposals'])} proposals vs {pending.lessons} lessons; "
+                                    f"{len(examples)} worked examples")
+    res, *_ = await pending.answer
     ops = [o.model_dump(mode="json") for o in res["ops"]] + examples
-    prune = prune_op(live, res["ops"], min_seen=ctx.cfg.prune_after, run_id=ctx.run_id, step=step)
+    prune = prune_op(pending.live, res["ops"], min_seen=ctx.cfg.prune_after, run_id=ctx.run_id, step=step)
     if prune is not None:
         ops.append(prune.model_dump(mode="json"))
         ctx.stage("consolidate", step, f"propose deleting E{prune.target_id}: {prune.reason}")
