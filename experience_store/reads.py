@@ -77,7 +77,10 @@ class LibraryReadMixin(RunLogMixin):
 
     def resolve_version(self, library: str, version: int | None) -> int:
         """`version` checked to exist (0..current), or the current version when None."""
-        current = self.current_version(library)
+        return self._checked_version(library, version, self.current_version(library))
+
+    @staticmethod
+    def _checked_version(library: str, version: int | None, current: int) -> int:
         if version is None:
             return current
         if not isinstance(version, int) or version < 0 or version > current:
@@ -104,8 +107,12 @@ class LibraryReadMixin(RunLogMixin):
 
     def experiences(self, library: str, version: int | None = None) -> list[Experience]:
         """Live experiences at `version` (default: current), ordered by id. Texts are as of that version."""
-        current = self.current_version(library)
-        version = self.resolve_version(library, version)
+        with self._lock:  # one unit: the version checked against the current one read here
+            current = self.current_version(library)
+            version = self._checked_version(library, version, current)
+            return self._experiences_at(library, version, current)
+
+    def _experiences_at(self, library: str, version: int, current: int) -> list[Experience]:
         if version == current:
             rows = self._rows(_CURRENT + " AND status = 'live' ORDER BY id", [library])
         else:

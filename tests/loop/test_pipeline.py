@@ -232,3 +232,28 @@ def test_the_consolidation_request_leaves_before_the_rollouts_node_is_checkpoint
     assert last_extract <= asked < marks["consolidate"] < answered
     assert len([c for c in store.calls(run_id=res.run_id) if c["stage"] == "consolidate"]) == 1
     assert store.current_version("lib") >= 1
+
+
+def test_a_new_run_reads_no_stored_rollouts_and_no_checkpoint(store, tmp_db, monkeypatch):
+    """A run this process creates has nothing stored or checkpointed yet: over real HTTP, its two steps read no
+    rollouts back from the store and never ask the checkpointer for a saved state (a resumed run does both)."""
+    from langgraph.pregel import Pregel
+
+    reads: list[str] = []
+    rollouts, get_state = ExperienceStore.rollouts, Pregel.aget_state
+    monkeypatch.setattr(ExperienceStore, "rollouts", lambda self, *a, **k: reads.append("rollouts") or
+                        rollouts(self, *a, **k))
+
+    async def counted_get_state(self, *a, **k):
+        reads.append("state")
+        return await get_state(self, *a, **k)
+
+    monkeypatch.setattr(Pregel, "aget_state", counted_get_state)
+    with FaultServer(plausible=True, answers={ex.question: ex.answer for ex in ITEMS}) as srv:
+        cfg = TrainConfig(task="arith", library="lib", epochs=2, batch_size=2, group_size=2, limit=2, **PAPER_LOOP,
+                          rollout=SamplingConfig(max_tokens=64))
+        res = train(cfg, ModelConfig(model="openai/fake", api_base=srv.api_base, timeout_s=30), None,
+                    store=store, db=tmp_db)
+    assert res.status == "completed", res.error
+    assert store.get_run(res.run_id)["steps"] == 2 and reads == []
+    assert len(store.rollouts(res.run_id)) == 8 and reads == ["rollouts"]  # the counter counts (this test's read)

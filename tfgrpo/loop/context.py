@@ -40,6 +40,8 @@ class StepContext:
     library_read: tuple[int, list] | None = None
     # a stage's work begun ahead by the node before it (`stages.Consolidation`), taken by its own node
     ahead: Any = None
+    # a run this process created: nothing of it was checkpointed or stored before (no state or rollouts to read)
+    new_run: bool = False
     # this step's rollouts and summaries, kept here so the checkpointed state holds ids only
     _rows: tuple[int, dict[str, dict[str, Any]]] = field(default_factory=lambda: (-1, {}))
     _summaries: tuple[int, dict[str, str]] = field(default_factory=lambda: (-1, {}))

@@ -131,13 +131,13 @@ async def _run_graph(ctx: StepContext, ckpt: Path, saver) -> None:
     # "sync": each node's checkpoint is on disk before the next node starts, so a killed run resumes from
     # the node after the last one whose effects it saw ("async", LangGraph's default, may lose it)
     try:
-        snap = await graph.aget_state(config)
+        snap = None if ctx.new_run else await graph.aget_state(config)
         # `tasks`, not `next`: a node whose writes were saved just before the kill, with the checkpoint after it
         # not written yet, is left out of `next` (it has run) but is still one of `tasks`; resuming applies
         # its writes and goes on from the edge after it
-        if snap.tasks:
+        if snap is not None and snap.tasks:
             final = await graph.ainvoke(None, config, durability="sync")
-        elif not snap.values:
+        elif snap is None or not snap.values:
             final = await graph.ainvoke({"epoch": 0, "cursor": 0, "step": 0, "done": False}, config,
                                         durability="sync")
         else:
@@ -195,7 +195,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, learner_cfg: ModelConfig, *
         learner = policy if learner_cfg == model_cfg else Breaker().guard(
             pool.gateway(learner_cfg, call_log=call_log, budget=budget, run_id=run_id))
         ctx = StepContext(cfg, task, examples, policy, learner, store, memo, run_id, on_stage=on_stage,
-                          call_log=call_log, gate_examples=gate, on_step=on_step)
+                          call_log=call_log, gate_examples=gate, on_step=on_step, new_run=not resumed)
         try:
             run_hot(_drive(ctx, ckpt))
         except BudgetExceeded as exc:

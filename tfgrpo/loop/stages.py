@@ -48,7 +48,8 @@ def start_rollouts(ctx: StepContext, state: dict, note: str = "") -> tuple[Prior
     exps = ctx.store.experiences(lib, state["version"])
     ctx.library_read = (state["version"], exps)
     prior = Prior(ctx.store, lib, state["version"], **ctx.cfg.prior_settings(), experiences=exps)
-    existing = {r.id: r.model_dump() for r in ctx.store.rollouts(ctx.run_id, step) if not r.error}
+    existing = {} if ctx.new_run else {r.id: r.model_dump() for r in ctx.store.rollouts(ctx.run_id, step)
+                                       if not r.error}
     examples = sum(1 for e in exps if e.kind == "example")
     ctx.stage("rollouts", step, f"{len(state['batch'])} x {ctx.cfg.group_size} rollouts "
                                  f"(library v{state['version']}: {len(exps) - examples} lessons, {examples} worked "
