@@ -79,7 +79,8 @@ class StepContext:
         """The library's live experiences: those the step's rollouts read when `version` is still the current one
         (no second read), else read now."""
         known, lib = self.library_read, self.cfg.library
-        if known is not None and version is not None and known[0] == version and self.store.current_version(lib) == version:
+        if known is not None and version is not None and known[0] == version \
+                and self.store.current_version(lib) == version:
             return known[1]
         return self.store.experiences(lib)
 
