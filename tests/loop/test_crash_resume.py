@@ -43,6 +43,7 @@ def _snapshot(db: Path) -> dict:
             "counters": sorted((e.id, e.times_injected, e.times_won) for e in s.experiences("lib")),
             "version": s.current_version("lib"),
             "rollout_calls": sum(1 for c in s.calls(run_id=run["id"]) if c["stage"] == "rollout"),
+            "totals": run["metrics"].get("totals"),
         }
 
 
@@ -94,7 +95,8 @@ KILLER = Path(__file__).with_name("kill_after_node.py")
 
 
 # the second step's first node, its longest one and its last, and the run's very last node
-@pytest.mark.parametrize("node,at", [("sample", 2), ("rollouts", 2), ("apply", 2), ("apply", 4)])
+# and inside the second step's apply node, once the run row has counted the step (the node runs again on resume)
+@pytest.mark.parametrize("node,at", [("sample", 2), ("rollouts", 2), ("apply", 2), ("apply", 4), ("run-row", 2)])
 def test_kill_between_a_nodes_writes_and_its_checkpoint_then_resume_matches_uninterrupted(tmp_path, reference,
                                                                                           node, at):
     """The kill lands after a node's writes are saved and before the checkpoint that follows them. LangGraph
@@ -109,5 +111,5 @@ def test_kill_between_a_nodes_writes_and_its_checkpoint_then_resume_matches_unin
     assert code == 0, out
     snap = _snapshot(db)
     assert snap["status"] == "completed", out
-    for key in ("steps", "rollouts", "ops", "library", "version", "counters"):
+    for key in ("steps", "rollouts", "ops", "library", "version", "counters", "totals"):
         assert snap[key] == reference[key], (key, {"crash": snap, "reference": reference, "resume_output": out})

@@ -33,18 +33,21 @@ def apply_step(ctx, state: dict[str, Any]) -> None:
     elif version is None:
         version = ctx.store.current_version(lib)
     _bump(ctx, state)  # every step, ops or not; once per step even when a resumed step runs this again
-    stat = _step_stat(state, gate, ctx.all_rollouts(state), version, applied, rejected)
+    metrics = dict(ctx.metrics) if ctx.metrics is not None else ctx.store.run_metrics(ctx.run_id)
+    totals = metrics["totals"] = dict(metrics.get("totals") or {})  # a copy: ctx.metrics changes once it is stored
+    stat = metrics.get("last_step") or {}
+    if stat.get("step") != step:  # (else the run row was written, then the process killed before this node's
+        # checkpoint: the step is committed again on resume, its figures as the first commit recorded them)
+        stat = _step_stat(state, gate, ctx.all_rollouts(state), version, applied, rejected)
+        for k in ("rollouts_failed", "rollouts_truncated", "ops_applied", "proposals", "examples"):
+            totals[k] = totals.get(k, 0) + stat[k]
+        if stat["gate"] in ("accepted", "rejected"):
+            totals[f"gate_{stat['gate']}"] = totals.get(f"gate_{stat['gate']}", 0) + 1
+    metrics["last_step"] = stat
     ctx.step_stats.append(stat)
     verdict = stat["gate"]
-    ctx.stage("apply", step, f"v{version}: {applied} ops applied, {rejected} rejected"
-                             + (f"; gate {verdict}" if verdict not in (None, "off", "no ops") else ""))
-    metrics = dict(ctx.metrics) if ctx.metrics is not None else ctx.store.run_metrics(ctx.run_id)
-    metrics["last_step"] = stat
-    totals = metrics["totals"] = dict(metrics.get("totals") or {})  # a copy: ctx.metrics changes once it is stored
-    for k in ("rollouts_failed", "rollouts_truncated", "ops_applied", "proposals", "examples"):
-        totals[k] = totals.get(k, 0) + stat[k]
-    if verdict in ("accepted", "rejected"):
-        totals[f"gate_{verdict}"] = totals.get(f"gate_{verdict}", 0) + 1
+    ctx.stage("apply", step, f"v{stat['version']}: {stat['ops_applied']} ops applied, {stat['ops_rejected']} "
+                             "rejected" + (f"; gate {verdict}" if verdict not in (None, "off", "no ops") else ""))
     ctx.store.update_run(ctx.run_id, steps=step + 1, metrics=metrics)
     ctx.metrics = metrics
     ctx.on_step(stat)
