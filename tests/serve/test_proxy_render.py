@@ -33,8 +33,14 @@ def training_rollout_messages(store, upstream: FaultServer, tmp_path, version: i
     run_id = store.create_run("lib", "train", {}, "fake")
     memo = Memo(tmp_path / "memo.sqlite")
     ctx = StepContext(cfg, task, {ex.id: ex}, policy, policy, store, memo, run_id)
+    async def step() -> None:
+        try:
+            await rollouts_stage(ctx, {"step": 0, "epoch": 0, "cursor": 0, "version": version, "batch": [ex.id]})
+        finally:
+            await ctx.drop_ahead()  # the consolidation the stage began for the consolidate node, which is not run here
+
     try:
-        asyncio.run(rollouts_stage(ctx, {"step": 0, "epoch": 0, "version": version, "batch": [ex.id]}))
+        asyncio.run(step())
     finally:
         memo.close()
     rollouts = [r for r, stage in zip(upstream.requests, upstream.stages) if stage == "rollout"]  # not the learner's
