@@ -13,7 +13,7 @@ from tfgrpo.loop.group_commit import GroupCommit
 #: A write waits until no group has finished for SETTLE_S (at most MAX_SETTLE_S): a group learned from waits for
 #: its learner call meanwhile, so the write is off the step's critical path; one that is not waits this long more.
 SETTLE_S = 0.03
-MAX_SETTLE_S = 0.3
+MAX_SETTLE_S = 1.0
 
 
 class RolloutWriter(GroupCommit[RolloutRow | dict]):
