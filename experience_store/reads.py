@@ -110,13 +110,10 @@ class LibraryReadMixin(RunLogMixin):
         with self._lock:  # one unit: the version checked against the current one read here
             current = self.current_version(library)
             version = self._checked_version(library, version, current)
-            return self._experiences_at(library, version, current)
-
-    def _experiences_at(self, library: str, version: int, current: int) -> list[Experience]:
-        if version == current:
-            rows = self._rows(_CURRENT + " AND status = 'live' ORDER BY id", [library])
-        else:
-            rows = self._rows(_AT_VERSION, [library, version, version])
+            if version == current:
+                rows = self._rows(_CURRENT + " AND status = 'live' ORDER BY id", [library])
+            else:
+                rows = self._rows(_AT_VERSION, [library, version, version])
         return [Experience(**dict(zip(_EXP_FIELDS, row))) for row in rows]
 
     def get(self, library: str, exp_id: int) -> Experience:

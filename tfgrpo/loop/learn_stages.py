@@ -33,12 +33,10 @@ def group_rows(ctx: StepContext, state: dict, qid: str) -> list[dict[str, Any]]:
     return [r for r in ctx.rollouts(state, qid) if usable(r)]
 
 
-def lessons(ctx: StepContext, known: tuple[int, list] | None = None) -> list[dict[str, Any]]:
-    """The library's live lessons as the learner sees them (it may revise one by id). `known`: a version and
-    its experiences, already read (used when that version is still the current one)."""
-    lib = ctx.cfg.library
-    exps = known[1] if known is not None and ctx.store.current_version(lib) == known[0] else ctx.store.experiences(lib)
-    return [{"id": e.id, "text": e.text} for e in exps if e.kind == "lesson"]
+def lessons(ctx: StepContext, version: int | None = None) -> list[dict[str, Any]]:
+    """The library's live lessons as the learner sees them (it may revise one by id); those the step's rollouts
+    read when `version` is theirs and still the current one (`StepContext.live_experiences`)."""
+    return [{"id": e.id, "text": e.text} for e in ctx.live_experiences(version) if e.kind == "lesson"]
 
 
 async def summarize_rows(ctx: StepContext, step: int, qid: str, rows: list[dict[str, Any]],

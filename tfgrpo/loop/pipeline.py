@@ -35,9 +35,9 @@ class Group(NamedTuple):
 
 async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
     step = state["step"]
-    prior, existing, writer, exps = start_rollouts(ctx, state, "; each group is learned from once it is scored")
-    # the lessons as the step started (the op batch is applied after consolidate)
-    library = lessons(ctx, (state["version"], exps))
+    prior, existing, writer = start_rollouts(ctx, state, "; each group is learned from once it is scored")
+    # the lessons as the step started (the op batch is applied after consolidate), from the rollouts' read
+    library = lessons(ctx, state["version"])
     memo_commits = ctx.memo.group_commit()  # the groups whose learner answers come in together share a write
 
     async def group(i: int, qid: str) -> Group:

@@ -39,11 +39,11 @@ async def sample_scored(ctx: StepContext, state: dict, i: int, qid: str, prior: 
     return rows, new
 
 
-def start_rollouts(ctx: StepContext, state: dict, note: str = "") -> tuple[Prior, dict, RolloutWriter, list]:
+def start_rollouts(ctx: StepContext, state: dict, note: str = "") -> tuple[Prior, dict, RolloutWriter]:
     """What sampling a step's groups needs: the prior of the step's library version, the rollouts a resumed
     step already stored (failed calls excepted: the model was down, a call timed out; those are sampled again
-    and replace the stored row), the writer that stores finished groups, and the version's experiences (read
-    once here for all of these)."""
+    and replace the stored row) and the writer that stores finished groups. The version's experiences are read
+    once here for all of these, and kept on `ctx` (`library_read`) for the learner and consolidation."""
     step, lib = state["step"], ctx.cfg.library
     exps = ctx.store.experiences(lib, state["version"])
     ctx.library_read = (state["version"], exps)
@@ -55,7 +55,7 @@ def start_rollouts(ctx: StepContext, state: dict, note: str = "") -> tuple[Prior
                                  f"(library v{state['version']}: {len(exps) - examples} lessons, {examples} worked "
                                  f"examples){note}")
     writer = RolloutWriter(ctx.store, ctx.flush)  # groups finishing together share a transaction
-    return prior, existing, writer, exps
+    return prior, existing, writer
 
 
 def chosen_groups(ctx: StepContext, groups: dict[str, list[dict]]) -> dict[str, str]:
