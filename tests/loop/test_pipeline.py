@@ -215,22 +215,25 @@ def test_what_the_commit_reads_first_is_read_while_the_learner_consolidates(stor
 def test_the_consolidation_request_leaves_before_the_rollouts_node_is_checkpointed(store, tmp_db):
     """Over real HTTP: the learner is asked to consolidate as soon as the step's last group is learned from, before
     the consolidate node starts (after the rollouts node's call records and checkpoint are written), and only
-    once; the answer is the one the step applies."""
+    once; the answer is the one the step applies. The call's start is the client's (its call record's `ts`): the
+    server's arrival stamp comes from a thread that may get the interpreter only after the node has started."""
     import time
 
     marks: dict[str, float] = {}
     with FaultServer(plausible=True, answers={ex.question: ex.answer for ex in ITEMS}) as srv:
-        srv.script_stage("consolidate", ("sleep", 0.5))
+        srv.script_stage("consolidate", ("sleep", 1.0))
         cfg = TrainConfig(task="arith", library="lib", epochs=1, batch_size=2, group_size=2, limit=2, **PAPER_LOOP,
                           rollout=SamplingConfig(max_tokens=64))
         res = train(cfg, ModelConfig(model="openai/fake", api_base=srv.api_base, timeout_s=30), None,
-                    store=store, db=tmp_db, on_stage=lambda stage, *_: marks.setdefault(stage, time.monotonic()))
+                    store=store, db=tmp_db,
+                    on_stage=lambda stage, *_: marks.setdefault(stage, (time.monotonic(), time.time())))
         timeline = list(srv.timeline)
     assert res.status == "completed", res.error
     [(_, asked, answered)] = [t for t in timeline if t[0] == "consolidate"]
     last_extract = max(b for stage, _, b in timeline if stage == "extract")
-    assert last_extract <= asked < marks["consolidate"] < answered
-    assert len([c for c in store.calls(run_id=res.run_id) if c["stage"] == "consolidate"]) == 1
+    [call] = [c for c in store.calls(run_id=res.run_id) if c["stage"] == "consolidate"]  # once
+    assert last_extract <= asked < answered and marks["consolidate"][0] < answered
+    assert call["ts"] < marks["consolidate"][1]  # the call began before the consolidate node started
     assert store.current_version("lib") >= 1
 
 

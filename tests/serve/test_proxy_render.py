@@ -38,6 +38,7 @@ def training_rollout_messages(store, upstream: FaultServer, tmp_path, version: i
             await rollouts_stage(ctx, {"step": 0, "epoch": 0, "cursor": 0, "version": version, "batch": [ex.id]})
         finally:
             await ctx.drop_ahead()  # the consolidation the stage began for the consolidate node, which is not run here
+            await policy.aclose()  # its HTTP session, inside its loop
 
     try:
         asyncio.run(step())
