@@ -19,9 +19,10 @@ number of metric calls as our rollouts, and the same concurrency for its batch e
 The last line is machine-readable: `overhead_ratio=<x> vs_gepa=<y> cpu_us_per_call=<z> rollouts=<n>
 latency_s=<L> wall_s=<w> bound_s=<b> peak_rss_mb=<m> event_loop=<uvloop|asyncio> floor_ratio=<f>`
 (`TFGRPO_EVENT_LOOP=asyncio` runs the step on the standard loop, to compare). `floor_ratio` is the same
-step's calls sent by plain aiohttp with nothing else to do, against the same server (`bench/rig_floor.py`):
-the lowest overhead_ratio this machine allows. `--scale` runs a step at B and at 10*B (default 1,000
-then 10,000 rollouts) and ends with `scale_rollouts=... wall_ratio=<x> rss_ratio=<y> ...`.
+step's calls sent by the loop's HTTP client (`tfgrpo.llm.http1`) with nothing else to do, against the same
+server (`bench/rig_floor.py`): the lowest overhead_ratio this machine allows (plain aiohttp until 2026-12-04).
+`--scale` runs a step at B and at 10*B (default 1,000 then 10,000 rollouts) and ends with
+`scale_rollouts=... wall_ratio=<x> rss_ratio=<y> ...`.
 `--what-if memory-log` keeps the LLM call log in memory (a profiling aid, not a product mode).
 
 What limits the figures, and how they moved with each change: the `## Training step overhead` sections of
@@ -246,7 +247,7 @@ def main() -> None:
               f"{json.dumps(ours['cpu_us_per_call_by_stage'])}")
         floor = floor_wall(srv.api_base, [ex.question for ex in items], args.group, ours["calls"].get("extract", 0),
                            concurrency)
-        print(f"rig floor: the same calls from plain aiohttp in {floor:.2f} s ({floor / bound:.3f} x the bound): as "
+        print(f"rig floor: the same calls from the bare HTTP client in {floor:.2f} s ({floor / bound:.3f} x the bound): as "
               f"low as overhead_ratio can go on this machine; ours is {ours['wall'] - floor:.2f} s above it")
         vs = float("nan")
         if not args.no_gepa:

@@ -1,6 +1,8 @@
-"""The floor of the overhead rig: the wall time of a training step's calls alone, sent by plain aiohttp with
-nothing else to do (no store, no scoring, no prompts to build), against the same fake server on the same
-cores. The step's shape: the groups started one at a time, as the loop starts them, each group's G rollout
+"""The floor of the overhead rig: the wall time of a training step's calls alone, sent by the fastest client we
+have with nothing else to do (no store, no scoring, no prompts to build), against the same fake server on the
+same cores. The client is the lean HTTP/1.1 pool the loop uses (`tfgrpo.llm.http1`): plain aiohttp, the floor
+until 2026-12-04, costs about three times its event-loop CPU in a burst of new connections (`bench/transport.py`),
+so it was no floor for a loop that no longer uses it. The step's shape: the groups started one at a time, as the loop starts them, each group's G rollout
 requests at once; as soon as a group's answers are back, its learner request (for the groups that made one);
 after all groups, one consolidate request.
 
@@ -24,15 +26,17 @@ def _body(text: str) -> dict:
 
 
 async def _step(api_base: str, questions: list[str], group: int, learner_groups: int, concurrency: int) -> float:
-    import aiohttp
+    import orjson
 
-    url = api_base.rstrip("/") + "/chat/completions"
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    from tfgrpo.llm.http1 import OriginPool
+
+    pool = OriginPool(api_base.rstrip("/") + "/chat/completions", {"Content-Type": "application/json"})
+    limit = asyncio.Semaphore(concurrency)
+    try:
         async def call(text: str) -> str:
-            async with http.post(url, json=_body(text)) as resp:
-                data = await resp.json()
-            return data["choices"][0]["message"]["content"]
+            async with limit:
+                answer = await pool.post(orjson.dumps(_body(text)), timeout=120)
+            return orjson.loads(answer.body)["choices"][0]["message"]["content"]
 
         async def one_group(i: int, question: str) -> None:
             answers = await asyncio.gather(*(call(question) for _ in range(group)))
@@ -43,6 +47,8 @@ async def _step(api_base: str, questions: list[str], group: int, learner_groups:
         await gather_or_cancel(*(one_group(i, q) for i, q in enumerate(questions)), stagger=True)  # as the loop
         await call("consolidate: " + " ".join(questions[:20]))
         return time.perf_counter() - start
+    finally:
+        pool.close()
 
 
 def floor_wall(api_base: str, questions: list[str], group: int, learner_groups: int, concurrency: int) -> float:

@@ -95,7 +95,7 @@ def test_determinism_bench_runs_three_passes_on_the_real_embedded_model(smollm2_
 
 
 def test_rig_floor_sends_the_steps_calls_in_its_three_rounds(tmp_path):
-    """Plain aiohttp against the real fake server: 3 groups of 2 rollouts, 2 learner calls, 1 consolidate call;
+    """The bare HTTP client against the real fake server: 3 groups of 2 rollouts, 2 learner calls, 1 consolidate call;
     each round waits for the one before, so the wall is at least three latencies."""
     from bench.fake_server import FakeServer
     from bench.rig_floor import floor_wall
