@@ -1,10 +1,10 @@
 """Run the `tfgrpo` command line and SIGKILL it right after the checkpointer has saved the writes of the
 `KILL_AFTER_NODE` node's `KILL_AT`-th run (1-based), before the checkpoint that follows them: the narrowest
-window a kill can hit between two nodes. `KILL_AFTER_NODE=run-row` kills inside the apply node instead, right
-after the run row records `KILL_AT` committed steps (before the node's writes are saved, so a resume runs the
-node again). Used by `test_crash_resume.py`:
+window a kill can hit between two nodes. `KILL_AFTER_NODE=run-row` kills inside the node that commits a step
+instead (apply, or consolidate when the gate is idle), right after the run row records `KILL_AT` committed steps
+(before the node's writes are saved, so a resume runs the node again). Used by `test_crash_resume.py`:
 
-    KILL_AFTER_NODE=apply KILL_AT=2 python tests/loop/kill_after_node.py train ...
+    KILL_AFTER_NODE=consolidate KILL_AT=2 python tests/loop/kill_after_node.py train ...
 """
 
 from __future__ import annotations

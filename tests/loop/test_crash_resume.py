@@ -94,9 +94,11 @@ def test_crash_reference_is_meaningful(reference):
 KILLER = Path(__file__).with_name("kill_after_node.py")
 
 
-# the second step's first node, its longest one and its last, and the run's very last node
-# and inside the second step's apply node, once the run row has counted the step (the node runs again on resume)
-@pytest.mark.parametrize("node,at", [("sample", 2), ("rollouts", 2), ("apply", 2), ("apply", 4), ("run-row", 2)])
+# the second step's first node, its longest one and its last (consolidate, which commits the step when the gate is
+# idle, as here), and the run's very last node; and inside the second step's commit, once the run row has counted
+# the step (the node runs again on resume: consolidation's answer from the memo, the ops not applied twice)
+@pytest.mark.parametrize("node,at", [("sample", 2), ("rollouts", 2), ("consolidate", 2), ("consolidate", 4),
+                                     ("run-row", 2)])
 def test_kill_between_a_nodes_writes_and_its_checkpoint_then_resume_matches_uninterrupted(tmp_path, reference,
                                                                                           node, at):
     """The kill lands after a node's writes are saved and before the checkpoint that follows them. LangGraph

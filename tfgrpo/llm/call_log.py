@@ -45,6 +45,7 @@ class BackgroundCallLog:
         # records handed in and records the writer is done with (written or given up on), so that a flush waits
         # for what was handed in before it, not for records that keep arriving while it waits
         self._seq = threading.Lock()
+        self._done = threading.Condition(self._seq)  # notified when the writer is done with a batch
         self._handed = self._finished = 0
         self._thread = threading.Thread(target=self._run, name="tfgrpo-call-log", daemon=True)
         self._thread.start()
@@ -114,8 +115,9 @@ class BackgroundCallLog:
                 if records:
                     self._write(records)
             finally:
-                with self._seq:
+                with self._done:
                     self._finished += len(records)
+                    self._done.notify_all()
             if len(records) < len(batch):
                 return
 
@@ -124,15 +126,14 @@ class BackgroundCallLog:
         False on timeout. Records handed in while it waits are not waited for: under a steady stream of calls,
         waiting for an empty queue kept the writer writing small batches back to back."""
         deadline = time.monotonic() + timeout
-        delay = 0.0005
-        with self._seq:
+        with self._done:  # woken when a batch is done (polling it cost a flush up to 5 ms past the write)
             target = self._handed
-        while self._finished < target:
-            self._wake.set()
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 0.005)
+            while self._finished < target:
+                self._wake.set()
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return self._finished >= target
+                self._done.wait(min(left, 0.5))
         return True
 
     def close(self, timeout: float = 10.0) -> None:

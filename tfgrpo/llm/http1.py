@@ -38,12 +38,19 @@ class UpstreamRemoteProtocolError(Exception):
 
 
 class Answer:
-    """One HTTP answer: status, reason, headers (case-insensitive), body (decompressed)."""
+    """One HTTP answer: status, reason, headers (case-insensitive, made when first read: a rollout's answer is
+    read for its body alone), body (decompressed)."""
 
-    __slots__ = ("status", "reason", "headers", "body")
+    __slots__ = ("status", "reason", "_raw", "_headers", "body")
 
-    def __init__(self, status: int, reason: str, headers: CIMultiDict, body: bytes) -> None:
-        self.status, self.reason, self.headers, self.body = status, reason, headers, body
+    def __init__(self, status: int, reason: str, raw: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status, self.reason, self._raw, self._headers, self.body = status, reason, raw, None, body
+
+    @property
+    def headers(self) -> CIMultiDict:
+        if self._headers is None:
+            self._headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in self._raw)
+        return self._headers
 
 
 class _Connection(asyncio.Protocol):
@@ -60,6 +67,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._headers_done = False
         self._keep = False
+        self._coding = ""
         self._framed = False  # Content-Length or chunked: the end of the body is in the bytes, not the close
 
     # asyncio.Protocol
@@ -99,6 +107,8 @@ class _Connection(asyncio.Protocol):
         low = name.lower()
         if low == b"content-length" or (low == b"transfer-encoding" and b"chunked" in value.lower()):
             self._framed = True
+        elif low == b"content-encoding":
+            self._coding = value.decode("latin-1").strip().lower()
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
@@ -113,7 +123,7 @@ class _Connection(asyncio.Protocol):
     # the exchange
     def exchange(self, data: bytes) -> asyncio.Future:
         """Send one request; the future resolves to its `Answer`."""
-        self._reason, self._headers, self._body = b"", [], []
+        self._reason, self._headers, self._body, self._coding = b"", [], [], ""
         self._headers_done = self._framed = False
         self._waiter = waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
@@ -131,16 +141,15 @@ class _Connection(asyncio.Protocol):
         if 100 <= status < 200:  # an interim answer (100 Continue): the final one follows
             self._reason, self._headers, self._body, self._headers_done = b"", [], [], False
             return
-        headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in self._headers)
         body = b"".join(self._body)
-        coding = headers.get("content-encoding", "").lower()
+        coding = self._coding
         if coding in ("gzip", "deflate") and body:
             try:
                 body = zlib.decompress(body, 47 if coding == "gzip" else zlib.MAX_WBITS)
             except zlib.error as exc:
                 self._fail(UpstreamRemoteProtocolError(f"the upstream's {coding} body does not decompress: {exc}"))
                 return
-        waiter.set_result(Answer(status, self._reason.decode("latin-1", "replace"), headers, body))
+        waiter.set_result(Answer(status, self._reason.decode("latin-1", "replace"), self._headers, body))
 
     def _fail(self, exc: Exception) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -124,7 +124,7 @@ async def version_scores(ctx: StepContext, version: int) -> list[float | None]:
 
 def idle_gate(ctx: StepContext, state: dict) -> dict | None:
     """The gate's record when it has nothing to score: no slice ("off") or no ops ("no ops"); None when it has.
-    The step then goes from consolidate straight to apply (no node, no checkpoint of its own)."""
+    The consolidate node then commits the step itself (no gate or apply node, no checkpoints of their own)."""
     if not ctx.gate_examples:
         return {"status": "off"}
     if not state.get("ops"):

@@ -1,12 +1,14 @@
 """One Training-Free GRPO step as a LangGraph StateGraph, looping until the last epoch: sample, rollouts
-(each group sampled and learned from as soon as it is scored, `pipeline`), consolidate, gate, apply.
-Checkpointed after every node (thread id = run id), so a killed run resumes where it stopped. The nodes
+(each group sampled and learned from as soon as it is scored, `pipeline`), consolidate, gate, apply; when the
+gate has nothing to score, consolidate commits the step itself (one node and one checkpoint fewer on the step's
+critical path). Checkpointed after every node (thread id = run id), so a killed run resumes where it stopped. The nodes
 select, summarize and extract (the stage-by-stage step) are reached only by resuming a run checkpointed
 before the pipeline at one of them."""
 
 from __future__ import annotations
 
 import random
+import asyncio
 from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -33,6 +35,7 @@ class StepState(TypedDict, total=False):
     ops: list[dict[str, Any]]
     consolidation: dict[str, Any]
     gate: dict[str, Any]
+    committed: bool  # the step's ops are applied and its run row written (by apply, or by consolidate)
     done: bool
 
 
@@ -41,6 +44,10 @@ def epoch_order(ids: list[str], seed: int, epoch: int) -> list[str]:
     order = list(ids)
     random.Random(seed * 1_000_003 + epoch).shuffle(order)
     return order
+
+
+def after_commit(state: StepState) -> str:
+    return END if state.get("done") else "sample"
 
 
 def build_graph(ctx: StepContext):
@@ -52,18 +59,29 @@ def build_graph(ctx: StepContext):
         ctx.stage("sample", state["step"], f"epoch {state['epoch'] + 1}, {len(batch)} questions")
         return {"batch": batch, "version": ctx.store.current_version(ctx.cfg.library), "rollouts": {},
                 "selected": {}, "summaries": [], "proposals": [], "examples": [], "ops": [], "consolidation": {},
-                "gate": {}}
+                "gate": {}, "committed": False}
 
     def advance(state: StepState) -> dict:
         cursor, epoch = ctx.next_position(state)
         return {"cursor": cursor, "epoch": epoch, "step": state["step"] + 1, "done": epoch >= ctx.cfg.epochs,
-                "rollouts": {}, "summaries": [], "proposals": [], "examples": [], "ops": [], "gate": {}}
+                "rollouts": {}, "summaries": [], "proposals": [], "examples": [], "ops": [], "gate": {},
+                "committed": True}
 
     def apply_and_advance(state: StepState) -> dict:
         if ctx.last_step(state):  # the memo's last use was before the commit: it closes while the commit writes
             ctx.memo.close_soon()
         apply_step(ctx, state)
         return advance(state)
+
+    async def consolidate_and_commit(state: StepState) -> dict:
+        out = await consolidate_stage(ctx, state)
+        merged = {**state, **out}
+        if not idle_gate(ctx, merged):
+            return out  # the gate node scores the ops, then apply commits them
+        # nothing for the gate to score: the step is committed here, with one checkpoint after both. Killed
+        # before that checkpoint, the node runs again: consolidation's answer comes from the memo, the commit is
+        # made once (`apply_step` reads what the store already holds)
+        return {**out, **await asyncio.to_thread(apply_and_advance, merged)}
 
     def node(stage):  # a stage function bound to this run's context
         async def run(state: StepState) -> dict:
@@ -72,15 +90,17 @@ def build_graph(ctx: StepContext):
 
     g.add_node("sample", sample)
     for name, stage in (("rollouts", rollouts_stage), ("select", select_stage), ("summarize", summarize_stage),
-                        ("extract", extract_stage), ("consolidate", consolidate_stage), ("gate", gate_stage)):
+                        ("extract", extract_stage), ("gate", gate_stage)):
         g.add_node(name, node(stage))
+    g.add_node("consolidate", consolidate_and_commit)
     g.add_node("apply", apply_and_advance)
     g.add_edge(START, "sample")
-    # an idle gate (no slice, or no ops to score) is no node of its own: consolidate goes straight to apply
-    g.add_conditional_edges("consolidate", lambda s: "apply" if idle_gate(ctx, s) else "gate", ["gate", "apply"])
+    # an idle gate (no slice, or no ops to score) is no node of its own, nor is apply then: consolidate commits
+    g.add_conditional_edges("consolidate", lambda s: after_commit(s) if s.get("committed") else "gate",
+                            ["gate", "sample", END])
     for a, b in (("sample", "rollouts"), ("rollouts", "consolidate"), ("gate", "apply"),
                  # a run checkpointed before the per-group pipeline may stop at one of these; it resumes there
                  ("select", "summarize"), ("summarize", "extract"), ("extract", "consolidate")):
         g.add_edge(a, b)
-    g.add_conditional_edges("apply", lambda s: END if s.get("done") else "sample", ["sample", END])
+    g.add_conditional_edges("apply", after_commit, ["sample", END])
     return g

@@ -36,7 +36,12 @@ def group_rows(ctx: StepContext, state: dict, qid: str) -> list[dict[str, Any]]:
 def lessons(ctx: StepContext, version: int | None = None) -> list[dict[str, Any]]:
     """The library's live lessons as the learner sees them (it may revise one by id); those the step's rollouts
     read when `version` is theirs and still the current one (`StepContext.live_experiences`)."""
-    return [{"id": e.id, "text": e.text} for e in ctx.live_experiences(version) if e.kind == "lesson"]
+    return lessons_of(ctx.live_experiences(version))
+
+
+def lessons_of(experiences: list) -> list[dict[str, Any]]:
+    """The lessons among `experiences`, as the learner sees them."""
+    return [{"id": e.id, "text": e.text} for e in experiences if e.kind == "lesson"]
 
 
 async def summarize_rows(ctx: StepContext, step: int, qid: str, rows: list[dict[str, Any]],

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from tfgrpo_common.event_loop import gather_or_cancel
 from tfgrpo.loop.context import StepContext
-from tfgrpo.loop.learn_stages import (collect_group, extract_group, gather_groups, lessons, needs_summaries,
+from tfgrpo.loop.learn_stages import (collect_group, extract_group, gather_groups, lessons_of, needs_summaries,
                                      summarize_rows)
 from tfgrpo.loop.rollout import usable
 from tfgrpo.loop.stages import begin_consolidation, chosen_groups, report_selection, sample_scored, start_rollouts
@@ -36,8 +36,9 @@ class Group(NamedTuple):
 async def rollouts_stage(ctx: StepContext, state: dict) -> dict:
     step = state["step"]
     prior, existing, writer = start_rollouts(ctx, state, "; each group is learned from once it is scored")
-    # the lessons as the step started (the op batch is applied after consolidate), from the rollouts' read
-    library = lessons(ctx, state["version"])
+    # the lessons as the step started (the op batch is applied after consolidate), from the read start_rollouts
+    # just made (nothing ran in between: no second look at the library's version)
+    library = lessons_of(ctx.library_read[1])
     memo_commits = ctx.memo.group_commit()  # the groups whose learner answers come in together share a write
 
     async def group(i: int, qid: str) -> Group:
