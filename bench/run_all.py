@@ -30,6 +30,9 @@ BENCHES = {
     "overhead": ("overhead.py", [], ["--quick"],
                  "one training step at high concurrency against a fake server with latency L: wall / (L per LLM "
                  "stage that made calls), per-call CPU, the rig's floor, and rollouts/s vs GEPA on the same server"),
+    "transport": ("transport.py", [], ["--rounds", "2"],
+                  "a burst of 1,000 requests on new connections: the lean HTTP/1.1 client vs aiohttp, wall above L "
+                  "and event-loop CPU, side by side"),
     "store": ("store_bench.py", [], ["--n", "20000", "--queries", "100"],
               "experience store: top-10 retrieval latency at N experiences, ADD throughput"),
     "prior": ("prior_bench.py", [], ["--sizes", "10,100,1000", "--calls", "100"],

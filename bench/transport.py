@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=1.0)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    if args.n < 1 or args.rounds < 1 or args.latency < 0:
+        ap.error("--n and --rounds must be at least 1, --latency at least 0")
     import aiohttp  # noqa: F401 - imported before the clock, as a training process has it
 
     over: dict[str, list[float]] = {"aiohttp": [], "lean": []}

@@ -122,3 +122,18 @@ def test_run_all_rewrites_its_own_table_and_keeps_every_other_section(tmp_path):
     assert text.startswith("# Benchmark results") and "stale=1" not in text and "| gate_power |" in text
     assert text.count("## What each bench measures") == 1 and text.count("## Output tails") == 1
     assert text.endswith(kept), text[-400:]
+
+
+def test_transport_bench_sends_its_burst_through_both_clients_and_refuses_bad_sizes():
+    """Both clients send every request of the burst to the real fake server (the bench checks each answer)."""
+    out = subprocess.run([sys.executable, "bench/transport.py", "--n", "30", "--latency", "0.05", "--rounds", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = out.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(r"transport_n=30 aiohttp_over_l_ms=(-?\d+) lean_over_l_ms=(-?\d+) over_l_ratio=(-?[\d.]+|inf) "
+                     r"aiohttp_cpu_ms=(\d+) lean_cpu_ms=(\d+) cpu_ratio=([\d.]+|inf)", last)
+    assert m, last
+    assert "round 1 aiohttp" in out.stdout and "round 1 lean" in out.stdout
+    bad = subprocess.run([sys.executable, "bench/transport.py", "--n", "0"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--n and --rounds" in bad.stderr and "Traceback" not in bad.stderr
