@@ -161,6 +161,19 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _tls_context() -> ssl.SSLContext:
+    """The system's trust store, and certifi's bundle where it is installed (as the openai SDK trusts it): a slim
+    container without CA certificates still reaches a hosted provider."""
+    ctx = ssl.create_default_context()
+    try:
+        import certifi
+
+        ctx.load_verify_locations(certifi.where())
+    except (ImportError, OSError):
+        pass
+    return ctx
+
+
 class OriginPool:
     """POSTs to one URL over pooled keep-alive connections, on the event loop it is first used on."""
 
@@ -170,7 +183,7 @@ class OriginPool:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self.ssl = _tls_context() if parts.scheme == "https" else None
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = self.host if ":" not in self.host else f"[{self.host}]"
         default_port = self.port == (443 if self.ssl else 80)
