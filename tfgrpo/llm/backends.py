@@ -66,7 +66,7 @@ class Backend(Protocol):
 class OpenAICompatBackend:
     """Any OpenAI-compatible server (the embedded llama.cpp server, vLLM, Ollama, a proxy)."""
 
-    #: `send` bounds the whole exchange by `timeout` (aiohttp's total timeout): the gateway adds no timer of its own
+    #: `send` bounds the whole exchange by `timeout` (the HTTP client's own): the gateway adds no timer of its own
     enforces_timeout = True
 
     def __init__(self, model: str, api_base: str, api_key: str | None = None, native_n: bool = False):
@@ -77,7 +77,7 @@ class OpenAICompatBackend:
         self._http = None  # the pooled transport (llm/http_passthrough.py), made on first use
 
     async def send(self, messages, *, temperature, max_tokens, n, seed, timeout, extra=None, stage="chat"):
-        """One chat completion over the pooled aiohttp transport (no SDK request transform per call: the hot
+        """One chat completion over the pooled HTTP/1.1 client (`http1`; no SDK request transform per call: the hot
         path of training and evaluation); `extra` is merged into the body as the SDK's `extra_body` was."""
         payload: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
                                    "max_tokens": max_tokens, "top_p": 1.0 if temperature == 0 else 0.95}
