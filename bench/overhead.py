@@ -247,8 +247,8 @@ def main() -> None:
               f"{json.dumps(ours['cpu_us_per_call_by_stage'])}")
         floor = floor_wall(srv.api_base, [ex.question for ex in items], args.group, ours["calls"].get("extract", 0),
                            concurrency)
-        print(f"rig floor: the same calls from the bare HTTP client in {floor:.2f} s ({floor / bound:.3f} x the bound): as "
-              f"low as overhead_ratio can go on this machine; ours is {ours['wall'] - floor:.2f} s above it")
+        print(f"rig floor: the same calls from the bare HTTP client in {floor:.2f} s ({floor / bound:.3f} x the "
+              f"bound): as low as overhead_ratio can go on this machine; ours is {ours['wall'] - floor:.2f} s above it")
         vs = float("nan")
         if not args.no_gepa:
             # GEPA gets a server of its own, fresh as ours was. A GEPA call sometimes stalls (1 run in 4 to 5 here):

@@ -2,9 +2,9 @@
 have with nothing else to do (no store, no scoring, no prompts to build), against the same fake server on the
 same cores. The client is the lean HTTP/1.1 pool the loop uses (`tfgrpo.llm.http1`): plain aiohttp, the floor
 until 2026-12-04, costs about three times its event-loop CPU in a burst of new connections (`bench/transport.py`),
-so it was no floor for a loop that no longer uses it. The step's shape: the groups started one at a time, as the loop starts them, each group's G rollout
-requests at once; as soon as a group's answers are back, its learner request (for the groups that made one);
-after all groups, one consolidate request.
+so it was no floor for a loop that no longer uses it. The step's shape: the groups started one at a time, as the
+loop starts them, each group's G rollout requests at once; as soon as a group's answers are back, its learner
+request (for the groups that made one); after all groups, one consolidate request.
 
     floor_ratio = floor wall / bound
 

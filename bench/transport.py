@@ -94,7 +94,8 @@ def main() -> None:
     a, b = statistics.median(over["aiohttp"]), statistics.median(over["lean"])
     ca, cb = statistics.median(cpu["aiohttp"]), statistics.median(cpu["lean"])
     print(f"transport_n={args.n} aiohttp_over_l_ms={1000 * a:.0f} lean_over_l_ms={1000 * b:.0f} "
-          f"over_l_ratio={a / b:.2f} aiohttp_cpu_ms={1000 * ca:.0f} lean_cpu_ms={1000 * cb:.0f} cpu_ratio={ca / cb:.2f}")
+          f"over_l_ratio={a / b:.2f} aiohttp_cpu_ms={1000 * ca:.0f} lean_cpu_ms={1000 * cb:.0f} "
+          f"cpu_ratio={ca / cb:.2f}")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,10 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._waiter: asyncio.Future | None = None
         self._parser = httptools.HttpResponseParser(self)
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the answer read so far (a new exchange, or the final answer after an interim one)."""
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
@@ -123,8 +127,7 @@ class _Connection(asyncio.Protocol):
     # the exchange
     def exchange(self, data: bytes) -> asyncio.Future:
         """Send one request; the future resolves to its `Answer`."""
-        self._reason, self._headers, self._body, self._coding = b"", [], [], ""
-        self._headers_done = self._framed = False
+        self._reset()
         self._waiter = waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return waiter
@@ -139,10 +142,9 @@ class _Connection(asyncio.Protocol):
             return
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue): the final one follows
-            self._reason, self._headers, self._body, self._headers_done = b"", [], [], False
+            self._reset()
             return
-        body = b"".join(self._body)
-        coding = self._coding
+        body, coding = b"".join(self._body), self._coding
         if coding in ("gzip", "deflate") and body:
             try:
                 body = zlib.decompress(body, 47 if coding == "gzip" else zlib.MAX_WBITS)

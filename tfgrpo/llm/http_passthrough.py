@@ -4,10 +4,10 @@ OpenAI-compatible upstream).
 A request and its answer go through `http1.OriginPool` (a lean HTTP/1.1 client: one write of prebuilt bytes,
 httptools' parser, a LIFO stack of keep-alive connections); a streamed answer through aiohttp, not the openai
 SDK or httpx (forwarding a body costs about 0.5 ms of CPU instead of about 2). The upstream's JSON is passed
-on as it was sent. Bodies are
-encoded and answers decoded with orjson (6 and 4 µs less a call than the standard library for a rollout's
-request and answer); what orjson refuses (an integer beyond 64 bits, NaN in an answer) goes through the
-standard library as before. One pool and one session per event loop (neither can be shared across loops)."""
+on as it was sent. Bodies are encoded and answers decoded with orjson (6 and 4 µs less a call than the standard
+library for a rollout's request and answer); what orjson refuses (an integer beyond 64 bits, NaN in an answer)
+goes through the standard library as before. One pool and one session per event loop (neither can be shared
+across loops)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ def _transport_error(exc: aiohttp.ClientError) -> Exception:
     if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ClientOSError)):  # refused, reset, unreachable
         return ConnectionError(f"cannot connect to the upstream: {exc}")
     return UpstreamRemoteProtocolError(f"{type(exc).__name__}: {exc}")
+
+
+def _status_error(status: int, raw: bytes, reason: str, headers) -> UpstreamHTTPError:
+    """An error status with the upstream's message and headers (`classify` reads Retry-After from them)."""
+    return UpstreamHTTPError(status, error_message(raw, reason), SimpleNamespace(status_code=status, headers=headers))
 
 
 async def _close(session: aiohttp.ClientSession | None, pool: OriginPool | None = None) -> None:
@@ -89,16 +94,14 @@ class PassthroughHTTP:
         if resp.status >= 400:
             raw = await resp.read()
             resp.release()
-            raise UpstreamHTTPError(resp.status, error_message(raw, resp.reason or ""),
-                                    SimpleNamespace(status_code=resp.status, headers=resp.headers))
+            raise _status_error(resp.status, raw, resp.reason or "", resp.headers)
         return resp
 
     async def send(self, payload: dict[str, Any], *, timeout: float) -> Any:
         """The upstream's JSON answer to one request."""
         answer = await self._pool().post(_encode(payload), timeout=timeout)
         if answer.status >= 400:
-            raise UpstreamHTTPError(answer.status, error_message(answer.body, answer.reason),
-                                    SimpleNamespace(status_code=answer.status, headers=answer.headers))
+            raise _status_error(answer.status, answer.body, answer.reason, answer.headers)
         return _decode(answer.body)
 
     async def open_stream(self, payload: dict[str, Any], *, timeout: float) -> AsyncIterator[dict[str, Any]]:

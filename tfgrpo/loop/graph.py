@@ -7,8 +7,8 @@ before the pipeline at one of them."""
 
 from __future__ import annotations
 
-import random
 import asyncio
+import random
 from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
